@@ -1,0 +1,44 @@
+"""`guideline-kg statements`: every statement of the guideline, as text or JSON."""
+
+from __future__ import annotations
+
+import argparse
+import textwrap
+
+from ..cli import emit, emit_json, project_of
+from ..errors import EXIT_OK
+from ..knowledge import load_knowledge
+from ..statements import list_statements
+from ..store import EmbeddedStore
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("statements", help="list every statement of the guideline",
+                       description="List every statement with its source line, verbatim text, citations, kind, "
+                                   "section and, for actions, action, direction, strength and line of therapy.")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.set_defaults(handler=run)
+
+
+def _short(iri: str | None) -> str:
+    return iri.rsplit("#", 1)[-1].rsplit("/", 1)[-1] if iri else ""
+
+
+def run(args: argparse.Namespace) -> int:
+    project = project_of(args)
+    store = EmbeddedStore.from_graph(load_knowledge(project))
+    statements = list_statements(store, project)
+    if args.format == "json":
+        emit_json(statements)
+        return EXIT_OK
+    for s in statements:
+        lines = ",".join(str(n) for n in s["source_lines"])
+        cites = f" [{', '.join(str(c) for c in s['citations'])}]" if s["citations"] else ""
+        head = f"L{lines:<3} {s['kind']:<23} {_short(s['id'])}"
+        emit(head)
+        emit(textwrap.indent(textwrap.fill(s["text"] + cites, 96), "      "))
+        if s["action"]:
+            emit(f"      -> {s['direction']} {', '.join(_short(a) for a in s['action'])}; "
+                 f"strength: {s['strength']}; line: {s['line_of_therapy']}")
+    emit(f"{len(statements)} statements")
+    return EXIT_OK
