@@ -1,0 +1,62 @@
+"""`guideline-kg recommend`: which statements apply to each case, which do not, which are undetermined, and why."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..cases import load_cases
+from ..cli import emit, emit_json, note, project_of
+from ..derive import Evaluator, results_graph
+from ..errors import EXIT_FAILED, EXIT_OK
+from ..knowledge import load_knowledge
+from ..report import json_report, text_report
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("recommend", help="derive the applicable recommendations for patient cases",
+                       description="Validate each case against the case shapes, then derive every statement's "
+                                   "status (applicable, not-applicable, undetermined) with the facts that decided "
+                                   "it or the data missing. CASE is a Turtle, JSON-LD or FHIR R4 Bundle file, or a "
+                                   "folder of them. Exit 0 success, 1 a case fails validation, 2 unreadable input.")
+    p.add_argument("cases", nargs="+", type=Path, metavar="CASE")
+    p.add_argument("--reasoner", choices=["fast", "hermit"], default="fast",
+                   help="fast: SPARQL on the embedded store (default); hermit: OWL reasoning with HermiT")
+    p.add_argument("--format", choices=["text", "json", "turtle"], default="text")
+    p.add_argument("--applicable-only", action="store_true", help="text: hide statements that do not apply")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    project = project_of(args)
+    knowledge = load_knowledge(project)
+    cases = load_cases(args.cases)
+    invalid = []
+    try:
+        from ..validate import validate_case
+    except ImportError:  # validation module not installed in this build
+        validate_case = None  # type: ignore[assignment]
+    valid = []
+    for case in cases:
+        for n in case.notes:
+            note(f"{case.name}: {n}")
+        findings = validate_case(case.graph, project) if validate_case else []
+        violations = [f for f in findings if f.severity == "Violation"]
+        if violations:
+            invalid.append(case)
+            note(f"{case.name}: INVALID case, no recommendations:")
+            for f in violations:
+                note(f"  - {f.focus}: {f.message}")
+        else:
+            valid.append(case)
+    evaluator = Evaluator(knowledge, project)
+    results = [evaluator.evaluate(c, args.reasoner) for c in valid]
+    if args.format == "json":
+        doc = json_report(evaluator, results)
+        doc["invalid_cases"] = [c.name for c in invalid]
+        emit_json(doc)
+    elif args.format == "turtle":
+        emit(results_graph(results, knowledge).serialize(format="turtle"))
+    else:
+        emit(text_report(evaluator, results, show_all=not args.applicable_only))
+    return EXIT_FAILED if invalid else EXIT_OK
