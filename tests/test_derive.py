@@ -1,0 +1,167 @@
+"""Derivation: every example case gives its expected statuses, on both paths, and the paths agree."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from rdflib import Graph, URIRef
+
+from guideline_kg.cases import EXPECTED_SUFFIX, Case, load_cases
+from guideline_kg.derive import Evaluator, results_graph
+from guideline_kg.knowledge import load_knowledge
+from guideline_kg.namespaces import GK, PLBP, PROV, RDF
+from guideline_kg.project import Project
+
+PROJECT = Project.at()
+CASES = load_cases([PROJECT.cases_dir])
+
+
+@pytest.fixture(scope="module")
+def evaluator() -> Evaluator:
+    return Evaluator(load_knowledge(PROJECT), PROJECT)
+
+
+_CACHE: dict[tuple[str, str], object] = {}
+
+
+def derived(evaluator: Evaluator, case: Case, reasoner: str = "fast"):
+    """One derivation per case and path for the whole module (HermiT takes about a second a case)."""
+    key = (case.name, reasoner)
+    if key not in _CACHE:
+        _CACHE[key] = evaluator.evaluate(case, reasoner)
+    return _CACHE[key]
+
+
+def expected_of(case: Case) -> dict:
+    path = Path(case.source).parent / (case.name + EXPECTED_SUFFIX)
+    assert path.exists(), f"example case {case.name} has no {path.name}"
+    return json.loads(path.read_text())
+
+
+def test_at_least_fifteen_example_cases_in_turtle_and_fhir() -> None:
+    assert len(CASES) >= 15
+    suffixes = {Path(c.source).suffix for c in CASES}
+    assert ".ttl" in suffixes
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+@pytest.mark.parametrize("reasoner", ["fast", "hermit"])
+def test_case_gives_expected_results(evaluator: Evaluator, case: Case, reasoner: str) -> None:
+    expected = expected_of(case)
+    result = derived(evaluator, case, reasoner)
+    assert result.in_scope == expected["in_scope"], result.scope_reason
+    for sid, status in expected["statuses"].items():
+        assert result.status_of(str(PLBP[sid])) == status, f"{sid} on the {reasoner} path"
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_fast_and_hermit_paths_agree_on_every_statement(evaluator: Evaluator, case: Case) -> None:
+    fast = {r.statement["id"]: r.status for r in derived(evaluator, case, "fast").results}
+    hermit = {r.statement["id"]: r.status for r in derived(evaluator, case, "hermit").results}
+    assert fast == hermit
+
+
+def test_every_action_recommendation_is_both_applicable_and_not_applicable_in_the_examples(evaluator) -> None:
+    seen: dict[str, set[str]] = {}
+    for case in CASES:
+        for r in evaluator.evaluate(case).results:
+            if r.statement["action"]:
+                seen.setdefault(r.statement["id"], set()).add(r.status)
+    assert seen, "no action statements evaluated"
+    lacking = {sid: st for sid, st in seen.items() if not {"applicable", "not-applicable"} <= st}
+    assert not lacking
+
+
+def test_examples_cover_undetermined_out_of_scope_and_urgent(evaluator) -> None:
+    results = [evaluator.evaluate(c) for c in CASES]
+    assert any(not r.in_scope for r in results)
+    assert any(any(s.status == "undetermined" for s in r.results) for r in results)
+    assert any(r.urgent for r in results)
+
+
+def test_urgent_findings_lead_the_report(evaluator) -> None:
+    case = next(c for c in CASES if c.name.startswith("c04"))
+    result = evaluator.evaluate(case)
+    first = result.to_json()["recommendations"][0]
+    assert first["id"] == str(PLBP["L05-urgent"]) and first["status"] == "applicable"
+    assert result.urgent and "progressive neurological deficit" in result.urgent[0]
+
+
+def test_applicable_because_names_the_facts_that_met_each_condition(evaluator) -> None:
+    case = next(c for c in CASES if c.name.startswith("c06"))
+    rec = next(r for r in evaluator.evaluate(case).to_json()["recommendations"] if r["id"] == str(PLBP.L19))
+    assert rec["status"] == "applicable" and rec["missing"] == []
+    assert any("pain relief in percent 10" in b for b in rec["because"])
+
+
+def test_not_applicable_because_names_the_failed_condition_and_fact(evaluator) -> None:
+    case = next(c for c in CASES if c.name.startswith("c01"))
+    rec = next(r for r in evaluator.evaluate(case).to_json()["recommendations"] if r["id"] == str(PLBP.L37))
+    assert rec["status"] == "not-applicable"
+    assert rec["because"] == ["not met: post-operative imaging obtained, since no post-operative imaging yet "
+                              "(c01 postoperative imaging obtained false)"]
+
+
+def test_undetermined_lists_the_missing_data_and_is_open_world(evaluator) -> None:
+    case = next(c for c in CASES if c.name.startswith("c05"))
+    rec = next(r for r in evaluator.evaluate(case).to_json()["recommendations"] if r["id"] == str(PLBP["L05-urgent"]))
+    assert rec["status"] == "undetermined"
+    assert rec["missing"] == ["assessment for a progressive neurological deficit and for signs of a serious "
+                              "underlying condition"]
+
+
+def test_out_of_scope_case_gives_reason(evaluator) -> None:
+    case = next(c for c in CASES if c.name.startswith("c02"))
+    result = evaluator.evaluate(case)
+    assert not result.in_scope
+    assert "neither a laminectomy nor a foraminotomy" in result.scope_reason
+
+
+def test_json_has_exactly_the_contract_keys(evaluator) -> None:
+    doc = evaluator.evaluate(CASES[0]).to_json()
+    assert set(doc) == {"case", "in_scope", "scope_reason", "recommendations"}
+    keys = {"id", "source_lines", "status", "text", "action", "direction", "strength", "line_of_therapy",
+            "citations", "because", "missing"}
+    assert all(set(r) == keys for r in doc["recommendations"])
+    assert all(isinstance(x, str) for r in doc["recommendations"] for x in r["because"] + r["missing"])
+
+
+def test_batch_evaluation_equals_single_case_evaluation(evaluator) -> None:
+    from guideline_kg.store import EmbeddedStore
+
+    graph = Graph()
+    for c in CASES:
+        graph += c.graph
+    store = EmbeddedStore.from_graph(graph)
+    single = {c.patient: {r.statement["id"]: r.status for r in evaluator.evaluate(c).results} for c in CASES}
+    batch = {r.patient: {s.statement["id"]: s.status for s in r.results} for r in evaluator.evaluate_store(store)}
+    assert batch == single
+
+
+def test_results_graph_links_result_to_case_statement_population_and_facts(evaluator) -> None:
+    case = next(c for c in CASES if c.name.startswith("c06"))
+    g = results_graph([evaluator.evaluate(case)])
+    node = next(n for n in g.subjects(GK.forStatement, PLBP.L19))
+    assert (node, GK.status, GK.Applicable) in g
+    assert (node, GK.forCase, case.patient) in g
+    assert (node, PROV.wasDerivedFrom, PLBP["Population-L19"]) in g
+    assert (node, PROV.wasDerivedFrom, URIRef(str(case.patient) + "-t3")) in g
+    assert (node, RDF.type, GK.RecommendationResult) in g
+
+
+def test_second_guideline_changes_nothing_in_code(tmp_path) -> None:
+    """A changed threshold in the data changes the result: the logic lives in kg/definitions.ttl."""
+    import shutil
+
+    kg = tmp_path / "kg"
+    shutil.copytree(PROJECT.kg_dir, kg, ignore=shutil.ignore_patterns("cases"))
+    defs = kg / "definitions.ttl"
+    defs.write_text(defs.read_text().replace("xsd:minInclusive 3.0", "xsd:minInclusive 12.0")
+                    .replace("xsd:maxExclusive 3.0", "xsd:maxExclusive 12.0"))
+    project = Project.at(PROJECT.home, kg=kg)
+    ev = Evaluator(load_knowledge(project), project)
+    case = next(c for c in CASES if c.name.startswith("c01"))  # 8 months of pain
+    result = ev.evaluate(case)
+    assert not result.in_scope and "pain not (yet) chronic" in result.scope_reason
