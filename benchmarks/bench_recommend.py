@@ -1,0 +1,60 @@
+"""Benchmark: one case through `guideline-kg recommend` (cold, whole process) and in-process (warm), per path.
+
+Prints a table of medians over several runs. Run: `.venv/bin/python benchmarks/bench_recommend.py [--runs N]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from guideline_kg.cases import load_cases  # noqa: E402
+from guideline_kg.derive import Evaluator  # noqa: E402
+from guideline_kg.knowledge import load_knowledge  # noqa: E402
+from guideline_kg.project import Project  # noqa: E402
+
+CASE = ROOT / "kg" / "cases" / "c06-opioid-no-relief.ttl"
+CLI = ROOT / ".venv" / "bin" / "guideline-kg"
+
+
+def median_seconds(fn, runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    project = Project.at(ROOT)
+    knowledge = load_knowledge(project)
+    evaluator = Evaluator(knowledge, project)
+    case = load_cases([CASE])[0]
+    rows = []
+    for path in ("fast", "hermit"):
+        cold = median_seconds(lambda: subprocess.run([str(CLI), "recommend", str(CASE), "--format", "json",
+                                                      "--reasoner", path], check=True, capture_output=True),
+                              args.runs)
+        warm = median_seconds(lambda: evaluator.evaluate(case, path), args.runs)
+        rows.append((path, cold, warm))
+    print(f"one case ({CASE.name}), median of {args.runs} runs")
+    print(f"{'path':<8} {'CLI, cold (s)':>14} {'in-process, warm (ms)':>22}")
+    for path, cold, warm in rows:
+        print(f"{path:<8} {cold:>14.3f} {warm * 1000:>22.1f}")
+    fast, hermit = rows[0], rows[1]
+    print(f"hermit/fast ratio: cold {hermit[1] / fast[1]:.1f}x, warm {hermit[2] / fast[2]:.0f}x")
+
+
+if __name__ == "__main__":
+    main()
