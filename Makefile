@@ -17,7 +17,10 @@ install: $(STAMP)
 ## main job on the embedded default store
 run: $(STAMP)
 	$(BIN)/guideline-kg build --out build
-	$(BIN)/guideline-kg statements --summary
+	$(BIN)/guideline-kg recommend kg/cases --applicable-only > build/example-cases-report.txt
+	$(BIN)/guideline-kg recommend kg/cases --format json > build/example-cases.json
+	$(BIN)/guideline-kg recommend kg/cases --summary
+	@echo "full report: build/example-cases-report.txt; JSON: build/example-cases.json"
 
 ## the whole test suite
 test: $(STAMP)

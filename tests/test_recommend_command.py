@@ -57,3 +57,12 @@ def test_hermit_path_gives_the_same_json_as_fast_path(capsys) -> None:
     _, hermit, _ = run(capsys, "recommend", case, "--format", "json", "--reasoner", "hermit")
     statuses = lambda doc: {r["id"]: r["status"] for r in json.loads(doc)["cases"][0]["recommendations"]}  # noqa: E731
     assert statuses(fast) == statuses(hermit)
+
+
+def test_summary_has_one_line_per_case_with_scope_and_urgency(capsys) -> None:
+    code, out, _ = run(capsys, "recommend", str(CASES), "--summary")
+    lines = {ln.split()[0]: ln for ln in out.splitlines()[1:] if ln.strip()}
+    assert code == 0
+    assert "OUT OF SCOPE" in lines["c02-out-of-scope-discectomy"]
+    assert "YES: progressive neurological deficit" in lines["c04-urgent-deficit"]
+    assert "YES" not in lines["c01-first-visit"]

@@ -10,7 +10,7 @@ from .derive import CaseResult, Evaluator, StatementResult
 from .namespaces import GK, RDFS, SKOS
 from .queries import load_query
 
-__all__ = ["text_report", "json_report"]
+__all__ = ["text_report", "json_report", "summary_table"]
 
 _MARK = {"applicable": "[x]", "not-applicable": "[ ]", "undetermined": "[?]"}
 
@@ -62,4 +62,15 @@ def text_report(evaluator: Evaluator, results: list[CaseResult], show_all: bool 
                 out.append(_wrap(s["text"] + cites, "      "))
                 out += [_wrap(b, "      because: ", 0) for b in r.because]
                 out += [_wrap(m, "      missing: ") for m in r.missing]
+    return "\n".join(out) + "\n"
+
+
+def summary_table(results: list[CaseResult]) -> str:
+    """One line per case: scope, counts by status, and urgent findings (the main job's overview)."""
+    out = [f"{'case':<40} {'scope':<13} {'applicable':>10} {'not-appl.':>9} {'undeterm.':>9}  urgent"]
+    for cr in results:
+        counts = {s: sum(1 for r in cr.results if r.status == s) for s in _MARK}
+        scope = "in scope" if cr.in_scope else "OUT OF SCOPE"
+        out.append(f"{cr.case:<40} {scope:<13} {counts['applicable']:>10} {counts['not-applicable']:>9} "
+                   f"{counts['undetermined']:>9}  {'YES: ' + cr.urgent[0].split(' (')[0] if cr.urgent else ''}")
     return "\n".join(out) + "\n"

@@ -10,7 +10,7 @@ from ..cli import emit, emit_json, note, project_of
 from ..derive import Evaluator, results_graph
 from ..errors import EXIT_FAILED, EXIT_OK
 from ..knowledge import load_knowledge
-from ..report import json_report, text_report
+from ..report import json_report, summary_table, text_report
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="fast: SPARQL on the embedded store (default); hermit: OWL reasoning with HermiT")
     p.add_argument("--format", choices=["text", "json", "turtle"], default="text")
     p.add_argument("--applicable-only", action="store_true", help="text: hide statements that do not apply")
+    p.add_argument("--summary", action="store_true", help="text: one line per case instead of the full report")
     p.set_defaults(handler=run)
 
 
@@ -57,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
         emit_json(doc)
     elif args.format == "turtle":
         emit(results_graph(results, knowledge).serialize(format="turtle"))
+    elif args.summary:
+        emit(summary_table(results))
     else:
         emit(text_report(evaluator, results, show_all=not args.applicable_only))
     return EXIT_FAILED if invalid else EXIT_OK
