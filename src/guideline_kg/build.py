@@ -11,6 +11,7 @@ from rdflib import Graph
 from .knowledge import guideline_iri
 from .namespaces import DCTERMS, GK, OWL, RDF, SKOS
 from .rdfio import EXTENSIONS, write_graph
+from .profile import owl2_dl_violations
 from .reasoner import ReasonerResult, check_consistency
 
 __all__ = ["BuildResult", "build", "summarise"]
@@ -21,16 +22,17 @@ class BuildResult:
     """The outcome of a build: the reasoner's verdict and the files written."""
 
     reasoner: ReasonerResult
+    profile_violations: list[str] = field(default_factory=list)
     written: list[Path] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.reasoner.consistent and not self.reasoner.unsatisfiable
+        return self.reasoner.consistent and not self.reasoner.unsatisfiable and not self.profile_violations
 
 
 def build(graph: Graph, out_dir: Path | None) -> BuildResult:
-    """Check ``graph`` with HermiT; when it is consistent and ``out_dir`` is given, write the merged graph."""
-    result = BuildResult(check_consistency(graph))
+    """Check ``graph`` with HermiT and the OWL 2 DL profile; when both pass and ``out_dir`` is given, write it."""
+    result = BuildResult(check_consistency(graph), owl2_dl_violations(graph))
     if result.ok and out_dir is not None:
         for fmt, ext in EXTENSIONS.items():
             result.written.append(write_graph(graph, Path(out_dir) / f"merged{ext}", fmt))

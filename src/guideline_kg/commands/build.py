@@ -15,8 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("build", help="merge ontology and content, prove consistency with HermiT, write the merged graph",
                        description="Merge ontology/ and kg/, prove the merged graph consistent with HermiT (and "
                                    "that no named class is unsatisfiable), and write it to OUT as Turtle, "
-                                   "N-Triples, RDF/XML and JSON-LD. Exit 0 consistent, 1 inconsistent or "
-                                   "unsatisfiable classes, 2 unreadable input.")
+                                   "N-Triples, RDF/XML and JSON-LD. Also checks the OWL 2 DL profile with the OWL API. "
+                                   "Exit 0 consistent and in profile, 1 inconsistent, unsatisfiable classes or "
+                                   "profile violations, 2 unreadable input.")
     p.add_argument("--out", type=Path, default=Path("build"), help="output folder (default: build)")
     p.add_argument("--format", choices=["text", "json"], default="text", help="summary format")
     p.set_defaults(handler=run)
@@ -29,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
     summary = summarise(graph)
     summary.update({"consistent": result.reasoner.consistent,
                     "unsatisfiable_classes": result.reasoner.unsatisfiable,
+                    "owl2_dl_violations": result.profile_violations,
                     "written": [str(p) for p in result.written]})
     if args.format == "json":
         emit_json(summary)
@@ -39,6 +41,12 @@ def run(args: argparse.Namespace) -> int:
             note("HermiT: unsatisfiable classes: " + ", ".join(result.reasoner.unsatisfiable))
         else:
             emit(f"HermiT: consistent; no named class is unsatisfiable ({summary['classes']} classes).")
+        if result.profile_violations:
+            note(f"OWL 2 DL profile: {len(result.profile_violations)} violations (OWL API):")
+            for v in result.profile_violations:
+                note(f"  - {v}")
+        else:
+            emit("OWL API: the merged graph is in the OWL 2 DL profile.")
         emit(f"Guideline: {summary['title']}\n  IRI: {summary['guideline']}")
         emit(f"  {summary['triples']} triples, {summary['statements']} statements on "
              f"{summary['source_lines']} source lines, {summary['references']} references, "

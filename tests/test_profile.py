@@ -1,0 +1,29 @@
+"""The OWL 2 DL profile check (OWL API inside HermiT.jar)."""
+
+from __future__ import annotations
+
+from rdflib import Graph
+
+from guideline_kg.knowledge import load_knowledge
+from guideline_kg.profile import owl2_dl_violations
+from guideline_kg.project import Project
+
+BAD = """
+@prefix : <https://w3id.org/guideline-kg/test/p#> .
+@prefix owl: <http://www.w3.org/2002/07/owl#> .
+@prefix rdfs: <http://www.w3.org/2000/01/rdf-schema#> .
+<https://w3id.org/guideline-kg/test/p> a owl:Ontology .
+:q a owl:ObjectProperty, owl:DatatypeProperty .
+:C a owl:Class ; rdfs:subClassOf [ a owl:Restriction ; owl:onProperty :q ; owl:someValuesFrom :D ] .
+"""
+
+
+def test_merged_guideline_graph_is_in_owl2_dl() -> None:
+    assert owl2_dl_violations(load_knowledge(Project.at())) == []
+
+
+def test_violations_are_reported_with_the_offending_terms() -> None:
+    violations = owl2_dl_violations(Graph().parse(data=BAD, format="turtle"))
+    text = "\n".join(violations)
+    assert "Cannot pun between properties" in text and "p#q" in text
+    assert "Use of undeclared class" in text and "p#D" in text
