@@ -80,6 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except BrokenPipeError:
         return EXIT_OK
+    except OSError as exc:  # an output folder that cannot be made, a file that cannot be written
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        note(f"guideline-kg {args.command}: error: {where}{exc.strerror or exc}")
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -40,14 +40,25 @@ def guess_format(path: Path) -> str:
 
 
 def _bad_syntax_position(exc: BadSyntax, text: str) -> tuple[int | None, int | None]:
-    line = getattr(exc, "lines", None)
-    line = line + 1 if isinstance(line, int) else None
-    col = None
-    i = getattr(exc, "i", None)
-    if isinstance(i, int) and line is not None:
-        start = text.rfind("\n", 0, i) + 1
-        col = i - start + 1
-    return line, col
+    """Line and column (1-based) of a Turtle/N3 syntax error, from the parser's byte offset into the text."""
+    data, i = getattr(exc, "_str", None), getattr(exc, "_i", None)
+    if not isinstance(data, bytes) or not isinstance(i, int):
+        data, i = text.encode("utf-8"), None
+    if i is None:
+        line = getattr(exc, "lines", None)
+        return (line + 1 if isinstance(line, int) else None), None
+    i = max(0, min(i, len(data)))
+    start = data.rfind(b"\n", 0, i) + 1
+    return data.count(b"\n", 0, i) + 1, len(data[start:i].decode("utf-8", "replace")) + 1
+
+
+def _sax_position(exc: Exception) -> tuple[int | None, int | None]:
+    """Line and column of an RDF/XML (SAX) parse error, when the parser gives them."""
+    get_line, get_col = getattr(exc, "getLineNumber", None), getattr(exc, "getColumnNumber", None)
+    if callable(get_line) and callable(get_col):
+        line, col = get_line(), get_col()
+        return (line if isinstance(line, int) else None), (col + 1 if isinstance(col, int) else None)
+    return None, None
 
 
 def read_graph(path: Path | str, graph: Graph | None = None, fmt: str | None = None) -> Graph:
@@ -78,12 +89,13 @@ def read_graph(path: Path | str, graph: Graph | None = None, fmt: str | None = N
         message = re.sub(r"\s+", " ", str(getattr(exc, "_why", None) or exc)).strip()
         raise InputError(f"malformed {fmt}: {message}", path=str(path), line=line, column=col) from None
     except Exception as exc:  # rdflib raises many unrelated types for bad input
-        message = re.sub(r"\s+", " ", str(exc)).strip()
-        line = None
-        m = re.search(r"line (\d+)", message)
-        if m:
-            line = int(m.group(1))
-        raise InputError(f"malformed {fmt}: {message}", path=str(path), line=line) from None
+        line, col = _sax_position(exc)
+        message = exc.getMessage() if line is not None and hasattr(exc, "getMessage") else str(exc)
+        message = re.sub(r"\s+", " ", str(message)).strip()
+        if line is None:
+            m = re.search(r"line (\d+)", message)
+            line = int(m.group(1)) if m else None
+        raise InputError(f"malformed {fmt}: {message}", path=str(path), line=line, column=col) from None
     return graph
 
 

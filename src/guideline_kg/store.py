@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Iterator, Protocol
 
@@ -86,7 +87,7 @@ class EmbeddedStore:
         try:
             return self.ox.query(text)
         except SyntaxError as exc:
-            raise SparqlSyntaxError(_shift_lines(str(exc), sparql_prologue().count("\n"))) from None
+            raise _syntax_error(str(exc), sparql_prologue().count("\n")) from None
 
     def select(self, query: str) -> Rows:
         result = self._run(query)
@@ -114,11 +115,18 @@ class EmbeddedStore:
         return self._run(query)
 
 
-def _shift_lines(message: str, offset: int) -> str:
-    """Make a parser message's line numbers count from the user's first line, not the prologue's."""
-    import re
+_OX_POSITION = re.compile(r"^\s*error at (\d+):(\d+):\s*")
 
-    def fix(m: "re.Match[str]") -> str:
-        return f"{m.group(1)}{int(m.group(2)) - offset}"
 
-    return re.sub(r"(line )(\d+)", fix, re.sub(r"(?<=\b)(\d+):(\d+)", lambda m: f"{int(m.group(1)) - offset}:{m.group(2)}", message))
+def _syntax_error(message: str, offset: int) -> SparqlSyntaxError:
+    """A SparqlSyntaxError whose line counts from the user's first line, not from the prepended prologue.
+
+    pyoxigraph words its errors ``error at LINE:COLUMN: expected ...``; only that leading position is shifted."""
+    message = re.sub(r"\s+", " ", message).strip()
+    m = _OX_POSITION.match(message)
+    if m is None:
+        return SparqlSyntaxError(f"SPARQL syntax error: {message}")
+    line, column = int(m.group(1)) - offset, int(m.group(2))
+    err = SparqlSyntaxError(f"SPARQL syntax error at line {line}, column {column}: {message[m.end():]}")
+    err.line, err.column = line, column
+    return err

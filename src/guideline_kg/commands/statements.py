@@ -7,7 +7,7 @@ import textwrap
 
 from ..cli import emit, emit_json, project_of
 from ..errors import EXIT_OK
-from ..knowledge import load_knowledge
+from ..knowledge import guideline_iri, load_knowledge
 from ..statements import list_statements
 from ..store import EmbeddedStore
 
@@ -26,7 +26,9 @@ def _short(iri: str | None) -> str:
 
 def run(args: argparse.Namespace) -> int:
     project = project_of(args)
-    store = EmbeddedStore.from_graph(load_knowledge(project))
+    knowledge = load_knowledge(project)
+    guideline_iri(knowledge)  # no gk:Guideline means the wrong folders: an error, not an empty list
+    store = EmbeddedStore.from_graph(knowledge)
     statements = list_statements(store, project)
     if args.format == "json":
         emit_json(statements)
