@@ -1,0 +1,89 @@
+"""Session-wide fixtures shared by every test module: the project, its merged graph, a store and one HermiT run.
+
+The graph and store are shared: tests must not change them (copy with ``Graph() + knowledge`` first).
+Add further shared fixtures here only when more than one test module needs them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+from rdflib import Graph
+
+from guideline_kg.knowledge import load_knowledge
+from guideline_kg.project import Project
+from guideline_kg.reasoner import ReasonerResult, check_consistency
+from guideline_kg.store import EmbeddedStore
+
+#: The repository root (tests/..).
+REPO = Path(__file__).resolve().parents[1]
+#: The second, tiny guideline that proves no guideline content hides in Python.
+MINI_HOME = REPO / "tests" / "fixtures" / "mini-guideline"
+
+
+def source_path() -> Path:
+    """The guideline source text: $GUIDELINE_SOURCE, else ../shared/source/guideline.txt beside the repo."""
+    env = os.environ.get("GUIDELINE_SOURCE")
+    return Path(env) if env else REPO.parent / "shared" / "source" / "guideline.txt"
+
+
+@pytest.fixture(scope="session")
+def project() -> Project:
+    """The project of this checkout."""
+    return Project.at(REPO)
+
+
+@pytest.fixture(scope="session")
+def knowledge(project: Project) -> Graph:
+    """The merged ontology and content graph (read-only for tests)."""
+    return load_knowledge(project)
+
+
+@pytest.fixture(scope="session")
+def store(knowledge: Graph) -> EmbeddedStore:
+    """An embedded pyoxigraph store holding the merged graph (read-only for tests)."""
+    return EmbeddedStore.from_graph(knowledge)
+
+
+@pytest.fixture(scope="session")
+def hermit_result(knowledge: Graph) -> ReasonerResult:
+    """HermiT's verdict on the merged graph, computed once per session (about a second)."""
+    return check_consistency(knowledge)
+
+
+_CONTENT_LINE = re.compile(r"^(?:- )?(?P<text>.*?)(?:\s+(?P<refs>\d+(?:\s+\d+)*))?\s*$")
+
+
+def expected_content(path: Path) -> dict[int, tuple[str, list[int]]]:
+    """Each non-empty source line by number: its text less a leading "- " and trailing reference numbers,
+    and those numbers (the rule gk:verbatimText and gk:cites follow)."""
+    if not path.exists():
+        pytest.fail(f"guideline source not found at {path} (set GUIDELINE_SOURCE)")
+    out: dict[int, tuple[str, list[int]]] = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            m = _CONTENT_LINE.match(line)
+            assert m is not None
+            out[n] = (m.group("text"), [int(x) for x in (m.group("refs") or "").split()])
+    return out
+
+
+@pytest.fixture(scope="session")
+def expected_lines() -> dict[int, tuple[str, list[int]]]:
+    """The guideline's content lines: verbatim text and citations expected of the graph, by line number."""
+    return expected_content(source_path())
+
+
+@pytest.fixture(scope="session")
+def mini_project() -> Project:
+    """The tiny second guideline: its own kg/ folder, the shared ontology and queries of this checkout."""
+    return Project.at(REPO, kg=MINI_HOME / "kg")
+
+
+@pytest.fixture(scope="session")
+def mini_expected_lines() -> dict[int, tuple[str, list[int]]]:
+    """The tiny guideline's content lines, read from its own source.txt."""
+    return expected_content(MINI_HOME / "source.txt")
