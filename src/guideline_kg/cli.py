@@ -17,7 +17,7 @@ from typing import Any, Sequence
 from .errors import EXIT_ERROR, EXIT_OK, GuidelineKGError
 from .project import Project
 
-__all__ = ["main", "build_parser", "emit", "emit_json", "note", "project_of"]
+__all__ = ["main", "build_parser", "emit", "emit_json", "note", "project_of", "add_store_arguments", "store_of"]
 
 
 def emit(text: str) -> None:
@@ -38,6 +38,21 @@ def emit_json(data: Any) -> None:
 def project_of(args: argparse.Namespace) -> Project:
     """The project the global options point at."""
     return Project.at(args.home, ontology=args.ontology, kg=args.kg, shapes=args.shapes, queries=args.queries)
+
+
+def add_store_arguments(parser: argparse.ArgumentParser) -> None:
+    """The --store URL / --store-data URL options of commands that can run on an external SPARQL server."""
+    parser.add_argument("--store", metavar="URL", help="run on this SPARQL 1.1 server (its query endpoint; "
+                        "e.g. http://127.0.0.1:7878 for Oxigraph) instead of the embedded store")
+    parser.add_argument("--store-data", metavar="URL", help="the server's Graph Store Protocol endpoint for "
+                        "loading (default for Oxigraph: .../store); see docs/querying.md for other servers")
+
+
+def store_of(args: argparse.Namespace) -> Any:
+    """The store the --store options name: a RemoteStore, or a new embedded store."""
+    from .store import open_store
+
+    return open_store(getattr(args, "store", None), getattr(args, "store_data", None))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Iterator, Protocol
 
 import pyoxigraph as ox
 from rdflib import BNode, Graph, Literal, URIRef
 from rdflib.term import Node
 
 from .errors import InputError
-from .namespaces import sparql_prologue
+from .namespaces import GK, sparql_prologue
 
-__all__ = ["Store", "EmbeddedStore", "Rows", "to_rdflib", "graph_to_ntriples", "SparqlSyntaxError"]
+if TYPE_CHECKING:
+    from .sparql_results import QueryResult
+
+__all__ = ["Store", "EmbeddedStore", "RemoteStore", "open_store", "Rows", "to_rdflib", "graph_to_ntriples",
+           "SparqlSyntaxError"]
 
 
 class SparqlSyntaxError(InputError):
@@ -114,6 +118,16 @@ class EmbeddedStore:
         """The pyoxigraph result object, for serialising results in a standard format."""
         return self._run(query)
 
+    def result(self, query: str, limit: int | None = None) -> "QueryResult":
+        """The materialised result of any query form (at most ``limit`` solutions or triples)."""
+        from .sparql_results import materialise
+
+        return materialise(self._run(query), limit)
+
+    def has_knowledge(self) -> bool:
+        """Whether a guideline is loaded (a node typed gk:Guideline)."""
+        return self.ask(f"ASK {{ ?g a <{GK.Guideline}> }}")
+
 
 _OX_POSITION = re.compile(r"^\s*error at (\d+):(\d+):\s*")
 
@@ -130,3 +144,128 @@ def _syntax_error(message: str, offset: int) -> SparqlSyntaxError:
     err = SparqlSyntaxError(f"SPARQL syntax error at line {line}, column {column}: {message[m.end():]}")
     err.line, err.column = line, column
     return err
+
+
+class RemoteStore:
+    """A SPARQL 1.1 server used as the store: queries over the SPARQL 1.1 Protocol (``url``, the query
+    endpoint) and loading over the Graph Store Protocol (``data_url``, into the default graph).
+
+    Every query gets the project's prefixes prepended, as on the embedded store. ``data_url`` defaults to the
+    Oxigraph layout: ``http://host:port`` or ``.../query`` queries, ``.../store`` loads."""
+
+    def __init__(self, url: str, data_url: str | None = None, timeout: float = 60.0) -> None:
+        import httpx
+
+        self.url, self.data_url = remote_endpoints(url, data_url)
+        self.timeout = timeout
+        self.client = httpx.Client(timeout=timeout, headers={"User-Agent": "guideline-kg"})
+
+    def __repr__(self) -> str:
+        return f"RemoteStore({self.url!r}, data_url={self.data_url!r})"
+
+    def _request(self, method: str, url: str, **kwargs: Any) -> Any:
+        import httpx
+
+        try:
+            return self.client.request(method, url, **kwargs)
+        except httpx.TimeoutException:
+            raise InputError(f"{self.url}: no answer within {self.timeout:g} s") from None
+        except httpx.HTTPError as exc:
+            raise InputError(f"cannot reach the SPARQL server {url}: {exc}") from None
+
+    def _load(self, method: str, graph: Graph) -> None:
+        sep = "&" if "?" in self.data_url else "?"
+        resp = self._request(method, f"{self.data_url}{sep}default", content=graph_to_ntriples(graph),
+                             headers={"Content-Type": "application/n-triples"})
+        if resp.status_code >= 300:
+            raise InputError(f"{self.data_url}: the server refused the graph (HTTP {resp.status_code}): "
+                             f"{resp.text.strip()[:300]}")
+
+    def add_graph(self, graph: Graph) -> None:
+        """Add the triples of ``graph`` to the server's default graph (Graph Store Protocol POST)."""
+        self._load("POST", graph)
+
+    def replace_graph(self, graph: Graph) -> None:
+        """Replace the server's default graph with ``graph`` (Graph Store Protocol PUT)."""
+        self._load("PUT", graph)
+
+    def result(self, query: str, limit: int | None = None) -> "QueryResult":
+        """Run any query form on the server; the materialised result (at most ``limit`` items)."""
+        from .sparql_results import materialise
+
+        resp = self._request("POST", self.url, content=(sparql_prologue() + query).encode("utf-8"), headers={
+            "Content-Type": "application/sparql-query; charset=utf-8",
+            "Accept": "application/sparql-results+json, application/n-triples;q=0.9"})
+        if resp.status_code == 400:
+            raise _syntax_error(resp.text, sparql_prologue().count("\n"))
+        if resp.status_code >= 300:
+            raise InputError(f"{self.url}: HTTP {resp.status_code}: {resp.text.strip()[:300]}")
+        ctype = resp.headers.get("content-type", "").split(";")[0].strip()
+        try:
+            if ctype == "application/sparql-results+json":
+                return materialise(ox.parse_query_results(resp.content, ox.QueryResultsFormat.JSON), limit)
+            fmt = ox.RdfFormat.from_media_type(ctype)
+            if fmt is None:
+                raise InputError(f"{self.url}: unexpected result type {ctype!r}")
+            return materialise(ox.parse(resp.content, fmt), limit)
+        except SyntaxError as exc:
+            raise InputError(f"{self.url}: malformed {ctype} result: {exc}") from None
+
+    def raw(self, query: str) -> Any:
+        """The result as pyoxigraph objects (solutions, boolean, or a list of triples)."""
+        res = self.result(query)
+        return res.triples() if res.kind == "graph" else res.solutions()
+
+    def select(self, query: str) -> Rows:
+        res = self.result(query)
+        if res.kind != "solutions":
+            raise InputError("expected a SELECT query")
+        solutions = res.solutions()
+        names = [v.value for v in solutions.variables]
+        return Rows(names, [tuple(to_rdflib(sol[n]) for n in names) for sol in solutions])
+
+    def ask(self, query: str) -> bool:
+        res = self.result(query)
+        if res.kind != "boolean":
+            raise InputError("expected an ASK query")
+        return bool(res.solutions())
+
+    def construct(self, query: str) -> Graph:
+        res = self.result(query)
+        if res.kind != "graph":
+            raise InputError("expected a CONSTRUCT or DESCRIBE query")
+        graph = Graph()
+        for t in res.triples():
+            graph.add((to_rdflib(t.subject), to_rdflib(t.predicate), to_rdflib(t.object)))
+        return graph
+
+    def has_knowledge(self) -> bool:
+        """Whether a guideline is loaded (a node typed gk:Guideline)."""
+        return self.ask(f"ASK {{ ?g a <{GK.Guideline}> }}")
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def remote_endpoints(url: str, data_url: str | None = None) -> tuple[str, str]:
+    """The query and Graph Store endpoints of a server URL (defaults follow Oxigraph's /query and /store)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise InputError(f"--store {url!r}: expected an http(s) URL of a SPARQL query endpoint")
+    base = url.rstrip("/")
+    if parts.path in ("", "/"):
+        return base + "/query", data_url or base + "/store"
+    if data_url is None and base.endswith("/query"):
+        data_url = base[: -len("/query")] + "/store"
+    if data_url is None:
+        raise InputError(f"--store {url}: give the Graph Store Protocol endpoint with --store-data "
+                         "(only Oxigraph's .../query -> .../store is known)")
+    return base, data_url
+
+
+def open_store(url: str | None = None, data_url: str | None = None, timeout: float = 60.0
+               ) -> "EmbeddedStore | RemoteStore":
+    """The embedded store, or the SPARQL server at ``url`` when one is given."""
+    return EmbeddedStore() if url is None else RemoteStore(url, data_url, timeout)
