@@ -47,7 +47,7 @@ def _bad_syntax_position(exc: BadSyntax, text: str) -> tuple[int | None, int | N
     if i is None:
         line = getattr(exc, "lines", None)
         return (line + 1 if isinstance(line, int) else None), None
-    i = max(0, min(i, len(data)))
+    i = len(data.rstrip()) if i < 0 else min(i, len(data))  # -1: the parser hit the end of the file
     start = data.rfind(b"\n", 0, i) + 1
     return data.count(b"\n", 0, i) + 1, len(data[start:i].decode("utf-8", "replace")) + 1
 
