@@ -40,7 +40,7 @@ COLUMNS = 2
 
 def wrap(text: str, width: int) -> list[str]:
     """Lines of at most ``width`` characters (words are not split unless longer than a line)."""
-    return textwrap.wrap(" ".join(str(text).split()), width=width, break_long_words=True) or [""]
+    return textwrap.wrap(" ".join(str(text).split()), width=width, break_long_words=True, break_on_hyphens=False) or [""]
 
 
 def _colours(attrs: dict[str, Any]) -> tuple[str, str]:
