@@ -15,7 +15,7 @@ from typing import Any
 from rdflib import Graph
 
 from .errors import InputError
-from .namespaces import PREFIXES, bind_prefixes
+from .namespaces import PREFIXES, bind_prefixes, sparql_prologue
 from .project import Project
 from .queries import load_query
 from .store import EmbeddedStore
@@ -35,7 +35,7 @@ __all__ = [
 RDF_FORMATS: dict[str, tuple[str, str]] = {
     "turtle": ("turtle", ".ttl"),
     "ntriples": ("nt", ".nt"),
-    "rdfxml": ("pretty-xml", ".rdf"),
+    "rdfxml": ("xml", ".rdf"),
     "jsonld": ("json-ld", ".jsonld"),
 }
 #: The published JSON-LD context, relative to the project's kg/ folder.
@@ -47,9 +47,18 @@ def short_name(iri: str) -> str:
     return iri.rstrip("/").rsplit("#", 1)[-1].rsplit("/", 1)[-1]
 
 
-def export_graph(store: EmbeddedStore, project: Project) -> Graph:
-    """The graph every RDF export serialises: the CONSTRUCT of ``export-graph.rq``, prefixes bound."""
-    return bind_prefixes(store.construct(load_query(project.queries_dir, "export-graph").text))
+def export_graph(knowledge: Graph, project: Project) -> Graph:
+    """The graph every RDF export serialises: the CONSTRUCT of ``export-graph.rq`` over the knowledge graph.
+
+    This one query runs on rdflib's engine over the parsed graph, not on the embedded store: pyoxigraph keeps
+    the value of a numeric literal, not its lexical form (``3.0`` comes back as ``3``), and an export must be the
+    source graph term for term (tests/test_export.py proves it isomorphic after a re-import).
+    """
+    query = sparql_prologue() + load_query(project.queries_dir, "export-graph").text
+    out = bind_prefixes(Graph())
+    for triple in knowledge.query(query):
+        out.add(triple)  # type: ignore[arg-type]
+    return out
 
 
 def jsonld_context(project: Project) -> dict[str, Any]:
@@ -67,7 +76,7 @@ def jsonld_context(project: Project) -> dict[str, Any]:
     return context
 
 
-def rdf_export(store: EmbeddedStore, project: Project, fmt: str, context_url: str | None = None) -> str:
+def rdf_export(knowledge: Graph, project: Project, fmt: str, context_url: str | None = None) -> str:
     """The knowledge graph in one RDF syntax (``turtle``, ``ntriples``, ``rdfxml``, ``jsonld``).
 
     JSON-LD is compacted with the committed context; the document embeds it, or, given ``context_url``,
@@ -75,7 +84,7 @@ def rdf_export(store: EmbeddedStore, project: Project, fmt: str, context_url: st
     """
     if fmt not in RDF_FORMATS:
         raise InputError(f"unknown RDF export format {fmt!r} (expected one of {', '.join(RDF_FORMATS)})")
-    graph = export_graph(store, project)
+    graph = export_graph(knowledge, project)
     serialiser = RDF_FORMATS[fmt][0]
     if fmt != "jsonld":
         return graph.serialize(format=serialiser)

@@ -306,7 +306,6 @@ def careplan(result: Any, p: Pathway) -> dict[str, Any]:
         known = by_iri.get(rec["id"])
         if rec["status"] == "applicable" and known is not None:
             detail: dict[str, Any] = {
-                "kind": "ServiceRequest",
                 "instantiatesCanonical": [p.canonical("PlanDefinition", rec["id"])],
                 "code": {"text": ", ".join(p.actions.get(a, {}).get("label") or short_name(a)
                                            for a in known.actions)},
