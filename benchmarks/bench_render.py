@@ -1,0 +1,43 @@
+"""Speed of the algorithm graph: build (SPARQL), check, and each export; medians of several runs."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+from guideline_kg.algorithm import build_graph, check
+from guideline_kg.cases import load_cases
+from guideline_kg.knowledge import load_knowledge
+from guideline_kg.project import Project
+from guideline_kg.render import FORMATS, case_view, render
+
+RUNS = 5
+
+
+def median_ms(fn) -> float:  # type: ignore[no-untyped-def]
+    times = []
+    for _ in range(RUNS):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def main() -> None:
+    project = Project.at(Path(__file__).resolve().parents[1])
+    knowledge = load_knowledge(project)
+    graph = build_graph(knowledge, project)
+    case = load_cases([project.cases_dir / "c04-urgent-deficit.ttl"])[0]
+    rows = [("build graph (2 SPARQL queries)", median_ms(lambda: build_graph(knowledge, project))),
+            ("check", median_ms(lambda: check(graph))),
+            ("case view (derive, fast path)", median_ms(lambda: case_view(graph, knowledge, project, case)))]
+    rows += [(f"render {fmt}", median_ms(lambda fmt=fmt: render(graph, fmt))) for fmt in FORMATS]
+    print(f"{'step':34} {'median ms':>10}   ({RUNS} runs, {graph.number_of_nodes()} nodes, "
+          f"{graph.number_of_edges()} edges)")
+    for name, ms in rows:
+        print(f"{name:34} {ms:10.1f}")
+
+
+if __name__ == "__main__":
+    main()
