@@ -17,7 +17,7 @@ import pyoxigraph as ox
 from .errors import InputError
 from .namespaces import PREFIXES
 
-__all__ = ["QueryResult", "ResultTooLarge", "materialise", "serialise", "SOLUTION_FORMATS", "GRAPH_FORMATS",
+__all__ = ["QueryResult", "ResultTooLarge", "QueryTimeout", "materialise", "serialise", "SOLUTION_FORMATS", "GRAPH_FORMATS",
            "MEDIA_TYPES", "table", "compact"]
 
 #: Result formats for SELECT and ASK (name -> pyoxigraph format).
@@ -36,14 +36,18 @@ GRAPH_FORMATS: dict[str, ox.RdfFormat] = {
 }
 #: Media type of each format name (``table`` is text for people).
 MEDIA_TYPES: dict[str, str] = {
-    **{k: v.media_type for k, v in SOLUTION_FORMATS.items()},
-    **{k: v.media_type for k, v in GRAPH_FORMATS.items()},
+    **{k: v.media_type.split(";")[0] for k, v in SOLUTION_FORMATS.items()},
+    **{k: v.media_type.split(";")[0] for k, v in GRAPH_FORMATS.items()},
     "table": "text/plain",
 }
 
 
 class ResultTooLarge(InputError):
     """A result with more solutions or triples than the configured limit."""
+
+
+class QueryTimeout(InputError):
+    """A query that did not finish within the configured time limit."""
 
 
 @dataclass(frozen=True)

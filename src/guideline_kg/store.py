@@ -169,7 +169,9 @@ class RemoteStore:
         try:
             return self.client.request(method, url, **kwargs)
         except httpx.TimeoutException:
-            raise InputError(f"{self.url}: no answer within {self.timeout:g} s") from None
+            from .sparql_results import QueryTimeout
+
+            raise QueryTimeout(f"{url}: no answer within the time limit ({self.timeout:g} s)") from None
         except httpx.HTTPError as exc:
             raise InputError(f"cannot reach the SPARQL server {url}: {exc}") from None
 
