@@ -167,7 +167,7 @@ def _message(report: Graph, result: Node) -> str:
 def shacl_findings(report: Graph, data: Graph) -> list[Finding]:
     """One finding per SHACL validation result: focus node, the property and value, the message."""
     names = bind_prefixes(Graph())
-    findings = []
+    findings: list[Finding] = []
     for result in report.subjects(RDF.type, SH.ValidationResult):
         focus = report.value(result, SH.focusNode)
         path = report.value(result, SH.resultPath)
@@ -179,10 +179,11 @@ def shacl_findings(report: Graph, data: Graph) -> list[Finding]:
         if value is not None and not isinstance(value, BNode):
             text += f" (value: {_qname(names, value)})"
         shape = report.value(result, SH.sourceShape)
-        findings.append(Finding("shape", severity, text, focus=_qname(names, focus),
-                                source_lines=_lines_of(data, focus),
-                                source=_qname(names, shape) if isinstance(shape, URIRef) else None))
-    return findings
+        finding = Finding("shape", severity, text, focus=_qname(names, focus), source_lines=_lines_of(data, focus),
+                          source=_qname(names, shape) if isinstance(shape, URIRef) else None)
+        if finding not in findings:  # one defect, one finding: a wrong datatype also fails the range checks
+            findings.append(finding)
+    return sort_findings(findings)
 
 
 def run_shapes(data: Graph, shapes: Graph, ontology: Graph | None = None) -> tuple[list[Finding], Graph]:
