@@ -1,0 +1,36 @@
+"""Namespaces: declared once, bound the same on every graph, and the same as the Turtle files' prefixes."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from rdflib import Graph
+
+from guideline_kg.namespaces import GK, PLBP, PREFIXES, bind_prefixes, sparql_prologue
+
+from conftest import REPO
+
+
+def test_bind_prefixes_binds_every_project_prefix() -> None:
+    bound = dict(bind_prefixes(Graph()).namespaces())
+    assert all(str(bound[p]) == str(ns) for p, ns in PREFIXES.items())
+
+
+def test_sparql_prologue_declares_each_prefix_once() -> None:
+    lines = sparql_prologue().splitlines()
+    assert len(lines) == len(PREFIXES)
+    assert f"PREFIX gk: <{GK}>" in lines
+
+
+def test_namespaces_are_stable_w3id_iris() -> None:
+    assert str(GK) == "https://w3id.org/guideline-kg/ontology#"
+    assert str(PLBP) == "https://w3id.org/guideline-kg/plbp/"
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "ontology").glob("*.ttl")) + sorted((REPO / "kg").glob("*.ttl")),
+                         ids=lambda p: p.name)
+def test_turtle_prefixes_agree_with_the_module(path) -> None:
+    declared = dict(re.findall(r"@prefix\s+([\w-]*):\s*<([^>]*)>", path.read_text(encoding="utf-8")))
+    clashes = {p: iri for p, iri in declared.items() if p in PREFIXES and iri != str(PREFIXES[p])}
+    assert clashes == {}
