@@ -1,0 +1,260 @@
+"""Exports: RDF round trips, JSON-LD context, CSV tables, the FHIR CPG Bundle and CarePlan, the export command."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import pytest
+from rdflib import Graph
+from rdflib.compare import isomorphic
+
+from guideline_kg.cases import load_cases
+from guideline_kg.cli import main
+from guideline_kg.derive import Evaluator
+from guideline_kg.export import RDF_FORMATS, csv_tables, jsonld_context, rdf_export
+from guideline_kg.fhir_out import (CPG, OWL_CLASS_LANGUAGE, careplan, fhir_id, pathway_bundle, read_pathway,
+                                   recommendations_from_bundle, validate_resource)
+from guideline_kg.knowledge import load_knowledge
+from guideline_kg.namespaces import PREFIXES
+from guideline_kg.project import Project
+from guideline_kg.statements import list_statements
+from guideline_kg.store import EmbeddedStore
+
+PROJECT = Project.at()
+PARSERS = {"turtle": "turtle", "ntriples": "nt", "rdfxml": "xml", "jsonld": "json-ld"}
+
+
+@pytest.fixture(scope="module")
+def knowledge() -> Graph:
+    return load_knowledge(PROJECT)
+
+
+@pytest.fixture(scope="module")
+def store(knowledge: Graph) -> EmbeddedStore:
+    return EmbeddedStore.from_graph(knowledge)
+
+
+@pytest.fixture(scope="module")
+def bundle(store: EmbeddedStore) -> dict:
+    return pathway_bundle(store, PROJECT)
+
+
+@pytest.fixture(scope="module")
+def evaluator(knowledge: Graph) -> Evaluator:
+    return Evaluator(knowledge, PROJECT)
+
+
+def _resources(bundle: dict, profile: str | None = None) -> list[dict]:
+    out = [e["resource"] for e in bundle["entry"]]
+    if profile:
+        out = [r for r in out if r.get("meta", {}).get("profile", [""])[0] == CPG + profile]
+    return out
+
+
+# -- RDF -------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", sorted(RDF_FORMATS))
+def test_rdf_export_reimports_isomorphic_to_the_source(fmt: str, knowledge: Graph) -> None:
+    text = rdf_export(knowledge, PROJECT, fmt)
+    again = Graph().parse(data=text, format=PARSERS[fmt])
+    assert len(again) == len(knowledge)
+    assert isomorphic(again, knowledge)
+
+
+def test_jsonld_refers_to_the_published_context_by_url(knowledge: Graph, tmp_path: Path) -> None:
+    context_file = PROJECT.kg_dir / "context.jsonld"
+    doc = json.loads(rdf_export(knowledge, PROJECT, "jsonld", context_url=context_file.as_uri()))
+    assert doc["@context"] == context_file.as_uri()
+    out = tmp_path / "kg.jsonld"
+    out.write_text(json.dumps(doc))
+    assert isomorphic(Graph().parse(out, format="json-ld"), knowledge)
+
+
+def test_committed_context_declares_exactly_the_project_prefixes() -> None:
+    assert jsonld_context(PROJECT) == {p: str(ns) for p, ns in PREFIXES.items()}
+
+
+def test_csv_tables_have_neo4j_headers_and_every_edge_ends_at_a_node(store: EmbeddedStore) -> None:
+    tables = csv_tables(store, PROJECT)
+    nodes = list(csv.DictReader(io.StringIO(tables["nodes.csv"])))
+    edges = list(csv.DictReader(io.StringIO(tables["edges.csv"])))
+    assert list(nodes[0]) == ["iri:ID", ":LABEL", "label", "text", "sourceLine:int", "notation"]
+    assert list(edges[0]) == [":START_ID", ":END_ID", ":TYPE", "predicate"]
+    ids = {n["iri:ID"] for n in nodes}
+    assert len(ids) == len(nodes)
+    assert all(e[":START_ID"] in ids and e[":END_ID"] in ids for e in edges)
+    l04 = next(n for n in nodes if n["iri:ID"].endswith("/plbp/L04"))
+    assert "RecommendationFor" in l04[":LABEL"].split(";") and l04["sourceLine:int"] == "4"
+    assert any(e[":START_ID"] == l04["iri:ID"] and e[":TYPE"] == "recommendsAction" for e in edges)
+
+
+# -- FHIR: the pathway -------------------------------------------------------------------------------------------
+
+def test_every_resource_and_the_bundle_validate_against_fhir_r4b(bundle: dict) -> None:
+    for resource in _resources(bundle):
+        validate_resource(resource)
+    validate_resource(bundle)
+    assert bundle["type"] == "transaction"
+
+
+def test_bundle_read_back_gives_the_recommendations_of_the_graph(bundle: dict, store: EmbeddedStore) -> None:
+    expected = sorted(({"id": s["id"], "action": s["action"], "direction": s["direction"],
+                        "strength": s["strength"], "citations": s["citations"]}
+                       for s in list_statements(store, PROJECT) if s["action"]), key=lambda x: x["id"])
+    populated = {str(r["statement"]) for r in store.select(
+        "SELECT DISTINCT ?statement WHERE { ?statement gk:recommendsAction [] ; gk:population [] }").dicts()}
+    assert recommendations_from_bundle(bundle) == [e for e in expected if e["id"] in populated]
+    assert len(populated) >= 10
+
+
+def test_ids_and_full_urls_are_stable_and_unique(bundle: dict, store: EmbeddedStore) -> None:
+    again = pathway_bundle(store, PROJECT)
+    assert json.dumps(again, sort_keys=True) == json.dumps(bundle, sort_keys=True)
+    keys = [(e["resource"]["resourceType"], e["resource"]["id"]) for e in bundle["entry"]]
+    assert len(keys) == len(set(keys))
+    for e in bundle["entry"]:
+        r = e["resource"]
+        assert e["request"] == {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}
+        assert e["fullUrl"].endswith(e["request"]["url"]) and r.get("url", e["fullUrl"]) == e["fullUrl"]
+        assert r["id"] == fhir_id(r["identifier"][0]["value"])
+
+
+def test_pathway_points_to_its_steps_and_steps_to_their_recommendations(bundle: dict) -> None:
+    [pathway] = _resources(bundle, "cpg-pathwaydefinition")
+    strategies = _resources(bundle, "cpg-strategydefinition")
+    recommendations = _resources(bundle, "cpg-recommendationdefinition")
+    assert pathway["type"]["coding"][0]["code"] == "clinical-protocol"
+    assert {s["type"]["coding"][0]["code"] for s in strategies} == {"workflow-definition"}
+    assert [s["title"] for s in strategies][:2] == ["Initial Evaluation", "First-Line Approaches"]
+    pointed = {a["definitionCanonical"] for a in pathway["action"]}
+    assert {s["url"] for s in strategies} <= pointed
+    reachable = pointed | {a["definitionCanonical"] for s in strategies for a in s.get("action", [])}
+    assert {r["url"] for r in recommendations} <= reachable
+
+
+def test_recommendation_carries_condition_strength_direction_and_citations(bundle: dict) -> None:
+    recs = {r["id"]: r for r in _resources(bundle, "cpg-recommendationdefinition")}
+    l37 = recs["L37"]
+    assert l37["type"]["coding"][0]["code"] == "eca-rule"
+    action = l37["action"][0]
+    [cond] = action["condition"]
+    assert cond["kind"] == "applicability" and cond["expression"]["language"] == OWL_CLASS_LANGUAGE
+    assert cond["expression"]["expression"].endswith("/plbp/Population-L37")
+    assert "Conditions (all must hold)" in cond["expression"]["description"]
+    ext = {e["url"].rsplit("/", 1)[-1]: e["valueCodeableConcept"] for e in action["extension"]}
+    assert ext["cpg-directionOfRecommendation"]["coding"][0]["code"] == "against"
+    assert ext["cpg-strengthOfRecommendation"] == {
+        "coding": [{"system": "http://terminology.hl7.org/CodeSystem/recommendation-strength", "code": "strong"}],
+        "text": "avoid"}
+    assert l37["relatedArtifact"] == [{"type": "citation", "label": "Reference 1", "display": "reference 1",
+                                       "citation": "Known only by its number: the source gives no reference list."}]
+    activities = {r["url"] for r in _resources(bundle) if r["resourceType"] == "ActivityDefinition"}
+    assert action["definitionCanonical"] in activities
+    assert recs["L05-urgent"]["action"][0]["priority"] == "urgent"
+
+
+def test_strength_codes_come_from_the_mapping_file(bundle: dict) -> None:
+    codes = {}
+    for r in _resources(bundle, "cpg-recommendationdefinition"):
+        ext = next(e for e in r["action"][0]["extension"] if e["url"].endswith("cpg-strengthOfRecommendation"))
+        codes[ext["valueCodeableConcept"]["text"]] = ext["valueCodeableConcept"]["coding"][0]["code"]
+    assert codes["may be considered"] == "weak" and codes["strongly recommended"] == "strong"
+    assert set(codes.values()) == {"strong", "weak"}
+
+
+def test_a_recommendation_with_alternatives_groups_one_sub_action_per_activity(bundle: dict) -> None:
+    l23 = next(r for r in _resources(bundle) if r["id"] == "L23")["action"][0]
+    assert l23["selectionBehavior"] == "any" and len(l23["action"]) == 3
+    assert "definitionCanonical" not in l23
+
+
+# -- FHIR: a case's CarePlan ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("case_file", ["c04-urgent-deficit.ttl", "c06-opioid-no-relief.ttl", "c05-sparse-data.ttl"])
+def test_careplan_lists_exactly_the_applicable_recommendations_with_reasons(
+        case_file: str, evaluator: Evaluator, store: EmbeddedStore) -> None:
+    [case] = load_cases([PROJECT.cases_dir / case_file])
+    result = evaluator.evaluate(case)
+    plan = careplan(result, read_pathway(store, PROJECT))
+    validate_resource(plan)
+    pathway = read_pathway(store, PROJECT)
+    applicable = {r["id"] for r in result.to_json()["recommendations"]
+                  if r["status"] == "applicable" and any(p.iri == r["id"] for p in pathway.recommendations)}
+    got = {a["detail"]["instantiatesCanonical"][0].rsplit("/", 1)[-1] for a in plan.get("activity", [])}
+    assert got == {fhir_id(i) for i in applicable}
+    for activity in plan.get("activity", []):
+        assert activity["progress"] and all(p["text"].startswith("Because: ") for p in activity["progress"])
+    assert plan["subject"]["identifier"]["value"] == str(case.patient)
+
+
+def test_careplan_marks_advice_against_as_do_not_perform(evaluator: Evaluator, store: EmbeddedStore) -> None:
+    [case] = load_cases([PROJECT.cases_dir / "c13-routine-repeat-imaging.ttl"])
+    plan = careplan(evaluator.evaluate(case), read_pathway(store, PROJECT))
+    flags = {a["detail"]["instantiatesCanonical"][0].rsplit("/", 1)[-1]: a["detail"]["doNotPerform"]
+             for a in plan["activity"]}
+    assert flags.get("L37") is True and flags.get("L02") is False
+
+
+# -- the command ------------------------------------------------------------------------------------------------
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_command_fhir_to_stdout_is_a_transaction_bundle(capsys) -> None:
+    code, out, err = run(capsys, "export", "--format", "fhir")
+    assert code == 0 and json.loads(out)["type"] == "transaction"
+
+
+def test_command_csv_writes_two_tables_into_a_folder(capsys, tmp_path: Path) -> None:
+    code, out, err = run(capsys, "export", "--format", "csv", "--out", str(tmp_path / "csv"))
+    assert code == 0 and out == ""
+    assert sorted(p.name for p in (tmp_path / "csv").iterdir()) == ["edges.csv", "nodes.csv"]
+
+
+def test_command_graph_formats_reuse_the_algorithm_graph(capsys) -> None:
+    code, out, _ = run(capsys, "export", "--format", "cytoscape")
+    assert code == 0 and json.loads(out)["elements"]["nodes"]
+    code, out, _ = run(capsys, "export", "--format", "graphml")
+    assert code == 0 and out.lstrip().startswith("<?xml") and "graphml" in out
+
+
+def test_command_careplan_for_a_folder_is_a_collection_bundle(capsys) -> None:
+    code, out, _ = run(capsys, "export", "--format", "careplan", "--case", str(PROJECT.cases_dir))
+    doc = json.loads(out)
+    assert code == 0 and doc["type"] == "collection"
+    assert len(doc["entry"]) == len(load_cases([PROJECT.cases_dir]))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--format", "careplan"], "needs --case"),
+    (["--format", "turtle", "--case", "kg/cases"], "--case applies to"),
+    (["--format", "csv"], "give --out DIR"),
+    (["--format", "turtle", "--jsonld-context", "https://w3id.org/x"], "jsonld only"),
+])
+def test_command_bad_arguments_exit_2_with_a_message(capsys, argv: list[str], message: str) -> None:
+    code, out, err = run(capsys, "export", *argv)
+    assert code == 2 and out == "" and message in err and "Traceback" not in err
+
+
+def test_command_refuses_to_overwrite_its_input_and_leaves_it_alone(capsys, tmp_path: Path) -> None:
+    case = tmp_path / "c.ttl"
+    case.write_bytes((PROJECT.cases_dir / "c01-first-visit.ttl").read_bytes())
+    before = hashlib.sha256(case.read_bytes()).hexdigest()
+    code, out, err = run(capsys, "export", "--format", "careplan", "--case", str(case), "--out", str(case))
+    assert code == 2 and "refusing to overwrite" in err
+    assert hashlib.sha256(case.read_bytes()).hexdigest() == before
+
+
+def test_command_malformed_case_exits_2_and_writes_nothing(capsys, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.ttl"
+    bad.write_text("@prefix gk: <https://w3id.org/guideline-kg/ontology#> .\ngk:a gk:b .\n")
+    target = tmp_path / "out.json"
+    code, out, err = run(capsys, "export", "--format", "cds-cards", "--case", str(bad), "--out", str(target))
+    assert code == 2 and "bad.ttl" in err and not target.exists()
