@@ -136,3 +136,20 @@ def test_population_is_an_annotation_so_statements_stay_individuals() -> None:
 def test_date_properties_range_over_rdfs_literal() -> None:
     for prop in (GK.performedOn, GK.assessmentDate, GK.startDate, GK.birthDate):
         assert ONTOLOGY.value(prop, RDFS.range) == RDFS.Literal, prop
+
+
+def _catalog(folder: str) -> dict[str, str]:
+    import xml.etree.ElementTree as ET
+
+    root = ET.parse(REPO / folder / "catalog-v001.xml").getroot()
+    return {e.get("name"): e.get("uri") for e in root if e.tag.endswith("uri")}
+
+
+@pytest.mark.parametrize("folder", ["ontology", "kg"])
+def test_protege_catalog_maps_every_imported_iri_to_the_local_ontology_file(folder: str) -> None:
+    catalog = _catalog(folder)
+    imported = {str(o) for p in (REPO / folder).glob("*.ttl") for o in read_graph(p).objects(None, OWL.imports)}
+    wanted = imported | {str(ONTOLOGY_IRI), str(ONTOLOGY.value(ONTOLOGY_IRI, OWL.versionIRI))}
+    assert wanted <= set(catalog)
+    for iri in wanted:
+        assert (REPO / folder / catalog[iri]).resolve() == ONTOLOGY_FILE.resolve(), iri
