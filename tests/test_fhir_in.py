@@ -213,6 +213,15 @@ def test_partial_date_is_noted_not_guessed() -> None:
     assert any("partial date '2025-06'" in n for n in case.notes)
 
 
+def test_the_example_bundle_of_the_docs_maps_as_documented() -> None:
+    text = (PROJECT.home / "docs" / "cases-fhir.md").read_text()
+    example = json.loads(text.split("```json\n", 1)[1].split("```", 1)[0])
+    case = bundle_to_case(example, "example")
+    assert case.notes == ["unmapped code http://snomed.info/sct|12345 in Condition/other"]
+    assert (CASE["example-medicationstatement-opioid"], GK.careAction, GK.ExtendedReleaseOralOpioidTherapy) in case.graph
+    assert (CASE["example-pain"], GK.painDurationMonths, Literal("9.0", datatype=XSD.decimal)) in case.graph
+
+
 def test_is_fhir_bundle() -> None:
     assert is_fhir_bundle({"resourceType": "Bundle"})
     assert not is_fhir_bundle({"resourceType": "Patient"}) and not is_fhir_bundle([]) and not is_fhir_bundle(None)
