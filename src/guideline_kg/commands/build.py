@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..build import build, summarise
-from ..cli import emit, emit_json, note, project_of
+from ..cli import add_store_arguments, emit, emit_json, note, project_of, store_of
 from ..errors import EXIT_FAILED, EXIT_OK
 from ..knowledge import load_knowledge
 
@@ -20,6 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "profile violations, 2 unreadable input.")
     p.add_argument("--out", type=Path, default=Path("build"), help="output folder (default: build)")
     p.add_argument("--format", choices=["text", "json"], default="text", help="summary format")
+    add_store_arguments(p)  # --store URL: also replace the server's default graph with the merged graph
     p.set_defaults(handler=run)
 
 
@@ -28,6 +29,9 @@ def run(args: argparse.Namespace) -> int:
     graph = load_knowledge(project)
     result = build(graph, args.out)
     summary = summarise(graph)
+    if args.store and result.ok:
+        store_of(args).replace_graph(graph)
+        summary["store"] = args.store
     summary.update({"consistent": result.reasoner.consistent,
                     "unsatisfiable_classes": result.reasoner.unsatisfiable,
                     "owl2_dl_violations": result.profile_violations,
@@ -54,4 +58,6 @@ def run(args: argparse.Namespace) -> int:
         emit("  statements by kind: " + ", ".join(f"{k} {n}" for k, n in summary["statements_by_kind"].items()))
         for path in result.written:
             emit(f"  wrote {path}")
+        if summary.get("store"):
+            emit(f"  loaded into {summary['store']} (default graph replaced)")
     return EXIT_OK if result.ok else EXIT_FAILED

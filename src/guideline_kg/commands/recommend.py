@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..cases import load_cases
-from ..cli import emit, emit_json, note, project_of
+from ..cli import add_store_arguments, emit, emit_json, note, project_of, store_of
 from ..derive import Evaluator, results_graph
 from ..errors import EXIT_FAILED, EXIT_OK
 from ..knowledge import load_knowledge
@@ -23,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reasoner", choices=["fast", "hermit"], default="fast",
                    help="fast: SPARQL on the embedded store (default); hermit: OWL reasoning with HermiT")
     p.add_argument("--format", choices=["text", "json", "turtle"], default="text")
+    add_store_arguments(p)  # --store URL: load the cases there and derive (fast path) with SPARQL on that server
     p.add_argument("--applicable-only", action="store_true", help="text: hide statements that do not apply")
     p.add_argument("--summary", action="store_true", help="text: one line per case instead of the full report")
     p.set_defaults(handler=run)
@@ -51,7 +52,10 @@ def run(args: argparse.Namespace) -> int:
         else:
             valid.append(case)
     evaluator = Evaluator(knowledge, project)
-    results = [evaluator.evaluate(c, args.reasoner) for c in valid]
+    if args.store:
+        results = _on_store(args, knowledge, evaluator, valid)
+    else:
+        results = [evaluator.evaluate(c, args.reasoner) for c in valid]
     if args.format == "json":
         doc = json_report(evaluator, results)
         doc["invalid_cases"] = [c.name for c in invalid]
@@ -63,3 +67,17 @@ def run(args: argparse.Namespace) -> int:
     else:
         emit(text_report(evaluator, results, show_all=not args.applicable_only))
     return EXIT_FAILED if invalid else EXIT_OK
+
+
+def _on_store(args: argparse.Namespace, knowledge, evaluator: Evaluator, cases: list) -> list:
+    """The fast path evaluated by the SPARQL server of --store, after loading the cases into it."""
+    from ..errors import InputError
+
+    if args.reasoner != "fast":
+        raise InputError("--store runs the fast path (SPARQL); --reasoner hermit runs only in-process")
+    store = store_of(args)
+    if not store.has_knowledge():
+        store.add_graph(knowledge)
+    for case in cases:
+        store.add_graph(case.graph)
+    return list(evaluator.evaluate_store(store, [c.patient for c in cases], {c.patient: c.name for c in cases}))
