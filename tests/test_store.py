@@ -1,50 +1,144 @@
-"""The embedded store: strict SPARQL on pyoxigraph, rdflib terms out, syntax errors at the user's own line."""
+"""The external store: an `oxigraph` server on 127.0.0.1 answers every competency question and derives every
+example case exactly as the embedded store does."""
 
 from __future__ import annotations
 
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
 import pytest
-from rdflib import Graph, Literal, URIRef
 
+from guideline_kg.cases import load_cases
+from guideline_kg.competency import answer, competency_graph, cq_files, read_expected, tsv_rows
+from guideline_kg.derive import Evaluator
 from guideline_kg.errors import InputError
-from guideline_kg.namespaces import GK
-from guideline_kg.store import EmbeddedStore, SparqlSyntaxError
+from guideline_kg.project import Project
+from guideline_kg.store import EmbeddedStore, RemoteStore, SparqlSyntaxError, remote_endpoints
 
-S = URIRef("https://w3id.org/guideline-kg/test/store/s")
+PROJECT = Project.at()
+OXIGRAPH = Path(sys.executable).with_name("oxigraph")
 
 
-@pytest.fixture()
-def small() -> EmbeddedStore:
-    graph = Graph()
-    graph.add((S, GK.sourceLine, Literal(4)))
-    graph.add((S, GK.verbatimText, Literal("Obtain MRI or CT imaging")))
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def oxigraph_url(tmp_path_factory: pytest.TempPathFactory):
+    """A fresh `oxigraph serve` on a free loopback port (stopped after the module)."""
+    exe = str(OXIGRAPH) if OXIGRAPH.exists() else shutil.which("oxigraph")
+    if exe is None:
+        pytest.fail("the oxigraph server is not installed (pip install oxigraph; a test dependency)")
+    port = free_port()
+    proc = subprocess.Popen([exe, "serve", "--location", str(tmp_path_factory.mktemp("oxigraph")),
+                             "--bind", f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            httpx.get(url + "/query", params={"query": "ASK {}"}, timeout=1)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail("oxigraph did not start: " + proc.stderr.read().decode())
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def graph():
+    return competency_graph(PROJECT)
+
+
+@pytest.fixture(scope="module")
+def remote(oxigraph_url, graph) -> RemoteStore:
+    store = RemoteStore(oxigraph_url)
+    store.replace_graph(graph)
+    return store
+
+
+@pytest.fixture(scope="module")
+def embedded(graph) -> EmbeddedStore:
     return EmbeddedStore.from_graph(graph)
 
 
-def test_select_returns_rdflib_terms_with_project_prefixes(small: EmbeddedStore) -> None:
-    rows = small.select("SELECT ?s ?line WHERE { ?s gk:sourceLine ?line }")
-    assert rows.variables == ["s", "line"] and rows.rows == [(S, Literal(4))]
+@pytest.mark.parametrize("path", cq_files(PROJECT), ids=lambda p: p.stem)
+def test_competency_question_same_on_oxigraph_server(remote, embedded, path) -> None:
+    header, expected = read_expected(path.with_suffix(".expected.tsv"))
+    got_remote, got_embedded = answer(remote, path), answer(embedded, path)
+    assert got_remote.variables == got_embedded.variables == header
+    assert tsv_rows(got_remote) == tsv_rows(got_embedded) == expected
 
 
-def test_ask_and_construct(small: EmbeddedStore) -> None:
-    assert small.ask("ASK { ?s gk:verbatimText ?t }")
-    built = small.construct("CONSTRUCT { ?s gk:order ?l } WHERE { ?s gk:sourceLine ?l }")
-    assert set(built) == {(S, GK.order, Literal(4))}
+def test_every_example_case_derives_the_same_on_the_server(oxigraph_url) -> None:
+    from guideline_kg.knowledge import load_knowledge
+
+    knowledge = load_knowledge(PROJECT)
+    evaluator = Evaluator(knowledge, PROJECT)
+    cases = load_cases([PROJECT.cases_dir])
+    store = RemoteStore(oxigraph_url)
+    store.replace_graph(knowledge)
+    for case in cases:
+        store.add_graph(case.graph)
+    remote = {r.case: r.to_json() for r in
+              evaluator.evaluate_store(store, [c.patient for c in cases], {c.patient: c.name for c in cases})}
+    assert len(remote) == len(cases) >= 17
+    for case in cases:
+        assert remote[case.name] == evaluator.evaluate(case).to_json(), case.name
 
 
-def test_select_refuses_an_ask_query(small: EmbeddedStore) -> None:
-    with pytest.raises(InputError, match="expected a SELECT query"):
-        small.select("ASK { ?s ?p ?o }")
+def test_ask_and_construct_same_on_both(remote, embedded) -> None:
+    q_ask = "ASK { ?g a gk:Guideline }"
+    q_con = "CONSTRUCT { ?s gk:sourceLine ?l } WHERE { ?s gk:sourceLine ?l }"
+    assert remote.ask(q_ask) is embedded.ask(q_ask) is True
+    assert set(remote.construct(q_con)) == set(embedded.construct(q_con))
+    assert len(embedded.construct(q_con)) > 20
 
 
-# Columns are pyoxigraph's own (the furthest point its parser reached); lines are shifted past the prologue.
-@pytest.mark.parametrize("query, line, column", [
-    ("SELECT * WHERE { ?s ?p }", 1, 25),
-    ("SELECT * WHERE {\n  ?s ?p ?o .\n  FILTER(\n}", 4, 2),
-    ("SELECT * WHERE {\n  ?s <https://w3id.org/a/12:30> ?o\n  FILTER(1 = }", 3, 15),
-], ids=["first-line", "fourth-line", "colon-digits-in-iri"])
-def test_syntax_errors_count_lines_from_the_users_query(small: EmbeddedStore, query: str, line: int,
-                                                        column: int) -> None:
-    with pytest.raises(SparqlSyntaxError) as info:
-        small.select(query)
-    assert (info.value.line, info.value.column) == (line, column)
-    assert str(info.value).startswith(f"SPARQL syntax error at line {line}, column {column}: expected")
+def test_syntax_error_from_the_server_gives_the_users_line_and_column(remote, embedded) -> None:
+    query = "SELECT ?s\nWHERE { ?s ?p }"
+    with pytest.raises(SparqlSyntaxError) as err:
+        remote.select(query)
+    with pytest.raises(SparqlSyntaxError) as local:
+        embedded.select(query)
+    assert err.value.line == 2 and err.value.column in (15, 16)  # at or just after the closing brace
+    assert str(err.value) == str(local.value)
+    assert f"line 2, column {err.value.column}" in str(err.value)
+
+
+def test_result_limit_on_the_server(remote) -> None:
+    from guideline_kg.sparql_results import ResultTooLarge
+
+    with pytest.raises(ResultTooLarge):
+        remote.result("SELECT * WHERE { ?s ?p ?o }", limit=10)
+    assert remote.result("SELECT * WHERE { ?s ?p ?o } LIMIT 10", limit=10).count == 10
+
+
+def test_unreachable_server_is_an_input_error() -> None:
+    with pytest.raises(InputError, match="cannot reach"):
+        RemoteStore(f"http://127.0.0.1:{free_port()}").ask("ASK {}")
+
+
+@pytest.mark.parametrize("url,data,expected", [
+    ("http://h:7878", None, ("http://h:7878/query", "http://h:7878/store")),
+    ("http://h:7878/", None, ("http://h:7878/query", "http://h:7878/store")),
+    ("http://h:7878/query", None, ("http://h:7878/query", "http://h:7878/store")),
+    ("http://h:3030/ds/sparql", "http://h:3030/ds/data", ("http://h:3030/ds/sparql", "http://h:3030/ds/data")),
+])
+def test_endpoints(url, data, expected) -> None:
+    assert remote_endpoints(url, data) == expected
+
+
+@pytest.mark.parametrize("url", ["ftp://h/x", "h:7878", "http://h:3030/ds/sparql"])
+def test_endpoints_refused(url) -> None:
+    with pytest.raises(InputError):
+        remote_endpoints(url)
