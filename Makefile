@@ -20,6 +20,9 @@ run: $(STAMP)
 	$(BIN)/guideline-kg recommend kg/cases --applicable-only > build/example-cases-report.txt
 	$(BIN)/guideline-kg recommend kg/cases --format json > build/example-cases.json
 	$(BIN)/guideline-kg recommend kg/cases --summary
+	$(BIN)/guideline-kg render --format svg --out build/algorithm.svg
+	$(BIN)/guideline-kg render --format png --out build/algorithm.png
+	$(BIN)/guideline-kg render --case kg/cases/c04-urgent-deficit.ttl --format png --out build/algorithm-c04.png
 	@echo "full report: build/example-cases-report.txt; JSON: build/example-cases.json"
 
 ## the whole test suite
