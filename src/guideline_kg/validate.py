@@ -20,7 +20,7 @@ from rdflib.term import Node
 
 from .errors import InputError
 from .findings import KINDS, SEVERITIES, Finding, severity_rank
-from .namespaces import DCTERMS, GK, OWL, RDF, RESULT, SH, bind_prefixes
+from .namespaces import DCTERMS, GK, OWL, RDF, RESULT, SH, XSD, bind_prefixes
 from .project import Project
 from .queries import NamedQuery, list_queries
 from .rdfio import read_graph, read_graphs
@@ -176,7 +176,9 @@ def shacl_findings(report: Graph, data: Graph) -> list[Finding]:
         text = _message(report, result)
         if isinstance(path, URIRef):
             text = f"{_qname(names, path)}: {text}"
-        if value is not None and not isinstance(value, BNode):
+        if isinstance(value, Literal) and value.datatype not in (None, XSD.string):
+            text += f" (value: {value})"
+        elif value is not None and not isinstance(value, BNode):
             text += f" (value: {_qname(names, value)})"
         shape = report.value(result, SH.sourceShape)
         finding = Finding("shape", severity, text, focus=_qname(names, focus), source_lines=_lines_of(data, focus),
@@ -190,13 +192,14 @@ def run_shapes(data: Graph, shapes: Graph, ontology: Graph | None = None) -> tup
     """Validate ``data`` (with ``ontology`` mixed in, never changed) against ``shapes`` with pySHACL."""
     from pyshacl import validate as shacl_validate
 
+    merged = data if ontology is None else data + ontology  # a new graph: the inputs stay unchanged
     try:
-        _conforms, report, _text = shacl_validate(data, shacl_graph=shapes, ont_graph=ontology,
-                                                  allow_warnings=True, allow_infos=True, inplace=False)
+        _conforms, report, _text = shacl_validate(merged, shacl_graph=shapes, allow_warnings=True,
+                                                  allow_infos=True, inplace=False)
     except Exception as exc:  # pySHACL reports bad shapes or data with its own exception types
         raise InputError(f"SHACL validation could not run: {exc}") from None
     report = bind_prefixes(report)
-    return shacl_findings(report, data if ontology is None else data + ontology), report
+    return shacl_findings(report, merged), report
 
 
 # ---------------------------------------------------------------- SPARQL checks

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rdflib import Graph
 
-from ..cases import load_cases
+from ..cases import Case, load_cases
 from ..cli import emit, emit_json, note, project_of
 from ..errors import EXIT_FAILED, EXIT_OK
 from ..findings import SEVERITIES, Finding
@@ -35,13 +35,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
-def _validate_cases(paths: list[Path], knowledge: Graph, project: Project) -> tuple[ValidationResult, int]:
+def _validate_cases(cases: list[Case], knowledge: Graph, project: Project) -> tuple[ValidationResult, int]:
     """Case shapes on every case; each valid case is evaluated and its applicable statements checked."""
     from ..derive import Evaluator, results_graph
 
     result = ValidationResult()
     evaluator = None
-    cases = load_cases(paths)
     for case in cases:
         for n in case.notes:
             note(f"{case.name}: {n}")
@@ -81,9 +80,10 @@ def _line(f: Finding) -> str:
 
 def run(args: argparse.Namespace) -> int:
     project = project_of(args)
+    loaded = load_cases(list(args.cases)) if args.cases else []  # unreadable input fails first, before any output
     knowledge = load_knowledge(project)
     result = validate_knowledge(knowledge, project, reasoner=None if args.no_reasoner else run_hermit)
-    cases, n_cases = _validate_cases(list(args.cases), knowledge, project) if args.cases else (ValidationResult(), 0)
+    cases, n_cases = _validate_cases(loaded, knowledge, project)
     result.extend(cases)
     result.findings = sort_findings(result.findings)
     if args.format == "json":
