@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: run test install bench clean
+.PHONY: run test install bench clean reference
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -28,6 +28,10 @@ run: $(STAMP)
 ## the whole test suite
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+## regenerate the ontology reference (run after editing ontology/)
+reference: $(STAMP)
+	$(BIN)/guideline-kg reference --out docs/ontology-reference.md
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
