@@ -77,7 +77,11 @@ class CohortSummary:
         out = [f"{self.cases} cases: {self.valid} valid, {len(self.invalid)} invalid (skipped); "
                f"{self.in_scope} in scope, {self.urgent} with urgent findings; {self.warnings} warnings",
                "", f"{'statement':<14} {'lines':<8} {'applicable':>11} {'not-applicable':>15} {'undetermined':>13}"]
-        for sid, c in sorted(self.status.items(), key=lambda kv: (lines or {}).get(kv[0], kv[0])):
+        def order(sid: str) -> tuple[int, str]:
+            first = (lines or {}).get(sid, "").split(",")[0]
+            return (int(first) if first.isdigit() else 0, sid)
+
+        for sid, c in sorted(self.status.items(), key=lambda kv: order(kv[0])):
             short = sid.rsplit("/", 1)[-1]
             out.append(f"{short:<14} {(lines or {}).get(sid, ''):<8} {c['applicable']:>11} "
                        f"{c['not-applicable']:>15} {c['undetermined']:>13}")
