@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: run test install bench clean reference
+.PHONY: run test install bench clean reference export
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -28,6 +28,14 @@ run: $(STAMP)
 ## the whole test suite
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+## export the pathway to other knowledge systems (FHIR, RDF syntaxes, CSV, CarePlans)
+export: $(STAMP)
+	$(BIN)/guideline-kg export --format fhir --out build/export/pathway.bundle.json
+	$(BIN)/guideline-kg export --format rdfxml --out build/export/guideline-kg.rdf
+	$(BIN)/guideline-kg export --format jsonld --out build/export/guideline-kg.jsonld
+	$(BIN)/guideline-kg export --format csv --out build/export/csv
+	$(BIN)/guideline-kg export --format careplan --case kg/cases --out build/export/careplans
 
 ## regenerate the ontology reference (run after editing ontology/)
 reference: $(STAMP)
