@@ -26,7 +26,7 @@ from .project import Project
 from .queries import load_query
 from .reasoner import classify
 from .statements import list_statements
-from .store import EmbeddedStore
+from .store import EmbeddedStore, Store
 
 __all__ = ["Condition", "CaseResult", "Evaluator", "results_graph", "STATUSES"]
 
@@ -265,7 +265,7 @@ class Evaluator:
                 explain[cls] = ([f"entailed by the reasoner for {self._label(case.patient)}"], [])
         return self._case_result(case.name, case.patient, reasoner, members, explain)
 
-    def evaluate_store(self, store: EmbeddedStore, patients: Iterable[URIRef] | None = None,
+    def evaluate_store(self, store: "Store", patients: Iterable[URIRef] | None = None,
                        names: dict[URIRef, str] | None = None) -> Iterator[CaseResult]:
         """Fast path in batch: every patient of ``store`` (one SPARQL query per condition class)."""
         membership: dict[URIRef, dict[URIRef, tuple[list[str], list[str]]]] = defaultdict(dict)
