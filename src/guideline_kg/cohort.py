@@ -257,7 +257,7 @@ def expand(curie: str) -> str:
 
 def _nt(term: Term) -> str:
     if isinstance(term, tuple):
-        return f'"{term[0]}"^^<{expand(term[1])}>'
+        return f'"{term[0]}"' if term[1] == "xsd:string" else f'"{term[0]}"^^<{expand(term[1])}>'
     return f"<{expand(term)}>"
 
 
