@@ -1,0 +1,123 @@
+"""Benchmark: a synthetic cohort through generate, load, validate, derive, write; time and peak memory per stage.
+
+Also, in the same run: pyoxigraph's plain load of the whole file (the issue's yardstick), pySHACL per case on a
+slice (scaled to N) against the compiled validation, and rdflib evaluating the same derivation queries on a
+slice (scaled to N) against the fast path. Each size runs in a fresh process (peak RSS is per process).
+Prints a table of medians. Run: `.venv/bin/python benchmarks/bench_cohort.py [--sizes 1000 10000 100000]
+[--runs 3] [--million]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def one_run(n: int, slice_n: int) -> dict[str, float]:
+    """One measured run in this process (called in a child process per size and run)."""
+    import pyoxigraph as ox
+    import pyshacl
+    from rdflib import Graph
+
+    from guideline_kg.cohort import generate, load_profile, write_cohort
+    from guideline_kg.cohort_eval import CohortEvaluator, case_shapes, hierarchy_context
+    from guideline_kg.knowledge import load_knowledge
+    from guideline_kg.project import Project
+    from guideline_kg.store import EmbeddedStore
+
+    project = Project.at(ROOT)
+    out_dir = ROOT / "build" / "bench-cohort"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"cohort-{n}.ttl"
+    r: dict[str, float] = {}
+    t = time.perf_counter()
+    with path.open("w") as f:
+        write_cohort(generate(load_profile(project.kg_dir / "cohort-profile.json"), n, seed=1), f, "turtle")
+    r["generate"] = time.perf_counter() - t
+    t = time.perf_counter()
+    store = ox.Store()
+    store.bulk_load(path=str(path), format=ox.RdfFormat.TURTLE)
+    r["pyoxigraph load"] = time.perf_counter() - t
+    del store
+    knowledge = load_knowledge(project)
+    ce = CohortEvaluator(knowledge, project)
+    t = time.perf_counter()
+    with (out_dir / f"results-{n}.jsonl").open("w") as out:
+        summary = ce.run(path, out)
+    r["end to end"] = time.perf_counter() - t
+    for stage, secs in summary.seconds.items():
+        r[stage] = secs
+    r["peak MB"] = _rss_mb()
+    # comparisons on a slice, scaled to n
+    records = list(generate(load_profile(project.kg_dir / "cohort-profile.json"), slice_n, seed=1))
+    buf = io.StringIO()
+    write_cohort(iter(records), buf, "turtle")
+    shapes, ctx = case_shapes(project), hierarchy_context(knowledge)
+    t = time.perf_counter()
+    for rec in records:
+        one = io.StringIO()
+        write_cohort(iter([rec]), one, "turtle")
+        pyshacl.validate(Graph().parse(data=one.getvalue(), format="turtle") + ctx, shacl_graph=shapes,
+                         inference="none")
+    r["pySHACL (scaled)"] = (time.perf_counter() - t) * n / slice_n
+    g = Graph().parse(data=buf.getvalue(), format="turtle")
+    t = time.perf_counter()
+    for cls in ce.evaluator.classes:
+        for pattern in ce.evaluator.patterns[cls]:
+            list(g.query(ce.evaluator._witness_query(pattern, None)))
+    r["rdflib derive (scaled)"] = (time.perf_counter() - t) * n / slice_n
+    r["cases"] = summary.cases
+    return r
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--million", action="store_true", help="also N = 1,000,000 (one run)")
+    parser.add_argument("--slice", type=int, default=50, help="cases for the pySHACL and rdflib slices")
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(one_run(args.child, args.slice)))
+        return
+    sizes = args.sizes + ([1_000_000] if args.million else [])
+    rows = []
+    for n in sizes:
+        runs = []
+        for _ in range(1 if n >= 1_000_000 else args.runs):
+            proc = subprocess.run([sys.executable, __file__, "--child", str(n), "--slice", str(args.slice)],
+                                  capture_output=True, text=True, check=True)
+            runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        rows.append((n, len(runs), {k: statistics.median(r[k] for r in runs) for k in runs[0]}))
+    cols = ["generate", "pyoxigraph load", "load", "validate", "derive", "write", "end to end", "peak MB",
+            "pySHACL (scaled)", "rdflib derive (scaled)"]
+    print("cohort benchmark: seconds (medians), peak RSS of the measuring process")
+    print(f"{'N':>9} {'runs':>4} " + " ".join(f"{c:>14}" for c in cols))
+    for n, k, m in rows:
+        print(f"{n:>9} {k:>4} " + " ".join(f"{m[c]:>14.2f}" for c in cols))
+    print("\nratios and targets (issue 8):")
+    for n, _, m in rows:
+        load = m["pyoxigraph load"]
+        print(f"  N={n}: derive/load {m['derive'] / load:.2f} (target <= 2); end-to-end/load "
+              f"{m['end to end'] / load:.2f} (target <= 5); peak {m['peak MB']:.0f} MB (target <= 2048, 1M: 4096); "
+              f"pySHACL/compiled validation {m['pySHACL (scaled)'] / m['validate']:.0f}x (target >= 10); "
+              f"rdflib/fast derive {m['rdflib derive (scaled)'] / m['derive']:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
