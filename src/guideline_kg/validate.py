@@ -32,6 +32,7 @@ __all__ = ["SHAPES_SUFFIX", "ValidationResult", "shape_files", "load_shapes", "c
            "validate_case", "case_report", "check_case_results", "sort_findings", "report_graph"]
 
 #: Shape files applied to data end in this; other files in shapes/ (such as shacl-shacl.ttl) are not applied.
+CASE_SHAPES_PREFIX = "case"
 SHAPES_SUFFIX = "-shapes.ttl"
 #: Roles of check queries (the end of the file name) and the severity of their findings.
 ROLE_SEVERITY = {"violation": "Violation", "warning": "Warning", "info": "Info"}
@@ -69,9 +70,10 @@ class ValidationResult:
 
 # ---------------------------------------------------------------- files
 
-def shape_files(project: Project) -> list[Path]:
-    """The shape files applied to data: ``shapes/*-shapes.ttl``, sorted."""
-    return sorted(project.shapes_dir.glob("*" + SHAPES_SUFFIX))
+def shape_files(project: Project, prefix: str = "") -> list[Path]:
+    """The shape files applied to data: ``shapes/<prefix>*-shapes.ttl``, sorted. Case shapes are the files
+    named ``case*-shapes.ttl``; applying only those to a case keeps one case's validation fast."""
+    return sorted(project.shapes_dir.glob(prefix + "*" + SHAPES_SUFFIX))
 
 
 _SHAPES_CACHE: dict[tuple, Graph] = {}
@@ -82,9 +84,10 @@ def _stamp(paths: Iterable[Path]) -> tuple:
     return tuple((str(p), p.stat().st_mtime_ns) for p in paths)
 
 
-def load_shapes(project: Project) -> Graph:
-    """Every shape file of the project in one shapes graph (parsed once per file version)."""
-    files = shape_files(project)
+def load_shapes(project: Project, prefix: str = "") -> Graph:
+    """The shape files of the project (all, or those starting with ``prefix``) in one shapes graph, parsed once
+    per file version."""
+    files = shape_files(project, prefix)
     if not files:
         raise InputError(f"no shape files (*{SHAPES_SUFFIX}) found", path=str(project.shapes_dir))
     key = _stamp(files)
@@ -339,7 +342,7 @@ def validate_knowledge(knowledge: Graph, project: Project, reasoner: Reasoner | 
 def case_report(case_graph: Graph, project: Project) -> ValidationResult:
     """The case shapes applied to one case (the ontology mixed in, so terms are checked against it)."""
     ontology = _ontology(project)
-    findings, report = run_shapes(case_graph, load_shapes(project), ontology)
+    findings, report = run_shapes(case_graph, load_shapes(project, CASE_SHAPES_PREFIX), ontology)
     names = bind_prefixes(Graph())
     own = {_qname(names, s) for s in case_graph.subjects()}
     foreign = {_qname(names, s) for s in ontology.subjects()}
