@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: run test install bench clean reference export serve
+.PHONY: run test install bench clean reference export serve validate
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -36,6 +36,10 @@ export: $(STAMP)
 	$(BIN)/guideline-kg export --format jsonld --out build/export/guideline-kg.jsonld
 	$(BIN)/guideline-kg export --format csv --out build/export/csv
 	$(BIN)/guideline-kg export --format careplan --case kg/cases --out build/export/careplans
+
+## validate the guideline graph (shapes, consistency analysis) and the example cases
+validate: $(STAMP)
+	$(BIN)/guideline-kg validate kg/cases/
 
 ## a read-only SPARQL endpoint, query page and CDS Hooks service on http://127.0.0.1:8000
 serve: $(STAMP)
