@@ -16,10 +16,12 @@ import math
 import random
 from dataclasses import dataclass
 from datetime import date, timedelta
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any, Callable, Iterator, TextIO
 
 from .errors import InputError
+from .fhir_in import _months_between as months_between
 from .namespaces import CASE, PREFIXES
 
 __all__ = ["Profile", "load_profile", "generate", "write_cohort", "FORMATS", "MARKER", "record_to_turtle",
@@ -97,6 +99,11 @@ def _int(x: int) -> tuple[str, str]:
     return (str(int(x)), "xsd:integer")
 
 
+def _months_to(start: date, end: date) -> str:
+    """Calendar months from ``start`` to ``end`` to one decimal (half up): the count FHIR input makes of dates."""
+    return str(Decimal(str(months_between(start, end))).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
+
+
 def _bool(s: str) -> tuple[str, str]:
     return (s, "xsd:boolean")
 
@@ -127,10 +134,10 @@ def _record(profile: Profile, rng: random.Random, name: str) -> Record:
         t.append((node, "gk:performedOn", _date(surgery_day)))
         t.append((node, "gk:spinalLevel", (rng.choice(surg["spinal_levels"]), "xsd:string")))
     node = f"{me}-pain"
-    t += [(me, "gk:hasPostoperativePain", node), (node, "rdf:type", "gk:PostoperativePain"),
-          (node, "gk:onsetDate", _date(surgery_day))]
-    if rng.random() >= dur["missing"]:
-        t.append((node, "gk:painDurationMonths", _dec(months)))
+    t += [(me, "gk:hasPostoperativePain", node), (node, "rdf:type", "gk:PostoperativePain")]
+    if rng.random() >= dur["missing"]:  # the duration is the onset's distance to the assessment, or unknown
+        t += [(node, "gk:onsetDate", _date(surgery_day)),
+              (node, "gk:painDurationMonths", (_months_to(surgery_day, today), "xsd:decimal"))]
     sc = pain["score"]
     if rng.random() >= sc["missing"]:
         t.append((node, "gk:painScore", _dec(_bounded(rng, sc, rng.gauss(sc["mean"], sc["sd"])))))
@@ -292,22 +299,46 @@ def turtle_header() -> str:
     return "".join(f"@prefix {p}: <{ns}> .\n" for p, ns in PREFIXES.items())
 
 
-def record_to_fhir(record: Record) -> str:
-    """The record as one FHIR R4 Bundle on one line (needs :mod:`fhir_out`)."""
-    from . import fhir_out  # noqa: PLC0415  (optional: written by the FHIR mapping)
+def record_facts(record: Record) -> list[tuple[str, str, str | tuple[str, str]]]:
+    """The record's triples with full IRIs (literals as (lexical form, datatype IRI))."""
+    return [(expand(s), expand(p), (o[0], expand(o[1])) if isinstance(o, tuple) else expand(o))
+            for s, p, o in record.triples]
 
-    return json.dumps(fhir_out.record_to_bundle(record), separators=(",", ":")) + "\n"
+
+def record_to_bundle(record: Record, rev: Any) -> Any:
+    """The record as a FHIR R4 Bundle (``fhir_case_out.BundleOut``: the Bundle and the facts it cannot carry),
+    made by reading the project's FHIR mapping rules in reverse (``rev``: ``fhir_case_out.reverse_rules()``)."""
+    from .fhir_case_out import facts_to_bundle
+
+    return facts_to_bundle(record_facts(record), expand(record.patient), record.name, rev)
 
 
 def write_cohort(records: Iterator[Record], out: TextIO, fmt: str,
-                 progress: Callable[[int], None] | None = None) -> dict[str, int]:
-    """Write records as they come (memory stays flat); return counts of cases, triples and planted defects."""
+                 progress: Callable[[int], None] | None = None, project: Any = None) -> dict[str, Any]:
+    """Write records as they come (memory stays flat); return counts of cases, triples and planted defects.
+
+    For ``fhir-ndjson`` (one Bundle per line, by the project's FHIR mapping read in reverse) the counts also
+    give ``unexpressed``: how many facts no mapping rule can carry, per predicate (they are not in the Bundles).
+    """
     if fmt not in FORMATS:
         raise InputError(f"unknown cohort format {fmt!r} (expected one of {', '.join(FORMATS)})")
     if fmt == "turtle":
         out.write(turtle_header())
-    write = {"turtle": record_to_turtle, "ntriples": record_to_ntriples, "fhir-ndjson": record_to_fhir}[fmt]
-    counts = {"cases": 0, "triples": 0, "invalid": 0}
+    counts: dict[str, Any] = {"cases": 0, "triples": 0, "invalid": 0}
+    if fmt == "fhir-ndjson":
+        from .fhir_case_out import bundle_line, reverse_rules
+
+        rev = reverse_rules(project)
+        lost: dict[str, int] = {}
+        counts["unexpressed"] = lost
+
+        def write(r: Record) -> str:
+            made = record_to_bundle(r, rev)
+            for (_, p, _), _why in made.unexpressed:
+                lost[p] = lost.get(p, 0) + 1
+            return bundle_line(made)
+    else:
+        write = {"turtle": record_to_turtle, "ntriples": record_to_ntriples}[fmt]
     for r in records:
         out.write(write(r))
         counts["cases"] += 1

@@ -74,7 +74,7 @@ def run_generate(args: argparse.Namespace) -> int:
     bar, update = _progress(args.n, "case")
     try:
         with handle:
-            counts = write_cohort(generate(profile, args.n, args.seed), handle, args.format, update)
+            counts = write_cohort(generate(profile, args.n, args.seed), handle, args.format, update, project)
         tmp.replace(args.out)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -84,6 +84,11 @@ def run_generate(args: argparse.Namespace) -> int:
             bar.close()
     note(f"wrote {counts['cases']} cases ({counts['triples']} triples, {counts['invalid']} with a planted defect) "
          f"to {args.out}")
+    lost = counts.get("unexpressed") or {}
+    if lost:
+        note(f"{sum(lost.values())} facts have no FHIR form under kg/mappings/fhir-case-mapping.json and are not in "
+             "the Bundles (docs/cohort.md, FHIR NDJSON): "
+             + ", ".join(f"{p.rsplit('#', 1)[-1].rsplit('/', 1)[-1]} {n}" for p, n in sorted(lost.items())))
     return EXIT_OK
 
 
