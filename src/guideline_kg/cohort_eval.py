@@ -26,7 +26,7 @@ from .namespaces import GK, RDF, RDFS
 from .project import Project
 from .rdfio import read_graph
 from .shacl2sparql import CompiledConstraint, ShapeResult, compile_shapes, run_constraints
-from .store import EmbeddedStore, graph_to_ntriples
+from .store import EmbeddedStore, RemoteStore, graph_to_ntriples
 
 __all__ = ["CohortSummary", "CohortEvaluator", "hierarchy_context", "case_shapes"]
 
@@ -103,7 +103,7 @@ class CohortEvaluator:
         self.context = graph_to_ntriples(hierarchy_context(knowledge))
         self.lines = {sid: ",".join(map(str, st["source_lines"])) for sid, st in self.evaluator.statements.items()}
 
-    def _patients_of(self, store: ox.Store, nodes: set[str]) -> dict[str, str]:
+    def _patients_of(self, store: "ox.Store | _RemoteQueries", nodes: set[str]) -> dict[str, str]:
         """The patient each focus node belongs to (the node itself, or a node the patient's facts lead to)."""
         if not nodes:
             return {}
@@ -112,9 +112,9 @@ class CohortEvaluator:
              f"?patient a <{GK.Patient}> . ?patient (!<{RDF.type}>)* ?focus }}")
         return {s["focus"].value: s["patient"].value for s in store.query(q)}
 
-    def validate(self, store: ox.Store) -> tuple[dict[str, list[ShapeResult]], int]:
+    def validate(self, store: "ox.Store | _RemoteQueries") -> tuple[dict[str, list[ShapeResult]], int]:
         """Violations per patient IRI, and the number of warnings."""
-        results = run_constraints(store, self.constraints)
+        results = run_constraints(store, self.constraints)  # type: ignore[arg-type]
         violations = [r for r in results if r.severity == "Violation"]
         owner = self._patients_of(store, {r.focus for r in violations})
         per_patient: dict[str, list[ShapeResult]] = defaultdict(list)
@@ -123,21 +123,43 @@ class CohortEvaluator:
         return per_patient, len(results) - len(violations)
 
     def run(self, path: Path, out: TextIO, shard_size: int = 10_000,
-            progress: Callable[[int], None] | None = None) -> CohortSummary:
-        """Validate and derive every case of the cohort file; one JSON line per case to ``out``."""
+            progress: Callable[[int], None] | None = None, remote: RemoteStore | None = None) -> CohortSummary:
+        """Validate and derive every case of the cohort file; one JSON line per case to ``out``.
+
+        With ``remote``, each shard is put into the server's default graph (which must start empty: it is
+        replaced shard by shard and cleared at the end), and validation and derivation run there."""
+        if remote is not None and remote.ask("ASK { ?s ?p ?o }"):
+            raise InputError(f"{remote.url}: the store's default graph is not empty; cohort evaluate replaces it "
+                             "shard by shard, so give it an empty store (docs/cohort.md, External store)")
+        try:
+            return self._run(path, out, shard_size, progress, remote)
+        finally:
+            if remote is not None:
+                remote.clear_default()
+
+    def _run(self, path: Path, out: TextIO, shard_size: int, progress: Callable[[int], None] | None,
+             remote: RemoteStore | None) -> CohortSummary:
         summary = CohortSummary()
         clock = time.perf_counter
         t = clock()
         for shard in iter_shards(Path(path), shard_size, self.context):
             summary.seconds["load"] += clock() - t
             summary.shards += 1
+            if remote is not None:
+                remote.send_ntriples(shard.store.dump(format=ox.RdfFormat.N_TRIPLES, from_graph=ox.DefaultGraph()),
+                                     replace=True)
+                summary.seconds["load"] += clock() - t
             t = clock()
-            bad, warnings = self.validate(shard.store)
+            bad, warnings = self.validate(shard.store if remote is None else _RemoteQueries(remote))
             summary.warnings += warnings
             summary.seconds["validate"] += clock() - t
             t = clock()
-            store = EmbeddedStore()
-            store.ox = shard.store
+            store: EmbeddedStore | RemoteStore
+            if remote is None:
+                store = EmbeddedStore()
+                store.ox = shard.store
+            else:
+                store = remote
             patients = sorted(URIRef(q.subject.value) for q in shard.store.quads_for_pattern(
                 None, ox.NamedNode(str(RDF.type)), ox.NamedNode(str(GK.Patient))))
             valid = [p for p in patients if str(p) not in bad]
@@ -153,6 +175,8 @@ class CohortEvaluator:
                 for r in cr.results:
                     summary.status[r.statement["id"]][r.status] += 1
             for patient, found in sorted(bad.items()):
+                # a store may give solutions in any order: sort, so that every store writes the same line
+                found = sorted(found, key=lambda r: (r.focus, r.path or "", r.component, r.value or "", r.message))
                 name = patient.rsplit("/", 1)[-1]
                 reasons = [f"{r.focus.rsplit('/', 1)[-1]}: {r.message}" for r in found]
                 summary.invalid.append({"case": name, "reasons": reasons})
@@ -173,3 +197,14 @@ class CohortEvaluator:
             del shard, store, results
             t = clock()
         return summary
+
+
+class _RemoteQueries:
+    """A RemoteStore seen through the one method the compiled constraints use: ``query(text)`` giving
+    pyoxigraph solutions."""
+
+    def __init__(self, remote: RemoteStore) -> None:
+        self.remote = remote
+
+    def query(self, text: str) -> Any:
+        return self.remote.raw(text)

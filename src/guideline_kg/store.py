@@ -176,12 +176,24 @@ class RemoteStore:
             raise InputError(f"cannot reach the SPARQL server {url}: {exc}") from None
 
     def _load(self, method: str, graph: Graph) -> None:
+        self.send_ntriples(graph_to_ntriples(graph), replace=method == "PUT")
+
+    def send_ntriples(self, data: bytes, replace: bool = False) -> None:
+        """Add (POST) or, with ``replace``, put (PUT) N-Triples into the default graph (Graph Store Protocol)."""
         sep = "&" if "?" in self.data_url else "?"
-        resp = self._request(method, f"{self.data_url}{sep}default", content=graph_to_ntriples(graph),
+        resp = self._request("PUT" if replace else "POST", f"{self.data_url}{sep}default", content=data,
                              headers={"Content-Type": "application/n-triples"})
         if resp.status_code >= 300:
             raise InputError(f"{self.data_url}: the server refused the graph (HTTP {resp.status_code}): "
                              f"{resp.text.strip()[:300]}")
+
+    def clear_default(self) -> None:
+        """Empty the default graph (Graph Store Protocol DELETE; a missing graph counts as empty)."""
+        sep = "&" if "?" in self.data_url else "?"
+        resp = self._request("DELETE", f"{self.data_url}{sep}default")
+        if resp.status_code >= 300 and resp.status_code != 404:
+            raise InputError(f"{self.data_url}: the server did not clear the default graph "
+                             f"(HTTP {resp.status_code}): {resp.text.strip()[:300]}")
 
     def add_graph(self, graph: Graph) -> None:
         """Add the triples of ``graph`` to the server's default graph (Graph Store Protocol POST)."""

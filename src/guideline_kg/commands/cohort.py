@@ -42,8 +42,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                           "cases (to stderr when the JSON Lines go to stdout)")
     e.add_argument("--summary-format", choices=["text", "json"], default="text")
     e.add_argument("--shard-size", type=int, default=10_000, help="cases per store (default 10000)")
-    e.add_argument("--store", metavar="URL", help="run on an external SPARQL 1.1 store (query/update endpoint) "
-                                                  "instead of the embedded one")
+    e.add_argument("--store", metavar="URL", help="run validation and derivation on an external SPARQL 1.1 server "
+                                                  "(its query endpoint; the default graph must be empty: each shard "
+                                                  "is put there and cleared afterwards)")
+    e.add_argument("--store-data", metavar="URL", help="the server's Graph Store Protocol endpoint (default: "
+                                                       "Oxigraph's /store beside /query)")
+    e.add_argument("--store-timeout", type=float, default=300.0, metavar="S",
+                   help="seconds to wait for one request to the server (default 300)")
     e.set_defaults(handler=run_evaluate)
     p.set_defaults(handler=lambda args: (p.print_help(sys.stderr), 2)[1])
 
@@ -99,10 +104,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
     project = project_of(args)
     if not args.input.is_file():
         raise InputError("no such file", path=str(args.input))
+    remote = None
     if args.store:
-        raise InputError("--store URL is not implemented yet: cohort evaluate runs on the embedded store only "
-                         "(see docs/cohort.md, 'External store')")
-    runner = lambda ce, out, update: ce.run(args.input, out, args.shard_size, update)  # noqa: E731
+        from ..store import RemoteStore
+
+        remote = RemoteStore(args.store, args.store_data, args.store_timeout)
+    elif args.store_data:
+        raise InputError("--store-data needs --store URL")
+    runner = lambda ce, out, update: ce.run(args.input, out, args.shard_size, update, remote)  # noqa: E731
     ce = CohortEvaluator(load_knowledge(project), project)
     bar, update = _progress(None, "case")
     try:
@@ -120,6 +129,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     finally:
         if bar:
             bar.close()
+        if remote is not None:
+            remote.close()
     if args.summary:
         text = (json.dumps(summary.to_json(), indent=2) if args.summary_format == "json"
                 else summary.table(ce.lines))

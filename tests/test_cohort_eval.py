@@ -1,0 +1,118 @@
+"""Cohort evaluation on an external SPARQL 1.1 server (`cohort evaluate --store URL`): the JSON lines equal the
+embedded run's, the server's default graph is emptied afterwards, and a store that already holds data is refused
+untouched."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from guideline_kg.cli import main
+from guideline_kg.cohort import generate, load_profile, write_cohort
+from guideline_kg.cohort_eval import CohortEvaluator
+from guideline_kg.store import RemoteStore
+
+OXIGRAPH = Path(sys.executable).with_name("oxigraph")
+N = 80
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def oxigraph_url(tmp_path_factory: pytest.TempPathFactory):
+    """A fresh `oxigraph serve` on a free loopback port (the pattern of tests/test_store.py; stopped after)."""
+    exe = str(OXIGRAPH) if OXIGRAPH.exists() else shutil.which("oxigraph")
+    if exe is None:
+        pytest.fail("the oxigraph server is not installed (pip install oxigraph; a test dependency)")
+    port = _free_port()
+    proc = subprocess.Popen([exe, "serve", "--location", str(tmp_path_factory.mktemp("oxigraph")),
+                             "--bind", f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            httpx.get(url + "/query", params={"query": "ASK {}"}, timeout=1)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail("oxigraph did not start: " + proc.stderr.read().decode())
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def cohorts(tmp_path_factory, project) -> dict[str, Path]:
+    """The same small cohort (with planted defects) as Turtle and as FHIR NDJSON."""
+    folder = tmp_path_factory.mktemp("cohort")
+    profile = load_profile(project.kg_dir / "cohort-profile.json")
+    profile.data = dict(profile.data, invalid=dict(profile["invalid"], rate=0.1))  # validation has work
+    paths = {"turtle": folder / "c.ttl", "fhir-ndjson": folder / "c.ndjson"}
+    for fmt, path in paths.items():
+        with path.open("w") as f:
+            write_cohort(generate(profile, N, seed=8), f, fmt)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def evaluator(knowledge, project) -> CohortEvaluator:
+    return CohortEvaluator(knowledge, project)
+
+
+def _count(url: str) -> int:
+    rows = RemoteStore(url).select("SELECT (COUNT(*) AS ?n) WHERE { ?s ?p ?o }").rows
+    return int(rows[0][0])
+
+
+@pytest.mark.parametrize("fmt", ["turtle", "fhir-ndjson"])
+def test_remote_run_writes_the_same_lines_as_the_embedded_run(oxigraph_url, cohorts, evaluator, fmt) -> None:
+    embedded, remote_out = io.StringIO(), io.StringIO()
+    local = evaluator.run(cohorts[fmt], embedded, shard_size=30)
+    remote = RemoteStore(oxigraph_url)
+    try:
+        summary = evaluator.run(cohorts[fmt], remote_out, shard_size=30, remote=remote)
+    finally:
+        remote.close()
+    assert summary.shards == 3 and summary.cases == N
+    assert summary.invalid and len(summary.invalid) == len(local.invalid)
+    assert remote_out.getvalue().splitlines() == embedded.getvalue().splitlines()
+    assert _count(oxigraph_url) == 0  # the last shard is cleared
+
+
+def test_cli_store_option_and_a_store_with_data_is_refused_untouched(oxigraph_url, cohorts, tmp_path, capsys) -> None:
+    out = tmp_path / "r.jsonl"
+    code = main(["cohort", "evaluate", str(cohorts["turtle"]), "--store", oxigraph_url, "--out", str(out)])
+    assert code == 1  # the cohort has invalid cases
+    assert len(out.read_text().splitlines()) == N
+    remote = RemoteStore(oxigraph_url)
+    remote.send_ntriples(b"<urn:x:a> <urn:x:b> <urn:x:c> .\n")
+    try:
+        again = tmp_path / "again.jsonl"
+        capsys.readouterr()
+        assert main(["cohort", "evaluate", str(cohorts["turtle"]), "--store", oxigraph_url,
+                     "--out", str(again)]) == 2
+        assert "default graph is not empty" in capsys.readouterr().err
+        assert not again.exists()
+        assert _count(oxigraph_url) == 1
+    finally:
+        remote.clear_default()
+        remote.close()
+
+
+def test_unreachable_store_exits_2(cohorts, tmp_path, capsys) -> None:
+    port = _free_port()
+    assert main(["cohort", "evaluate", str(cohorts["turtle"]), "--store", f"http://127.0.0.1:{port}"]) == 2
+    assert "cannot reach the SPARQL server" in capsys.readouterr().err
