@@ -165,3 +165,12 @@ def test_second_guideline_changes_nothing_in_code(tmp_path) -> None:
     case = next(c for c in CASES if c.name.startswith("c01"))  # 8 months of pain
     result = ev.evaluate(case)
     assert not result.in_scope and "pain not (yet) chronic" in result.scope_reason
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_json_from_signature_equals_json_from_statement_objects(evaluator, case) -> None:
+    """to_json is built straight from the memoised signature for speed; it must say what the objects say."""
+    result = evaluator.evaluate(case)
+    slow = {"case": result.case, "in_scope": result.in_scope, "scope_reason": result.scope_reason,
+            "recommendations": [r.to_json() for r in result.ordered()]}
+    assert result.to_json() == slow

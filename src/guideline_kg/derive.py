@@ -14,6 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
+import pyoxigraph as ox
 from rdflib import Graph, Literal, URIRef
 from rdflib.term import Node
 
@@ -46,7 +47,36 @@ class Condition:
     urgent: bool
 
 
-@dataclass
+class Witness:
+    """The facts of a case that witness its membership of a class: one solution of the class's SPARQL
+    pattern, rendered to readable facts (``node property value``) only when first read."""
+
+    __slots__ = ("_solution", "_plan", "_subjects", "_label", "_facts", "_nodes")
+
+    def __init__(self, solution: Any = None, plan: list | None = None, subjects: list[int] | None = None,
+                 label: Any = None, facts: list[str] | None = None, nodes: list[str] | None = None) -> None:
+        self._solution, self._plan, self._subjects, self._label = solution, plan, subjects, label
+        self._facts, self._nodes = facts, nodes
+
+    @property
+    def facts(self) -> list[str]:
+        if self._facts is None:
+            sol, label = self._solution, self._label
+            self._facts = [f"{label(sol[si]) if si is not None else '?'} {verb} "
+                           f"{label(sol[oi]) if oi is not None else const}" for si, verb, oi, const in self._plan]
+        return self._facts
+
+    @property
+    def nodes(self) -> list[str]:
+        if self._nodes is None:
+            self._nodes = list(dict.fromkeys(self._solution[i].value for i in self._subjects))
+        return self._nodes
+
+
+NO_WITNESS = Witness(facts=[], nodes=[])
+
+
+@dataclass(slots=True)
 class ConditionState:
     """How one condition came out for one case, with the facts that decided it."""
 
@@ -56,7 +86,7 @@ class ConditionState:
     nodes: list[str] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(slots=True)
 class StatementResult:
     """One statement's status for one case."""
 
@@ -93,19 +123,40 @@ class StatementResult:
                 "because": self.because, "missing": self.missing}
 
 
-@dataclass
 class CaseResult:
-    """The derivation for one case: scope, urgent findings and every statement's result."""
+    """The derivation for one case: scope, urgent findings and every statement's result.
 
-    case: str
-    patient: URIRef
-    reasoner: str
-    scope: StatementResult
-    results: list[StatementResult]
+    The statuses are decided when the result is made; the per-statement objects (``scope``, ``results``)
+    are assembled from them on first use, so a batch run pays for them only when it writes them."""
+
+    __slots__ = ("case", "patient", "reasoner", "_signature", "_explain", "_evaluator", "_built")
+
+    def __init__(self, case: str, patient: URIRef, reasoner: str, signature: list,
+                 explain: dict[str, Witness], evaluator: "Evaluator") -> None:
+        self.case, self.patient, self.reasoner = case, patient, reasoner
+        self._signature, self._explain, self._evaluator = signature, explain, evaluator
+        self._built: list[StatementResult] | None = None
+
+    def _all(self) -> list[StatementResult]:
+        if self._built is None:
+            self._built = self._evaluator._build(self._signature, self._explain)
+        return self._built
+
+    @property
+    def scope(self) -> StatementResult:
+        return self._all()[0]
+
+    @property
+    def results(self) -> list[StatementResult]:
+        return self._all()[1:]
+
+    def statuses(self) -> dict[str, str]:
+        """Statement IRI to status, without assembling the explanations."""
+        return {sid: status for sid, status, _ in self._signature[1:]}
 
     @property
     def in_scope(self) -> bool:
-        return self.scope.status == "applicable"
+        return self._signature[0][1] == "applicable"
 
     @property
     def scope_reason(self) -> str | None:
@@ -130,11 +181,12 @@ class CaseResult:
         return sorted(self.results, key=lambda r: (not r.urgent, r.statement["source_lines"], r.statement["id"]))
 
     def status_of(self, statement_id: str) -> str:
-        return next(r.status for r in self.results if r.statement["id"] == statement_id)
+        return self.statuses()[statement_id]
 
     def to_json(self) -> dict[str, Any]:
-        return {"case": self.case, "in_scope": self.in_scope, "scope_reason": self.scope_reason,
-                "recommendations": [r.to_json() for r in self.ordered()]}
+        """The object of a case in `recommend --format json` (built straight from the signature: the
+        same content as the per-statement objects, without assembling them)."""
+        return self._evaluator._json(self)
 
 
 class Evaluator:
@@ -164,7 +216,18 @@ class Evaluator:
                               | {c.negation for cs in self.conditions.values() for c in cs})
         compiler = Compiler(knowledge)
         self.patterns: dict[URIRef, list[Pattern]] = {c: compiler.compile(c, "?patient") for c in self.classes}
-        self._labels: dict[str, str] = {}
+        self._labels: dict[str, str] = {str(s): str(o) for s, o in knowledge.subject_objects(RDFS.label)
+                                         if isinstance(s, URIRef)}
+        self._plans: dict[int, list[tuple[str | None, str, str | None, str]]] = {}
+        self._status_memo: dict[frozenset[str], list[tuple[str, str, tuple[tuple[Condition, str], ...]]]] = {}
+        self._gid = str(self.guideline)
+        self._json_memo: dict[int, tuple] = {}
+        self._sort_key = {sid: (st["source_lines"], sid) for sid, st in self.statements.items()}
+        self._condition_keys = {sid: [(c, str(c.iri), str(c.negation)) for c in cs]
+                                for sid, cs in self.conditions.items()}
+        self._scope_statement = {"id": self._gid, "source_lines": [], "text": "", "action": None,
+                                 "direction": None, "strength": None, "line_of_therapy": None, "citations": [],
+                                 "kind": "guideline"}
 
     # ---- membership ---------------------------------------------------------------------------------
     def _witness_query(self, pattern: Pattern, patient: URIRef | None) -> str:
@@ -172,112 +235,177 @@ class Evaluator:
         bind = f"VALUES ?patient {{ <{patient}> }}\n  " if patient is not None else ""
         return f"SELECT {variables} WHERE {{\n  {bind}{pattern.where()}\n}}"
 
-    def witnesses(self, store: EmbeddedStore, cls: URIRef, patient: URIRef | None = None
-                  ) -> dict[URIRef, list[tuple[Pattern, dict[str, Node | None]]]]:
-        """Members of ``cls`` in ``store`` (or just ``patient``), each with one witnessing solution."""
-        found: dict[URIRef, list[tuple[Pattern, dict[str, Node | None]]]] = {}
+    def _plan(self, pattern: Pattern) -> list[tuple[str | None, str, str | None, str]]:
+        """How to render a witness of ``pattern``: per fact, the subject variable, the verb, and the object
+        variable or constant label (computed once per pattern; the patient's own type is left out)."""
+        plan = []
+        for s, p, o in pattern.triples:
+            if p == f"<{RDF.type}>" and s == "?patient":
+                continue  # "the patient is a patient" explains nothing
+            verb = "is a" if p == f"<{RDF.type}>" else self._label_of(p[1:-1])
+            const = self._label_of(o[1:-1]) if o.startswith("<") else o
+            plan.append((s[1:] if s.startswith("?") else None, verb, o[1:] if o.startswith("?") else None, const))
+        return plan
+
+    def witnesses(self, store: "Store", cls: URIRef, patient: URIRef | None = None
+                  ) -> dict[str, Witness]:
+        """Members of ``cls`` in ``store`` (or just ``patient``), by IRI, each with one witnessing solution."""
+        found: dict[str, Witness] = {}
+        label = self._term_label
         for pattern in self.patterns[cls]:
-            for row in store.select(self._witness_query(pattern, patient)).dicts():
-                p = URIRef(row["patient"])
-                if p not in found:
-                    found[p] = [(pattern, row)]
+            variables = ["patient"] + [v[1:] for v in pattern.variables() if v != "?patient"]
+            position = {v: i for i, v in enumerate(variables)}
+            plan = [(position[s] if s else None, verb, position[o] if o else None, const)
+                    for s, verb, o, const in self._plans.setdefault(id(pattern), self._plan(pattern))]
+            subjects = sorted({i for i, _, _, _ in plan if i is not None})
+            for sol in store.raw(self._witness_query(pattern, patient)):
+                key = sol[0].value
+                if key not in found:
+                    found[key] = Witness(sol, plan, subjects, label)
         return found
+
+    def _label_of(self, iri: str) -> str:
+        """The rdfs:label of an IRI of the knowledge graph, else its local name (case nodes)."""
+        label = self._labels.get(iri)
+        return label if label is not None else iri.rsplit("#", 1)[-1].rsplit("/", 1)[-1]
+
+    def _term_label(self, term: Any) -> str:
+        """A readable form of a pyoxigraph term: literal value, label, or local name."""
+        if term is None:
+            return "?"
+        if isinstance(term, ox.Literal):
+            return term.value
+        return self._label_of(term.value)
 
     def _label(self, node: Node | None) -> str:
         if node is None:
             return "?"
-        if isinstance(node, Literal):
-            return str(node)
-        key = str(node)
-        if key not in self._labels:
-            label = self.knowledge.value(node, RDFS.label) if isinstance(node, URIRef) else None
-            self._labels[key] = str(label) if label is not None else key.rsplit("#", 1)[-1].rsplit("/", 1)[-1]
-        return self._labels[key]
-
-    def render_facts(self, pattern: Pattern, row: dict[str, Node | None]) -> tuple[list[str], list[str]]:
-        """Readable facts of a witness (``node property value``) and the case nodes involved."""
-        facts, nodes = [], []
-        for s, p, o in pattern.triples:
-            subj = row.get(s[1:]) if s.startswith("?") else None
-            obj = row.get(o[1:]) if o.startswith("?") else URIRef(o[1:-1]) if o.startswith("<") else None
-            prop = URIRef(p[1:-1])
-            if subj is not None and str(subj) not in nodes:
-                nodes.append(str(subj))
-            if prop == RDF.type and s == "?patient":
-                continue  # "the patient is a patient" explains nothing
-            verb = "is a" if prop == RDF.type else self._label(prop)
-            facts.append(f"{self._label(subj)} {verb} {self._label(obj)}")
-        return facts, nodes
+        return str(node) if isinstance(node, Literal) else self._label_of(str(node))
 
     # ---- status ---------------------------------------------------------------------------------------
-    def _statement_result(self, sid: str, statement: dict[str, Any], members: dict[URIRef, Any],
-                          explain: dict[URIRef, tuple[list[str], list[str]]]) -> StatementResult:
-        states = []
-        for cond in self.conditions[sid]:
-            if cond.negation in members:
-                facts, nodes = explain.get(cond.negation, ([], []))
-                states.append(ConditionState(cond, "failed", facts, nodes))
-            elif cond.iri in members:
-                facts, nodes = explain.get(cond.iri, ([], []))
-                states.append(ConditionState(cond, "met", facts, nodes))
-            else:
-                states.append(ConditionState(cond, "unknown"))
-        if any(s.state == "failed" for s in states):
-            status = "not-applicable"
-        elif all(s.state == "met" for s in states):
-            status = "applicable"
-        else:
-            status = "undetermined"
-        return StatementResult(statement, self.populations[sid], status, states)
+    def _signature(self, members: frozenset[str]) -> list[tuple[str, str, tuple[tuple[Condition, str], ...]]]:
+        """Status and condition states of every statement (scope first) for one set of member classes;
+        memoised, since patients with the same memberships share them."""
+        cached = self._status_memo.get(members)
+        if cached is None:
+            cached = []
+            for sid in [self._gid, *self.statements]:
+                states = tuple((c, "failed" if neg in members else "met" if iri in members else "unknown")
+                               for c, iri, neg in self._condition_keys[sid])
+                kinds = {st for _, st in states}
+                status = ("not-applicable" if "failed" in kinds else "undetermined" if "unknown" in kinds
+                          else "applicable")
+                cached.append((sid, status, states))
+            self._status_memo[members] = cached
+        return cached
 
-    def _case_result(self, name: str, patient: URIRef, reasoner: str, members: set[URIRef],
-                     explain: dict[URIRef, tuple[list[str], list[str]]]) -> CaseResult:
-        gid = str(self.guideline)
-        scope_stmt = {"id": gid, "source_lines": [], "text": "", "action": None, "direction": None,
-                      "strength": None, "line_of_therapy": None, "citations": [], "kind": "guideline"}
-        scope = self._statement_result(gid, scope_stmt, dict.fromkeys(members), explain)
-        results = [self._statement_result(sid, st, dict.fromkeys(members), explain)
-                   for sid, st in self.statements.items()]
-        return CaseResult(name, patient, reasoner, scope, results)
+    def _build(self, signature: list, explain: dict[str, Witness]) -> list[StatementResult]:
+        """The statement results (scope first) of one signature, with the case's explaining facts."""
+        results = []
+        for sid, status, states in signature:
+            conditions = []
+            for cond, state in states:
+                if state == "unknown":
+                    conditions.append(ConditionState(cond, state))
+                else:
+                    w = explain.get(str(cond.negation if state == "failed" else cond.iri), NO_WITNESS)
+                    conditions.append(ConditionState(cond, state, w.facts, w.nodes))
+            statement = self._scope_statement if sid == self._gid else self.statements[sid]
+            results.append(StatementResult(statement, self.populations[sid], status, conditions))
+        return results
+
+    def _case_result(self, name: str, patient: URIRef, reasoner: str, members: set[str],
+                     explain: dict[str, Witness]) -> CaseResult:
+        return CaseResult(name, patient, reasoner, self._signature(frozenset(members)), explain, self)
+
+    # ---- JSON -----------------------------------------------------------------------------------------
+    def _json_plan(self, signature: list) -> tuple[list, list]:
+        """For one signature: per statement in report order, its static JSON fields, status, the
+        conditions whose facts explain it (with the wording), and the missing data; and the scope's."""
+        key = id(signature)
+        plan = self._json_memo.get(key)
+        if plan is None:
+            rows = []
+            for sid, status, states in signature:
+                if status == "not-applicable":
+                    explain = [(c, "failed") for c, st in states if st == "failed"]
+                else:
+                    explain = [(c, "met") for c, st in states if st == "met"]
+                missing = ([c.missing or f"a fact deciding {c.label}" for c, st in states if st == "unknown"]
+                           if status == "undetermined" else [])
+                urgent = status == "applicable" and any(c.urgent for c, _ in states)
+                rows.append((sid, status, explain, missing, urgent))
+            scope, statements = rows[0], rows[1:]
+            statements.sort(key=lambda r: (not r[4], self._sort_key[r[0]]))
+            plan = self._json_memo[key] = (scope, statements, signature)
+        return plan[0], plan[1]
+
+    def _reason(self, cond: Condition, kind: str, explain: dict[str, Witness], cache: dict) -> str:
+        """The wording of one met or failed condition with its facts (once per case and condition)."""
+        text = cache.get((cond, kind))
+        if text is None:
+            w = explain.get(str(cond.negation if kind == "failed" else cond.iri), NO_WITNESS)
+            facts = f" ({'; '.join(w.facts)})" if w.facts else ""
+            text = (f"not met: {cond.label}, since {cond.negation_label}{facts}" if kind == "failed"
+                    else f"{cond.label}{facts}")
+            cache[(cond, kind)] = text
+        return text
+
+    def _json(self, result: CaseResult) -> dict[str, Any]:
+        scope, statements = self._json_plan(result._signature)
+        explain, cache = result._explain, {}
+        if scope[1] == "applicable":
+            reason = None
+        elif scope[1] == "not-applicable":
+            reason = "; ".join(self._reason(c, k, explain, cache) for c, k in scope[2])
+        else:
+            reason = "undetermined: missing " + "; ".join(scope[3])
+        recs = []
+        for sid, status, conds, missing, _urgent in statements:
+            s = self.statements[sid]
+            recs.append({"id": sid, "source_lines": s["source_lines"], "status": status, "text": s["text"],
+                         "action": s["action"], "direction": s["direction"], "strength": s["strength"],
+                         "line_of_therapy": s["line_of_therapy"], "citations": s["citations"],
+                         "because": [self._reason(c, k, explain, cache) for c, k in conds],
+                         "missing": list(missing)})
+        return {"case": result.case, "in_scope": scope[1] == "applicable", "scope_reason": reason,
+                "recommendations": recs}
 
     def evaluate(self, case: Case, reasoner: str = "fast") -> CaseResult:
         """Derive every statement's status for ``case`` on the chosen path (``fast`` or ``hermit``)."""
         if reasoner not in REASONERS:
             raise InputError(f"unknown reasoner {reasoner!r} (expected one of {', '.join(REASONERS)})")
         store = EmbeddedStore.from_graph(case.graph)
-        explain: dict[URIRef, tuple[list[str], list[str]]] = {}
-        fast_members: set[URIRef] = set()
+        explain: dict[str, Witness] = {}
         for cls in self.classes:
             found = self.witnesses(store, cls, case.patient)
-            if case.patient in found:
-                fast_members.add(cls)
-                pattern, row = found[case.patient][0]
-                explain[cls] = self.render_facts(pattern, row)
-        if reasoner == "fast":
-            members = fast_members
-        else:
+            if str(case.patient) in found:
+                explain[str(cls)] = found[str(case.patient)]
+        members = set(explain)
+        if reasoner == "hermit":
             result = classify(self.knowledge, [case.patient], extra=case.graph)
             if not result.consistent:
                 raise InputError("the case contradicts the ontology (HermiT finds it inconsistent)",
                                  path=str(case.source) if case.source else case.name)
-            members = {URIRef(c) for c in result.types.get(str(case.patient), set())} & set(self.classes)
+            fast_members = members
+            members = result.types.get(str(case.patient), set()) & {str(c) for c in self.classes}
             for cls in members - fast_members:
-                explain[cls] = ([f"entailed by the reasoner for {self._label(case.patient)}"], [])
+                explain[cls] = Witness(facts=[f"entailed by the reasoner for {self._label(case.patient)}"], nodes=[])
         return self._case_result(case.name, case.patient, reasoner, members, explain)
 
     def evaluate_store(self, store: "Store", patients: Iterable[URIRef] | None = None,
                        names: dict[URIRef, str] | None = None) -> Iterator[CaseResult]:
         """Fast path in batch: every patient of ``store`` (one SPARQL query per condition class)."""
-        membership: dict[URIRef, dict[URIRef, tuple[list[str], list[str]]]] = defaultdict(dict)
+        membership: dict[str, dict[str, Witness]] = defaultdict(dict)
         for cls in self.classes:
-            for patient, wits in self.witnesses(store, cls).items():
-                pattern, row = wits[0]
-                membership[patient][cls] = self.render_facts(pattern, row)
+            key = str(cls)
+            for patient, explained in self.witnesses(store, cls).items():
+                membership[patient][key] = explained
         if patients is None:
-            rows = store.select(f"SELECT ?p WHERE {{ ?p a <{GK.Patient}> }} ORDER BY ?p")
-            patients = [URIRef(r[0]) for r in rows.rows]
+            patients = [URIRef(sol["p"].value) for sol in
+                        store.raw(f"SELECT ?p WHERE {{ ?p a <{GK.Patient}> }} ORDER BY ?p")]
         for patient in patients:
-            explain = membership.get(patient, {})
+            explain = membership.get(str(patient), {})
             name = (names or {}).get(patient) or str(patient).rsplit("/", 1)[-1]
             yield self._case_result(name, patient, "fast", set(explain), explain)
 

@@ -113,7 +113,7 @@ def case_view(graph: nx.DiGraph, knowledge: Graph, project: Project, case: Case,
     def member(cls: str | None) -> bool:
         if not cls or URIRef(cls) not in evaluator.patterns:
             return False
-        return case.patient in evaluator.witnesses(store, URIRef(cls), case.patient)
+        return str(case.patient) in evaluator.witnesses(store, URIRef(cls), case.patient)
 
     for u, v, data in graph.edges(data=True):
         cond = data.get("condition")
