@@ -37,7 +37,6 @@ def one_run(n: int, slice_n: int) -> dict[str, float]:
     from guideline_kg.cohort_eval import CohortEvaluator, case_shapes, hierarchy_context
     from guideline_kg.knowledge import load_knowledge
     from guideline_kg.project import Project
-    from guideline_kg.store import EmbeddedStore
 
     project = Project.at(ROOT)
     out_dir = ROOT / "build" / "bench-cohort"

@@ -8,8 +8,14 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 from rdflib import Graph
 
@@ -87,3 +93,35 @@ def mini_project() -> Project:
 def mini_expected_lines() -> dict[int, tuple[str, list[int]]]:
     """The tiny guideline's content lines, read from its own source.txt."""
     return expected_content(MINI_HOME / "source.txt")
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def oxigraph_url(tmp_path_factory: pytest.TempPathFactory):
+    """A fresh, empty `oxigraph serve` (the PyPI server) on a free loopback port, stopped after the module."""
+    local = Path(sys.executable).with_name("oxigraph")
+    exe = str(local) if local.exists() else shutil.which("oxigraph")
+    if exe is None:
+        pytest.fail("the oxigraph server is not installed (pip install oxigraph; a test dependency)")
+    port = free_port()
+    proc = subprocess.Popen([exe, "serve", "--location", str(tmp_path_factory.mktemp("oxigraph")),
+                             "--bind", f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            httpx.get(url + "/query", params={"query": "ASK {}"}, timeout=1)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail("oxigraph did not start: " + proc.stderr.read().decode())
+    yield url
+    proc.terminate()
+    proc.wait(10)

@@ -5,53 +5,17 @@ untouched."""
 from __future__ import annotations
 
 import io
-import shutil
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
+from conftest import free_port
 from guideline_kg.cli import main
 from guideline_kg.cohort import generate, load_profile, write_cohort
 from guideline_kg.cohort_eval import CohortEvaluator
 from guideline_kg.store import RemoteStore
 
-OXIGRAPH = Path(sys.executable).with_name("oxigraph")
 N = 80
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def oxigraph_url(tmp_path_factory: pytest.TempPathFactory):
-    """A fresh `oxigraph serve` on a free loopback port (the pattern of tests/test_store.py; stopped after)."""
-    exe = str(OXIGRAPH) if OXIGRAPH.exists() else shutil.which("oxigraph")
-    if exe is None:
-        pytest.fail("the oxigraph server is not installed (pip install oxigraph; a test dependency)")
-    port = _free_port()
-    proc = subprocess.Popen([exe, "serve", "--location", str(tmp_path_factory.mktemp("oxigraph")),
-                             "--bind", f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            httpx.get(url + "/query", params={"query": "ASK {}"}, timeout=1)
-            break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        pytest.fail("oxigraph did not start: " + proc.stderr.read().decode())
-    yield url
-    proc.terminate()
-    proc.wait(10)
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +77,6 @@ def test_cli_store_option_and_a_store_with_data_is_refused_untouched(oxigraph_ur
 
 
 def test_unreachable_store_exits_2(cohorts, tmp_path, capsys) -> None:
-    port = _free_port()
+    port = free_port()
     assert main(["cohort", "evaluate", str(cohorts["turtle"]), "--store", f"http://127.0.0.1:{port}"]) == 2
     assert "cannot reach the SPARQL server" in capsys.readouterr().err

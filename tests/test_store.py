@@ -3,16 +3,10 @@ example case exactly as the embedded store does."""
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
-import httpx
 import pytest
 
+from conftest import free_port
 from guideline_kg.cases import load_cases
 from guideline_kg.competency import answer, competency_graph, cq_files, read_expected, tsv_rows
 from guideline_kg.derive import Evaluator
@@ -21,37 +15,6 @@ from guideline_kg.project import Project
 from guideline_kg.store import EmbeddedStore, RemoteStore, SparqlSyntaxError, remote_endpoints
 
 PROJECT = Project.at()
-OXIGRAPH = Path(sys.executable).with_name("oxigraph")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def oxigraph_url(tmp_path_factory: pytest.TempPathFactory):
-    """A fresh `oxigraph serve` on a free loopback port (stopped after the module)."""
-    exe = str(OXIGRAPH) if OXIGRAPH.exists() else shutil.which("oxigraph")
-    if exe is None:
-        pytest.fail("the oxigraph server is not installed (pip install oxigraph; a test dependency)")
-    port = free_port()
-    proc = subprocess.Popen([exe, "serve", "--location", str(tmp_path_factory.mktemp("oxigraph")),
-                             "--bind", f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            httpx.get(url + "/query", params={"query": "ASK {}"}, timeout=1)
-            break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        pytest.fail("oxigraph did not start: " + proc.stderr.read().decode())
-    yield url
-    proc.terminate()
-    proc.wait(10)
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from guideline_kg.namespaces import RDF, SH, bind_prefixes
 from guideline_kg.project import Project
 from guideline_kg.queries import load_query
 from guideline_kg.reasoner import ReasonerResult
-from guideline_kg.rdfio import read_graph, read_graphs
+from guideline_kg.rdfio import read_graphs
 from guideline_kg.store import EmbeddedStore
 from guideline_kg.validate import (case_report, check_case_results, check_queries, contradiction_findings, query_kind,
                                    query_severity, run_checks, run_shapes, shape_files, validate_case,

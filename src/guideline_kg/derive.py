@@ -21,7 +21,7 @@ from rdflib.term import Node
 from .cases import Case
 from .errors import InputError
 from .knowledge import guideline_iri
-from .namespaces import CASE, GK, PROV, RDF, RDFS, RESULT, SKOS, XSD, bind_prefixes
+from .namespaces import GK, PROV, RDF, RDFS, RESULT, bind_prefixes
 from .owl2sparql import Compiler, Pattern
 from .project import Project
 from .queries import load_query
@@ -443,4 +443,3 @@ def results_graph(results: Iterable[CaseResult], knowledge: Graph | None = None)
     return g
 
 
-_ = (CASE, SKOS, XSD)
