@@ -174,3 +174,9 @@ def test_json_from_signature_equals_json_from_statement_objects(evaluator, case)
     slow = {"case": result.case, "in_scope": result.in_scope, "scope_reason": result.scope_reason,
             "recommendations": [r.to_json() for r in result.ordered()]}
     assert result.to_json() == slow
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_has_urgent_agrees_with_the_urgent_findings(evaluator, case) -> None:
+    result = evaluator.evaluate(case)
+    assert result.has_urgent() == bool(result.urgent)

@@ -171,9 +171,9 @@ class CohortEvaluator:
                 doc = cr.to_json()
                 lines.append(json.dumps(doc, ensure_ascii=False, separators=(",", ":")))
                 summary.in_scope += cr.in_scope
-                summary.urgent += bool(cr.urgent)
-                for r in cr.results:
-                    summary.status[r.statement["id"]][r.status] += 1
+                summary.urgent += cr.has_urgent()
+                for sid, status in cr.statuses().items():
+                    summary.status[sid][status] += 1
             for patient, found in sorted(bad.items()):
                 # a store may give solutions in any order: sort, so that every store writes the same line
                 found = sorted(found, key=lambda r: (r.focus, r.path or "", r.component, r.value or "", r.message))

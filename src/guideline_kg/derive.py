@@ -154,6 +154,10 @@ class CaseResult:
         """Statement IRI to status, without assembling the explanations."""
         return {sid: status for sid, status, _ in self._signature[1:]}
 
+    def has_urgent(self) -> bool:
+        """Whether any urgent condition is met (what :attr:`urgent` lists), without assembling explanations."""
+        return any(state == "met" and cond.urgent for _, _, states in self._signature[1:] for cond, state in states)
+
     @property
     def in_scope(self) -> bool:
         return self._signature[0][1] == "applicable"
