@@ -25,23 +25,13 @@ from .errors import InputError
 from .namespaces import GK, RDF, RDFS
 from .project import Project
 from .rdfio import read_graph
-from .shacl2sparql import CompiledConstraint, ShapeResult, compile_shapes, run_constraints
+from .shacl2sparql import CompiledConstraint, ShapeResult, compile_shapes, hierarchy_context, run_constraints
 from .store import EmbeddedStore, RemoteStore, graph_to_ntriples
 
 __all__ = ["CohortSummary", "CohortEvaluator", "hierarchy_context", "case_shapes"]
 
 STAGES = ("load", "validate", "derive", "write")
 CASE_SHAPES = "case-shapes.ttl"
-
-
-def hierarchy_context(knowledge: Graph) -> Graph:
-    """The rdf:type and rdfs:subClassOf triples between IRIs of the knowledge: what class tests need."""
-    ctx = Graph()
-    for p in (RDF.type, RDFS.subClassOf):
-        for s, o in knowledge.subject_objects(p):
-            if isinstance(s, URIRef) and isinstance(o, URIRef):
-                ctx.add((s, p, o))
-    return ctx
 
 
 def case_shapes(project: Project) -> Graph:

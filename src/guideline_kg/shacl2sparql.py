@@ -27,10 +27,13 @@ from .errors import InputError
 from .namespaces import RDF, SH, XSD
 from .owl2sparql import sparql_term
 
-__all__ = ["ShapeResult", "CompiledConstraint", "compile_shapes", "run_constraints"]
+__all__ = ["ShapeResult", "CompiledConstraint", "compile_shapes", "run_constraints", "hierarchy_context"]
 
 _RDFS_SUB = "<http://www.w3.org/2000/01/rdf-schema#subClassOf>"
 _TYPE = f"<{RDF.type}>"
+#: XSD datatypes with a SPARQL cast function: a literal of one is well-formed when the cast of its lexical form
+#: succeeds.
+_CASTS = {XSD[n] for n in ("integer", "decimal", "double", "float", "boolean", "dateTime", "date", "string")}
 _COMPARE = {SH.minInclusive: ">=", SH.maxInclusive: "<=", SH.minExclusive: ">", SH.maxExclusive: "<"}
 _VALUE_COMPONENTS = {
     SH.datatype: SH.DatatypeConstraintComponent, SH.nodeKind: SH.NodeKindConstraintComponent,
@@ -122,7 +125,10 @@ class _ShapeCompiler:
     # ---- value expressions: true when ?v conforms ---------------------------------------------------------
     def _value_expr(self, owner: Node, param: URIRef, arg: Node, v: str = "?v") -> str:
         if param == SH.datatype:
-            return f"(isLiteral({v}) && datatype({v}) = {_lit(arg)})"
+            test = f"(isLiteral({v}) && datatype({v}) = {_lit(arg)}"
+            if arg in _CASTS:  # ill-typed literals ("abc"^^xsd:integer) fail the cast, as SHACL requires
+                test += f" && COALESCE(STRLEN(STR({_lit(arg)}(STR({v})))) >= 0, false)"
+            return test + ")"
         if param == SH.nodeKind:
             kinds = {SH.IRI: f"isIRI({v})", SH.BlankNode: f"isBlank({v})", SH.Literal: f"isLiteral({v})",
                      SH.BlankNodeOrIRI: f"(isIRI({v}) || isBlank({v}))",
@@ -288,6 +294,18 @@ def compile_shapes(shapes: Graph) -> list[CompiledConstraint]:
     return compiler.out
 
 
+def hierarchy_context(knowledge: Graph) -> Graph:
+    """The rdf:type and rdfs:subClassOf triples between IRIs of the knowledge: what class tests need."""
+    from .namespaces import RDFS
+
+    ctx = Graph()
+    for p in (RDF.type, RDFS.subClassOf):
+        for s, o in knowledge.subject_objects(p):
+            if isinstance(s, URIRef) and isinstance(o, URIRef):
+                ctx.add((s, p, o))
+    return ctx
+
+
 def _term_str(term: Any) -> str | None:
     if term is None:
         return None
@@ -321,4 +339,4 @@ def run_constraints(store: ox.Store, constraints: Iterable[CompiledConstraint],
     return results
 
 
-_ = (BNode, XSD)
+_ = (BNode,)

@@ -11,6 +11,7 @@ from ..derive import Evaluator, results_graph
 from ..errors import EXIT_FAILED, EXIT_OK
 from ..knowledge import load_knowledge
 from ..report import json_report, summary_table, text_report
+from ..validate import validate_case
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,15 +35,11 @@ def run(args: argparse.Namespace) -> int:
     knowledge = load_knowledge(project)
     cases = load_cases(args.cases)
     invalid = []
-    try:
-        from ..validate import validate_case
-    except ImportError:  # validation module not installed in this build
-        validate_case = None  # type: ignore[assignment]
     valid = []
     for case in cases:
         for n in case.notes:
             note(f"{case.name}: {n}")
-        findings = validate_case(case.graph, project) if validate_case else []
+        findings = validate_case(case.graph, project, engine="compiled")
         violations = [f for f in findings if f.severity == "Violation"]
         if violations:
             invalid.append(case)
