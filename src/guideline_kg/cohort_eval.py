@@ -10,6 +10,7 @@ records are reported and skipped, never dropped silently: they get a JSON line w
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -104,7 +105,8 @@ class CohortEvaluator:
 
     def validate(self, store: "ox.Store | _RemoteQueries") -> tuple[dict[str, list[ShapeResult]], int]:
         """Violations per patient IRI, and the number of warnings."""
-        results = run_constraints(store, self.constraints)  # type: ignore[arg-type]
+        workers = (os.cpu_count() or 1) if isinstance(store, ox.Store) else 1
+        results = run_constraints(store, self.constraints, workers=workers)  # type: ignore[arg-type]
         violations = [r for r in results if r.severity == "Violation"]
         owner = self._patients_of(store, {r.focus for r in violations})
         per_patient: dict[str, list[ShapeResult]] = defaultdict(list)

@@ -10,7 +10,9 @@ condition) comes from the SPARQL witnesses of the class definitions.
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
@@ -401,10 +403,13 @@ class Evaluator:
                        names: dict[URIRef, str] | None = None) -> Iterator[CaseResult]:
         """Fast path in batch: every patient of ``store`` (one SPARQL query per condition class)."""
         membership: dict[str, dict[str, Witness]] = defaultdict(dict)
-        for cls in self.classes:
-            key = str(cls)
-            for patient, explained in self.witnesses(store, cls).items():
-                membership[patient][key] = explained
+        workers = (os.cpu_count() or 1) if isinstance(store, EmbeddedStore) else 1
+        # pyoxigraph releases the GIL while it evaluates, so the class queries overlap on several cores
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for cls, found in zip(self.classes, pool.map(lambda c: self.witnesses(store, c), self.classes)):
+                key = str(cls)
+                for patient, explained in found.items():
+                    membership[patient][key] = explained
         if patients is None:
             patients = [URIRef(sol["p"].value) for sol in
                         store.raw(f"SELECT ?p WHERE {{ ?p a <{GK.Patient}> }} ORDER BY ?p")]
