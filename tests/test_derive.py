@@ -180,3 +180,13 @@ def test_json_from_signature_equals_json_from_statement_objects(evaluator, case)
 def test_has_urgent_agrees_with_the_urgent_findings(evaluator, case) -> None:
     result = evaluator.evaluate(case)
     assert result.has_urgent() == bool(result.urgent)
+
+
+def test_memo_is_bounded_and_results_stay_right_after_it_is_cleared(evaluator, monkeypatch) -> None:
+    import guideline_kg.derive as derive
+
+    monkeypatch.setattr(derive, "_MEMO_LIMIT", 2)
+    small = Evaluator(load_knowledge(PROJECT), PROJECT)
+    got = {c.name: small.evaluate(c).to_json() for c in CASES[:8]}
+    assert len(small._status_memo) <= 2
+    assert got == {c.name: evaluator.evaluate(c).to_json() for c in CASES[:8]}

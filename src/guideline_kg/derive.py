@@ -33,6 +33,7 @@ from .store import EmbeddedStore, Store
 
 __all__ = ["Condition", "CaseResult", "Evaluator", "results_graph", "STATUSES"]
 
+_MEMO_LIMIT = 100_000  # distinct membership signatures kept; beyond it the memo starts afresh
 STATUSES = {"applicable": GK.Applicable, "not-applicable": GK.NotApplicable, "undetermined": GK.Undetermined}
 REASONERS = ("fast", "hermit")
 
@@ -294,6 +295,9 @@ class Evaluator:
         memoised, since patients with the same memberships share them."""
         cached = self._status_memo.get(members)
         if cached is None:
+            if len(self._status_memo) >= _MEMO_LIMIT:  # bounded memory on unbounded cohorts; both memos go
+                self._status_memo.clear()             # together, so no id() of a dead signature is reused
+                self._json_memo.clear()
             cached = []
             for sid in [self._gid, *self.statements]:
                 states = tuple((c, "failed" if neg in members else "met" if iri in members else "unknown")
