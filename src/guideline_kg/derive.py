@@ -33,7 +33,7 @@ from .store import EmbeddedStore, Store
 
 __all__ = ["Condition", "CaseResult", "Evaluator", "results_graph", "STATUSES"]
 
-_MEMO_LIMIT = 100_000  # distinct membership signatures kept; beyond it the memo starts afresh
+_MEMO_LIMIT = 10_000  # distinct membership signatures kept (~14 KB each); beyond it the memo starts afresh
 STATUSES = {"applicable": GK.Applicable, "not-applicable": GK.NotApplicable, "undetermined": GK.Undetermined}
 REASONERS = ("fast", "hermit")
 
