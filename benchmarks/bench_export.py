@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
-import time
 
 from guideline_kg.cases import load_cases
 from guideline_kg.cds import cards_for
@@ -13,17 +11,14 @@ from guideline_kg.fhir_out import careplan, pathway_bundle, read_pathway, valida
 from guideline_kg.knowledge import load_knowledge
 from guideline_kg.project import Project
 from guideline_kg.store import EmbeddedStore
+from timing import median_seconds  # noqa: E402
 
 RUNS = 5
 
 
-def median_ms(fn) -> float:
-    times = []
-    for _ in range(RUNS):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1000)
-    return statistics.median(times)
+def median_ms(fn) -> float:  # type: ignore[no-untyped-def]
+    """Median of RUNS timed calls, in milliseconds."""
+    return median_seconds(fn, RUNS) * 1000
 
 
 def main() -> None:

@@ -6,10 +6,8 @@ Prints a table of medians over several runs. Run: `.venv/bin/python benchmarks/b
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,18 +17,10 @@ from guideline_kg.cases import load_cases  # noqa: E402
 from guideline_kg.derive import Evaluator  # noqa: E402
 from guideline_kg.knowledge import load_knowledge  # noqa: E402
 from guideline_kg.project import Project  # noqa: E402
+from timing import median_seconds  # noqa: E402
 
 CASE = ROOT / "kg" / "cases" / "c06-opioid-no-relief.ttl"
 CLI = ROOT / ".venv" / "bin" / "guideline-kg"
-
-
-def median_seconds(fn, runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main() -> None:

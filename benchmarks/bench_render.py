@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
-import time
 from pathlib import Path
 
 from guideline_kg.algorithm import build_graph, check
@@ -11,17 +9,14 @@ from guideline_kg.cases import load_cases
 from guideline_kg.knowledge import load_knowledge
 from guideline_kg.project import Project
 from guideline_kg.render import FORMATS, case_view, render
+from timing import median_seconds  # noqa: E402
 
 RUNS = 5
 
 
 def median_ms(fn) -> float:  # type: ignore[no-untyped-def]
-    times = []
-    for _ in range(RUNS):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+    """Median of RUNS timed calls, in milliseconds."""
+    return median_seconds(fn, RUNS) * 1000
 
 
 def main() -> None:

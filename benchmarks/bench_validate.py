@@ -6,9 +6,7 @@ Prints a table of medians over several runs. Run: `.venv/bin/python benchmarks/b
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,17 +18,9 @@ from guideline_kg.project import Project  # noqa: E402
 from guideline_kg.store import EmbeddedStore  # noqa: E402
 from guideline_kg.validate import (check_queries, contradiction_findings, load_shapes, run_checks,  # noqa: E402
                                    run_shapes, validate_case)
+from timing import median_seconds  # noqa: E402
 
 CASE = ROOT / "kg" / "cases" / "c06-opioid-no-relief.ttl"
-
-
-def median_seconds(fn, runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main() -> None:
