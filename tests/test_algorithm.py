@@ -18,16 +18,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def project() -> Project:
-    return Project.at(ROOT)
-
-
-@pytest.fixture(scope="module")
-def knowledge(project: Project) -> Graph:
-    return load_knowledge(project)
-
-
-@pytest.fixture(scope="module")
 def graph(knowledge: Graph, project: Project) -> nx.DiGraph:
     return build_graph(knowledge, project)
 

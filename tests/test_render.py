@@ -17,7 +17,6 @@ from guideline_kg.algorithm import build_graph
 from guideline_kg.cases import load_cases
 from guideline_kg.cli import main
 from guideline_kg.derive import Evaluator
-from guideline_kg.knowledge import load_knowledge
 from guideline_kg.project import Project
 from guideline_kg.render import _label, case_view, render, to_mermaid
 
@@ -25,16 +24,6 @@ ROOT = Path(__file__).resolve().parents[1]
 CASES = ROOT / "kg" / "cases"
 VIEW_CASES = ["c04-urgent-deficit", "c11-refractory-with-target", "c15-first-line-effective",
               "c02-out-of-scope-discectomy"]
-
-
-@pytest.fixture(scope="module")
-def project() -> Project:
-    return Project.at(ROOT)
-
-
-@pytest.fixture(scope="module")
-def knowledge(project: Project) -> Graph:
-    return load_knowledge(project)
 
 
 @pytest.fixture(scope="module")
