@@ -17,7 +17,7 @@ from typing import Any, Sequence
 from .errors import EXIT_ERROR, EXIT_OK, GuidelineKGError
 from .project import Project
 
-__all__ = ["main", "build_parser", "emit", "emit_json", "note", "project_of", "add_store_arguments", "store_of"]
+__all__ = ["main", "build_parser", "emit", "emit_json", "note", "project_of", "split_valid_cases", "add_store_arguments", "store_of"]
 
 
 def emit(text: str) -> None:
@@ -33,6 +33,26 @@ def note(text: str) -> None:
 def emit_json(data: Any) -> None:
     """Pretty JSON on stdout."""
     emit(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def split_valid_cases(cases: list, project: Project, consequence: str) -> tuple[list, list]:
+    """Validate each case against the case shapes (compiled engine); report its notes and, for an invalid
+    case, its violations on stderr (``consequence`` says what the case does not get). Returns (valid, invalid)."""
+    from .validate import validate_case
+
+    valid, invalid = [], []
+    for case in cases:
+        for n in case.notes:
+            note(f"{case.name}: {n}")
+        violations = [f for f in validate_case(case.graph, project, engine="compiled") if f.severity == "Violation"]
+        if violations:
+            invalid.append(case)
+            note(f"{case.name}: INVALID case, {consequence}:")
+            for f in violations:
+                note(f"  - {f.focus}: {f.message}")
+        else:
+            valid.append(case)
+    return valid, invalid
 
 
 def project_of(args: argparse.Namespace) -> Project:

@@ -23,7 +23,7 @@ from rdflib import Graph, URIRef
 from .cohort_io import iter_shards
 from .derive import Evaluator
 from .errors import InputError
-from .namespaces import GK, RDF, RDFS
+from .namespaces import GK, RDF
 from .project import Project
 from .rdfio import read_graph
 from .shacl2sparql import CompiledConstraint, ShapeResult, compile_shapes, hierarchy_context, run_constraints

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..cli import emit, note, project_of
+from ..cli import emit, note, project_of, split_valid_cases
 from ..errors import EXIT_FAILED, EXIT_OK, InputError
 from ..export import RDF_FORMATS, csv_tables, rdf_export, write_text
 from ..knowledge import load_knowledge
@@ -79,23 +79,8 @@ def _cases(args: argparse.Namespace, project: Project, knowledge: Any) -> tuple[
     from ..derive import Evaluator
 
     cases = load_cases(args.case)
-    try:
-        from ..validate import validate_case
-    except ImportError:  # validation module not in this build
-        validate_case = None  # type: ignore[assignment]
-    valid, invalid = [], []
-    for case in cases:
-        for n in case.notes:
-            note(f"{case.name}: {n}")
-        findings = validate_case(case.graph, project) if validate_case else []
-        violations = [f for f in findings if f.severity == "Violation"]
-        if violations:
-            invalid.append(case.name)
-            note(f"{case.name}: INVALID case, nothing exported for it:")
-            for f in violations:
-                note(f"  - {f.focus}: {f.message}")
-        else:
-            valid.append(case)
+    valid, invalid_cases = split_valid_cases(cases, project, "nothing exported for it")
+    invalid = [c.name for c in invalid_cases]
     evaluator = Evaluator(knowledge, project)
     return [evaluator.evaluate(c, args.reasoner) for c in valid], invalid
 

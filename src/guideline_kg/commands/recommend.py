@@ -6,12 +6,11 @@ import argparse
 from pathlib import Path
 
 from ..cases import load_cases
-from ..cli import add_store_arguments, emit, emit_json, note, project_of, store_of
+from ..cli import add_store_arguments, emit, emit_json, project_of, split_valid_cases, store_of
 from ..derive import Evaluator, results_graph
 from ..errors import EXIT_FAILED, EXIT_OK
 from ..knowledge import load_knowledge
 from ..report import json_report, summary_table, text_report
-from ..validate import validate_case
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,20 +33,7 @@ def run(args: argparse.Namespace) -> int:
     project = project_of(args)
     knowledge = load_knowledge(project)
     cases = load_cases(args.cases)
-    invalid = []
-    valid = []
-    for case in cases:
-        for n in case.notes:
-            note(f"{case.name}: {n}")
-        findings = validate_case(case.graph, project, engine="compiled")
-        violations = [f for f in findings if f.severity == "Violation"]
-        if violations:
-            invalid.append(case)
-            note(f"{case.name}: INVALID case, no recommendations:")
-            for f in violations:
-                note(f"  - {f.focus}: {f.message}")
-        else:
-            valid.append(case)
+    valid, invalid = split_valid_cases(cases, project, "no recommendations")
     evaluator = Evaluator(knowledge, project)
     if args.store:
         results = _on_store(args, knowledge, evaluator, valid)
