@@ -15,7 +15,6 @@ from rdflib import Graph, Literal
 from guideline_kg.cases import load_cases
 from guideline_kg.cli import main
 from guideline_kg.errors import InputError
-from guideline_kg.knowledge import load_knowledge
 from guideline_kg.namespaces import RDF, SH, bind_prefixes
 from guideline_kg.project import Project
 from guideline_kg.queries import load_query
@@ -38,16 +37,6 @@ PREFIXES = """@prefix gk: <https://w3id.org/guideline-kg/ontology#> .
 @prefix skos: <http://www.w3.org/2004/02/skos/core#> .
 @prefix xsd: <http://www.w3.org/2001/XMLSchema#> .
 """
-
-
-@pytest.fixture(scope="session")
-def project() -> Project:
-    return Project.at(ROOT)
-
-
-@pytest.fixture(scope="session")
-def knowledge(project: Project) -> Graph:
-    return load_knowledge(project)
 
 
 @pytest.fixture(scope="session")
