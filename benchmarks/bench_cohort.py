@@ -32,10 +32,10 @@ def one_run(n: int, slice_n: int) -> dict[str, float]:
     import pyshacl
     from rdflib import Graph
 
-    from guideline_kg.cohort import generate, load_profile, write_cohort
-    from guideline_kg.cohort_eval import CohortEvaluator, case_shapes, hierarchy_context
-    from guideline_kg.knowledge import load_knowledge
-    from guideline_kg.project import Project
+    from guideline_kg.cohort.generate import generate, load_profile, write_cohort
+    from guideline_kg.cohort.evaluate import CohortEvaluator, case_shapes, hierarchy_context
+    from guideline_kg.knowledge.graph import load_knowledge
+    from guideline_kg.core.project import Project
 
     project = Project.at(ROOT)
     out_dir = ROOT / "build" / "bench-cohort"

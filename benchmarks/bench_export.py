@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 
-from guideline_kg.cases import load_cases
-from guideline_kg.cds import cards_for
-from guideline_kg.derive import Evaluator
-from guideline_kg.export import csv_tables, rdf_export
-from guideline_kg.fhir_out import careplan, pathway_bundle, read_pathway, validate_resource
-from guideline_kg.knowledge import load_knowledge
-from guideline_kg.project import Project
-from guideline_kg.store import EmbeddedStore
+from guideline_kg.cases.reader import load_cases
+from guideline_kg.outputs.cds_cards import cards_for
+from guideline_kg.reasoning.derive import Evaluator
+from guideline_kg.outputs.export import csv_tables, rdf_export
+from guideline_kg.outputs.fhir_cpg import careplan, pathway_bundle, read_pathway, validate_resource
+from guideline_kg.knowledge.graph import load_knowledge
+from guideline_kg.core.project import Project
+from guideline_kg.store.stores import EmbeddedStore
 from timing import median_seconds  # noqa: E402
 
 RUNS = 5

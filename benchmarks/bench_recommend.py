@@ -13,10 +13,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from guideline_kg.cases import load_cases  # noqa: E402
-from guideline_kg.derive import Evaluator  # noqa: E402
-from guideline_kg.knowledge import load_knowledge  # noqa: E402
-from guideline_kg.project import Project  # noqa: E402
+from guideline_kg.cases.reader import load_cases  # noqa: E402
+from guideline_kg.reasoning.derive import Evaluator  # noqa: E402
+from guideline_kg.knowledge.graph import load_knowledge  # noqa: E402
+from guideline_kg.core.project import Project  # noqa: E402
 from timing import median_seconds  # noqa: E402
 
 CASE = ROOT / "kg" / "cases" / "c06-opioid-no-relief.ttl"

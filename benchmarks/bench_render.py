@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from guideline_kg.algorithm import build_graph, check
-from guideline_kg.cases import load_cases
-from guideline_kg.knowledge import load_knowledge
-from guideline_kg.project import Project
-from guideline_kg.render import FORMATS, case_view, render
+from guideline_kg.knowledge.algorithm import build_graph, check
+from guideline_kg.cases.reader import load_cases
+from guideline_kg.knowledge.graph import load_knowledge
+from guideline_kg.core.project import Project
+from guideline_kg.outputs.render import FORMATS, case_view, render
 from timing import median_seconds  # noqa: E402
 
 RUNS = 5

@@ -12,11 +12,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from guideline_kg.cases import load_cases  # noqa: E402
-from guideline_kg.knowledge import load_knowledge  # noqa: E402
-from guideline_kg.project import Project  # noqa: E402
-from guideline_kg.store import EmbeddedStore  # noqa: E402
-from guideline_kg.validate import (check_queries, contradiction_findings, load_shapes, run_checks,  # noqa: E402
+from guideline_kg.cases.reader import load_cases  # noqa: E402
+from guideline_kg.knowledge.graph import load_knowledge  # noqa: E402
+from guideline_kg.core.project import Project  # noqa: E402
+from guideline_kg.store.stores import EmbeddedStore  # noqa: E402
+from guideline_kg.checks.validate import (check_queries, contradiction_findings, load_shapes, run_checks,  # noqa: E402
                                    run_shapes, validate_case)
 from timing import median_seconds  # noqa: E402
 

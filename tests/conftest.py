@@ -19,10 +19,10 @@ import httpx
 import pytest
 from rdflib import Graph
 
-from guideline_kg.knowledge import load_knowledge
-from guideline_kg.project import Project
-from guideline_kg.reasoner import ReasonerResult, check_consistency
-from guideline_kg.store import EmbeddedStore
+from guideline_kg.knowledge.graph import load_knowledge
+from guideline_kg.core.project import Project
+from guideline_kg.reasoning.hermit import ReasonerResult, check_consistency
+from guideline_kg.store.stores import EmbeddedStore
 
 #: The repository root (tests/..).
 REPO = Path(__file__).resolve().parents[1]

@@ -9,10 +9,10 @@ import networkx as nx
 import pytest
 from rdflib import Graph, Literal
 
-from guideline_kg.algorithm import NODE_KINDS, build_graph, check, ordered_nodes
-from guideline_kg.knowledge import load_knowledge
-from guideline_kg.namespaces import GK, PLBP, RDF, RDFS
-from guideline_kg.project import Project
+from guideline_kg.knowledge.algorithm import NODE_KINDS, build_graph, check, ordered_nodes
+from guideline_kg.knowledge.graph import load_knowledge
+from guideline_kg.core.namespaces import GK, PLBP, RDF, RDFS
+from guideline_kg.core.project import Project
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,7 +77,7 @@ def test_edge_attributes(graph: nx.DiGraph) -> None:
 
 
 def test_every_transition_has_a_label_and_provenance(knowledge: Graph) -> None:
-    from guideline_kg.namespaces import PROV
+    from guideline_kg.core.namespaces import PROV
 
     for t in knowledge.subjects(RDF.type, GK.Transition):
         assert knowledge.value(t, RDFS.label) is not None, t

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from guideline_kg.cases import load_cases
-from guideline_kg.errors import InputError
-from guideline_kg.namespaces import CASE
-from guideline_kg.project import Project
+from guideline_kg.cases.reader import load_cases
+from guideline_kg.core.errors import InputError
+from guideline_kg.core.namespaces import CASE
+from guideline_kg.core.project import Project
 
 PROJECT = Project.at()
 

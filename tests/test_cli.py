@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from guideline_kg.cli import main
-from guideline_kg.rdfio import read_graph
+from guideline_kg.cli.main import main
+from guideline_kg.core.rdfio import read_graph
 
 from conftest import MINI_HOME, REPO
 

@@ -13,16 +13,16 @@ import pyshacl
 import pytest
 from rdflib import Graph, URIRef
 
-from guideline_kg.cases import Case
-from guideline_kg.cli import main
-from guideline_kg.cohort import generate, load_profile, write_cohort
-from guideline_kg.cohort_eval import CohortEvaluator, case_shapes, hierarchy_context
-from guideline_kg.cohort_io import iter_shards
-from guideline_kg.knowledge import load_knowledge
-from guideline_kg.namespaces import GK, RDF, SH
-from guideline_kg.project import Project
-from guideline_kg.shacl2sparql import compile_shapes, run_constraints
-from guideline_kg.store import to_rdflib
+from guideline_kg.cases.reader import Case
+from guideline_kg.cli.main import main
+from guideline_kg.cohort.generate import generate, load_profile, write_cohort
+from guideline_kg.cohort.evaluate import CohortEvaluator, case_shapes, hierarchy_context
+from guideline_kg.cohort.shards import iter_shards
+from guideline_kg.knowledge.graph import load_knowledge
+from guideline_kg.core.namespaces import GK, RDF, SH
+from guideline_kg.core.project import Project
+from guideline_kg.compile.shacl2sparql import compile_shapes, run_constraints
+from guideline_kg.store.stores import to_rdflib
 
 PROJECT = Project.at()
 PROFILE = PROJECT.kg_dir / "cohort-profile.json"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from guideline_kg.competency import answer, competency_store, cq_files, read_expected, tsv_rows
-from guideline_kg.project import Project
+from guideline_kg.checks.competency import answer, competency_store, cq_files, read_expected, tsv_rows
+from guideline_kg.core.project import Project
 
 PROJECT = Project.at()
 

@@ -12,10 +12,10 @@ import pytest
 from rdflib import Graph, Literal, URIRef
 from rdflib.collection import Collection
 
-from guideline_kg.knowledge import load_knowledge
-from guideline_kg.namespaces import GK, OWL, RDF, RDFS
-from guideline_kg.project import Project
-from guideline_kg.rdfio import read_graph
+from guideline_kg.knowledge.graph import load_knowledge
+from guideline_kg.core.namespaces import GK, OWL, RDF, RDFS
+from guideline_kg.core.project import Project
+from guideline_kg.core.rdfio import read_graph
 
 from conftest import REPO
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from rdflib import Graph, URIRef
 
-from guideline_kg.cases import EXPECTED_SUFFIX, Case, load_cases
-from guideline_kg.derive import Evaluator, results_graph
-from guideline_kg.knowledge import load_knowledge
-from guideline_kg.namespaces import GK, PLBP, PROV, RDF
-from guideline_kg.project import Project
+from guideline_kg.cases.reader import EXPECTED_SUFFIX, Case, load_cases
+from guideline_kg.reasoning.derive import Evaluator, results_graph
+from guideline_kg.knowledge.graph import load_knowledge
+from guideline_kg.core.namespaces import GK, PLBP, PROV, RDF
+from guideline_kg.core.project import Project
 
 PROJECT = Project.at()
 CASES = load_cases([PROJECT.cases_dir])
@@ -129,7 +129,7 @@ def test_json_has_exactly_the_contract_keys(evaluator) -> None:
 
 
 def test_batch_evaluation_equals_single_case_evaluation(evaluator) -> None:
-    from guideline_kg.store import EmbeddedStore
+    from guideline_kg.store.stores import EmbeddedStore
 
     graph = Graph()
     for c in CASES:
@@ -183,7 +183,7 @@ def test_has_urgent_agrees_with_the_urgent_findings(evaluator, case) -> None:
 
 
 def test_memo_is_bounded_and_results_stay_right_after_it_is_cleared(evaluator, monkeypatch) -> None:
-    import guideline_kg.derive as derive
+    import guideline_kg.reasoning.derive as derive
 
     monkeypatch.setattr(derive, "_MEMO_LIMIT", 2)
     small = Evaluator(load_knowledge(PROJECT), PROJECT)

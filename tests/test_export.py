@@ -12,17 +12,17 @@ import pytest
 from rdflib import Graph
 from rdflib.compare import to_isomorphic
 
-from guideline_kg.cases import load_cases
-from guideline_kg.cli import main
-from guideline_kg.derive import Evaluator
-from guideline_kg.export import RDF_FORMATS, csv_tables, jsonld_context, rdf_export
-from guideline_kg.fhir_out import (CPG, OWL_CLASS_LANGUAGE, careplan, fhir_id, pathway_bundle, read_pathway,
+from guideline_kg.cases.reader import load_cases
+from guideline_kg.cli.main import main
+from guideline_kg.reasoning.derive import Evaluator
+from guideline_kg.outputs.export import RDF_FORMATS, csv_tables, jsonld_context, rdf_export
+from guideline_kg.outputs.fhir_cpg import (CPG, OWL_CLASS_LANGUAGE, careplan, fhir_id, pathway_bundle, read_pathway,
                                    recommendations_from_bundle, validate_resource)
-from guideline_kg.knowledge import load_knowledge
-from guideline_kg.namespaces import PREFIXES
-from guideline_kg.project import Project
-from guideline_kg.statements import list_statements
-from guideline_kg.store import EmbeddedStore
+from guideline_kg.knowledge.graph import load_knowledge
+from guideline_kg.core.namespaces import PREFIXES
+from guideline_kg.core.project import Project
+from guideline_kg.knowledge.statements import list_statements
+from guideline_kg.store.stores import EmbeddedStore
 
 PROJECT = Project.at()
 PARSERS = {"turtle": "turtle", "ntriples": "nt", "rdfxml": "xml", "jsonld": "json-ld"}

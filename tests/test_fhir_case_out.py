@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from guideline_kg.cli import main
-from guideline_kg.cohort import generate, load_profile, record_facts, record_to_bundle, write_cohort
-from guideline_kg.cohort_eval import CohortEvaluator
-from guideline_kg.fhir_case_out import reverse_rules
-from guideline_kg.fhir_in import bundle_to_case
-from guideline_kg.fhir_out import validate_resource
+from guideline_kg.cli.main import main
+from guideline_kg.cohort.generate import generate, load_profile, record_facts, record_to_bundle, write_cohort
+from guideline_kg.cohort.evaluate import CohortEvaluator
+from guideline_kg.cases.fhir_out import reverse_rules
+from guideline_kg.cases.fhir_in import bundle_to_case
+from guideline_kg.outputs.fhir_cpg import validate_resource
 
 N, SEED = 50, 21
 
@@ -81,7 +81,7 @@ def test_bundles_are_valid_fhir_r4b(project, profile) -> None:
 
 @pytest.mark.parametrize("defect", ["two-index-surgeries", "response-not-a-response"])
 def test_a_fact_no_rule_can_carry_is_reported(project, profile, defect) -> None:
-    from guideline_kg.cohort import _plant_defect
+    from guideline_kg.cohort.generate import _plant_defect
 
     record = next(iter(generate(profile, 1, SEED)))
     _plant_defect(record, defect)

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from rdflib import Graph, Literal, URIRef
 
-from guideline_kg.cases import Case, load_cases
-from guideline_kg.derive import Evaluator
-from guideline_kg.errors import InputError
-from guideline_kg.fhir_in import RULES_FILE, bundle_to_case, is_fhir_bundle, load_rules, read_sssom
-from guideline_kg.knowledge import load_knowledge
-from guideline_kg.namespaces import CASE, GK, RDF, RDFS, SKOS, XSD
-from guideline_kg.project import Project
+from guideline_kg.cases.reader import Case, load_cases
+from guideline_kg.reasoning.derive import Evaluator
+from guideline_kg.core.errors import InputError
+from guideline_kg.cases.fhir_in import RULES_FILE, bundle_to_case, is_fhir_bundle, load_rules, read_sssom
+from guideline_kg.knowledge.graph import load_knowledge
+from guideline_kg.core.namespaces import CASE, GK, RDF, RDFS, SKOS, XSD
+from guideline_kg.core.project import Project
 
 PROJECT = Project.at()
 SCT, ICD, LOINC = "http://snomed.info/sct", "http://hl7.org/fhir/sid/icd-10-cm", "http://loinc.org"

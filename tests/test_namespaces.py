@@ -7,7 +7,7 @@ import re
 import pytest
 from rdflib import Graph
 
-from guideline_kg.namespaces import GK, PLBP, PREFIXES, bind_prefixes, sparql_prologue
+from guideline_kg.core.namespaces import GK, PLBP, PREFIXES, bind_prefixes, sparql_prologue
 
 from conftest import REPO
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from rdflib import BNode, Graph, Literal, URIRef
 
-from guideline_kg.namespaces import GK, OWL, RDF, RDFS, SKOS, XSD
-from guideline_kg.rdfio import read_graph
-from guideline_kg.reasoner import OWL2_DATATYPES
+from guideline_kg.core.namespaces import GK, OWL, RDF, RDFS, SKOS, XSD
+from guideline_kg.core.rdfio import read_graph
+from guideline_kg.reasoning.hermit import OWL2_DATATYPES
 
 from conftest import REPO
 

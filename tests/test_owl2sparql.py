@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from rdflib import Graph
 
-from guideline_kg.owl2sparql import Compiler, UnsupportedExpression
-from guideline_kg.store import EmbeddedStore
+from guideline_kg.compile.owl2sparql import Compiler, UnsupportedExpression
+from guideline_kg.store.stores import EmbeddedStore
 
 TBOX = """
 @prefix : <https://w3id.org/guideline-kg/test/o#> .

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from guideline_kg.project import Project, default_home
+from guideline_kg.core.project import Project, default_home
 
 from conftest import REPO
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from guideline_kg.errors import InputError
-from guideline_kg.queries import list_queries, load_query
-from guideline_kg.store import EmbeddedStore
+from guideline_kg.core.errors import InputError
+from guideline_kg.core.queries import list_queries, load_query
+from guideline_kg.store.stores import EmbeddedStore
 
 from conftest import REPO
 

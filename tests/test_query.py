@@ -7,10 +7,10 @@ import json
 import pyoxigraph as ox
 import pytest
 
-from guideline_kg.cli import main
-from guideline_kg.competency import cq_files
-from guideline_kg.project import Project
-from guideline_kg.sparql_results import QueryResult, ResultTooLarge, materialise, serialise, table
+from guideline_kg.cli.main import main
+from guideline_kg.checks.competency import cq_files
+from guideline_kg.core.project import Project
+from guideline_kg.store.results import QueryResult, ResultTooLarge, materialise, serialise, table
 
 PROJECT = Project.at()
 CASES = str(PROJECT.cases_dir)

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from rdflib import Graph, Literal, URIRef
 
-from guideline_kg.errors import InputError
-from guideline_kg.namespaces import GK
-from guideline_kg.rdfio import EXTENSIONS, guess_format, read_graph, write_graph
+from guideline_kg.core.errors import InputError
+from guideline_kg.core.namespaces import GK
+from guideline_kg.core.rdfio import EXTENSIONS, guess_format, read_graph, write_graph
 
 PREFIX = "@prefix gk: <https://w3id.org/guideline-kg/ontology#> .\n"
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from rdflib import Graph, Literal, URIRef
 
-from guideline_kg.namespaces import GK, OWL, RDF, XSD
-from guideline_kg.rdfio import read_graph
-from guideline_kg.reasoner import ReasonerResult, check_consistency, reasoner_input
+from guideline_kg.core.namespaces import GK, OWL, RDF, XSD
+from guideline_kg.core.rdfio import read_graph
+from guideline_kg.reasoning.hermit import ReasonerResult, check_consistency, reasoner_input
 
 from conftest import REPO
 

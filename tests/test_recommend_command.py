@@ -7,9 +7,9 @@ import json
 
 from rdflib import Graph
 
-from guideline_kg.cli import main
-from guideline_kg.namespaces import GK
-from guideline_kg.project import Project
+from guideline_kg.cli.main import main
+from guideline_kg.core.namespaces import GK
+from guideline_kg.core.project import Project
 
 CASES = Project.at().cases_dir
 

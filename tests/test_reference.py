@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from rdflib import Graph
 
-from guideline_kg.cli import main
-from guideline_kg.namespaces import GK, OWL, RDF
-from guideline_kg.reference import load_ontology, ontology_reference
+from guideline_kg.cli.main import main
+from guideline_kg.core.namespaces import GK, OWL, RDF
+from guideline_kg.outputs.reference import load_ontology, ontology_reference
 
 from conftest import REPO
 

@@ -13,12 +13,12 @@ import pygraphviz as pgv
 import pytest
 from rdflib import Graph
 
-from guideline_kg.algorithm import build_graph
-from guideline_kg.cases import load_cases
-from guideline_kg.cli import main
-from guideline_kg.derive import Evaluator
-from guideline_kg.project import Project
-from guideline_kg.render import _label, case_view, render, to_mermaid
+from guideline_kg.knowledge.algorithm import build_graph
+from guideline_kg.cases.reader import load_cases
+from guideline_kg.cli.main import main
+from guideline_kg.reasoning.derive import Evaluator
+from guideline_kg.core.project import Project
+from guideline_kg.outputs.render import _label, case_view, render, to_mermaid
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = ROOT / "kg" / "cases"

@@ -16,9 +16,9 @@ import httpx
 import pyoxigraph as ox
 import pytest
 
-from guideline_kg.competency import cq_files, read_expected
-from guideline_kg.project import Project
-from guideline_kg.server import CDS_SERVICE_ID, is_update, negotiate
+from guideline_kg.checks.competency import cq_files, read_expected
+from guideline_kg.core.project import Project
+from guideline_kg.service.app import CDS_SERVICE_ID, is_update, negotiate
 
 PROJECT = Project.at()
 CHROMIUM = Path("/usr/bin/chromium")
@@ -205,9 +205,9 @@ def test_cds_discovery(server) -> None:
 
 
 def test_cds_patient_view_gives_the_cards_of_the_derivation(server, knowledge) -> None:
-    from guideline_kg.cds import cards_for
-    from guideline_kg.derive import Evaluator
-    from guideline_kg.fhir_in import bundle_to_case
+    from guideline_kg.outputs.cds_cards import cards_for
+    from guideline_kg.reasoning.derive import Evaluator
+    from guideline_kg.cases.fhir_in import bundle_to_case
 
     url, _ = server
     path = PROJECT.cases_dir / "fhir-c04-urgent-deficit.fhir.json"

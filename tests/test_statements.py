@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from guideline_kg.knowledge import load_knowledge
-from guideline_kg.project import Project
-from guideline_kg.statements import list_statements
-from guideline_kg.store import EmbeddedStore
+from guideline_kg.knowledge.graph import load_knowledge
+from guideline_kg.core.project import Project
+from guideline_kg.knowledge.statements import list_statements
+from guideline_kg.store.stores import EmbeddedStore
 
 KEYS = ["id", "source_lines", "text", "citations", "kind", "section", "action", "direction", "strength",
         "line_of_therapy"]

@@ -1,0 +1,560 @@
+"""FHIR R4 Bundles in: generic machinery that applies the mapping rules of kg/mappings/ to make a patient case.
+
+Which resource types, codes and ontology terms make which case facts is data: ``fhir-case-mapping.json`` (the
+rules) and the SSSOM mapping set it names (codes to terms). Nothing clinical is written here.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from typing import Any
+
+from rdflib import Graph, Literal, URIRef
+
+from guideline_kg.cases.model import Case
+from guideline_kg.core.dates import months_between
+from guideline_kg.core.errors import InputError
+from guideline_kg.core.namespaces import CASE, GK, RDF, RDFS, XSD, bind_prefixes
+from guideline_kg.core.project import Project
+
+__all__ = ["MappingRules", "load_rules", "read_sssom", "is_fhir_bundle", "bundle_to_case", "RULES_FILE"]
+
+#: The rules file, relative to the project's kg/ folder.
+RULES_FILE = Path("mappings") / "fhir-case-mapping.json"
+
+_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(T[0-9:.]+(Z|[+-]\d{2}:\d{2})?)?$")
+_PARTIAL_DATE = re.compile(r"^\d{4}(-\d{2})?$")
+
+
+@dataclass
+class MappingRules:
+    """The parsed rules file: rules, CURIE prefixes, and the code index built from the SSSOM set."""
+
+    path: Path
+    rules: list[dict[str, Any]]
+    patient: dict[str, Any]
+    prefixes: dict[str, str]
+    code_systems: dict[str, str]
+    assessment_date: str | None
+    skip_status: set[str]
+    #: (system, code) -> [(term IRI, predicate IRI)] for every row of the SSSOM set
+    codes: dict[tuple[str, str], list[tuple[URIRef, URIRef]]]
+    recognise: set[URIRef]
+
+    def expand(self, curie: str) -> URIRef:
+        """The IRI of a CURIE of the rules or the SSSOM set; an unknown prefix is an error in the rules file."""
+        prefix, sep, local = curie.partition(":")
+        if not sep or prefix not in self.prefixes:
+            raise InputError(f"unknown prefix in {curie!r} (declare it in the SSSOM curie_map)", path=str(self.path))
+        return URIRef(self.prefixes[prefix] + local)
+
+
+def read_sssom(path: Path) -> tuple[dict[str, str], list[dict[str, str]]]:
+    """The curie_map and the rows of an SSSOM/TSV file (its YAML header is read only for the curie_map)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise InputError(f"cannot read the SSSOM mapping set ({exc.strerror})", path=str(path)) from None
+    curie_map: dict[str, str] = {}
+    in_map, body = False, []
+    for line in lines:
+        if not line.startswith("#"):
+            body.append(line)
+            continue
+        text = line[1:]
+        if text.strip() == "curie_map:":
+            in_map = True
+        elif in_map and text.startswith("  ") and ":" in text:
+            key, _, value = text.strip().partition(":")
+            curie_map[key.strip()] = value.strip().strip('"')
+        else:
+            in_map = False
+    rows = list(csv.DictReader(body, delimiter="\t"))
+    for n, row in enumerate(rows, start=len(lines) - len(body) + 2):
+        if not row.get("subject_id") or not row.get("object_id") or not row.get("predicate_id"):
+            raise InputError("row lacks subject_id, predicate_id or object_id", path=str(path), line=n)
+    return curie_map, rows
+
+
+_RULES_CACHE: dict[Path, tuple[float, MappingRules]] = {}
+
+
+def load_rules(path: Path) -> MappingRules:
+    """The mapping rules at ``path`` with their SSSOM code index (cached until the file changes)."""
+    path = Path(path).resolve()
+    try:
+        mtime = path.stat().st_mtime
+        cached = _RULES_CACHE.get(path)
+        if cached and cached[0] == mtime:
+            return cached[1]
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(f"cannot read the FHIR mapping rules ({exc.strerror})", path=str(path)) from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"malformed JSON: {exc.msg}", path=str(path), line=exc.lineno, column=exc.colno) from None
+    if not isinstance(data, dict) or not isinstance(data.get("rules"), list) or "sssom" not in data:
+        raise InputError('the rules file needs an object with "sssom" and a "rules" list', path=str(path))
+    sssom_path = path.parent / data["sssom"]
+    curie_map, rows = read_sssom(sssom_path)
+    rules = MappingRules(path=path, rules=data["rules"], patient=data.get("patient", {}), prefixes=curie_map,
+                         code_systems=data.get("codeSystems", {}), assessment_date=data.get("assessmentDate"),
+                         skip_status=set(data.get("skipStatus", [])), codes={}, recognise=set())
+    rules.recognise = {rules.expand(p) for p in data.get("recognise", [])}
+    by_prefix = {prefix: system for system, prefix in rules.code_systems.items()}
+    for row in rows:
+        prefix, _, code = row["subject_id"].partition(":")
+        if prefix in by_prefix:
+            rules.codes.setdefault((by_prefix[prefix], code), []).append(
+                (rules.expand(row["object_id"]), rules.expand(row["predicate_id"])))
+    for i, rule in enumerate(rules.rules):
+        if not isinstance(rule, dict) or not isinstance(rule.get("resources"), dict) or "node" not in rule:
+            raise InputError(f'rule {i + 1} needs "resources" (type -> code path) and "node"', path=str(path))
+    _RULES_CACHE[path] = (mtime, rules)
+    return rules
+
+
+def is_fhir_bundle(data: Any) -> bool:
+    """True if ``data`` (parsed JSON) is a FHIR Bundle resource."""
+    return isinstance(data, dict) and data.get("resourceType") == "Bundle"
+
+
+@dataclass
+class _Resource:
+    """One entry of the bundle: its index, resource, readable reference and node IRI."""
+
+    index: int
+    data: dict[str, Any]
+    type: str
+    ref: str
+    local: str
+
+
+@dataclass
+class _Mapper:
+    """The state of one bundle's mapping: graph, notes, created nodes and pending references."""
+
+    rules: MappingRules
+    name: str
+    source: str | None
+    graph: Graph
+    patient: URIRef
+    assessment: date | None = None
+    notes: list[str] = field(default_factory=list)
+    nodes: dict[str, URIRef] = field(default_factory=dict)
+    by_ref: dict[str, _Resource] = field(default_factory=dict)
+    pending: list[tuple[URIRef, URIRef, str, _Resource]] = field(default_factory=list)
+    origins: dict[tuple[URIRef, URIRef], list[str]] = field(default_factory=dict)
+    via: dict[tuple[str, URIRef], set[URIRef]] = field(default_factory=dict)
+
+    # --- errors and notes -------------------------------------------------------------------------------------
+    def fail(self, res: _Resource | None, where: str, defect: str) -> None:
+        """Raise an InputError naming the file, the entry and the defect."""
+        entry = f"entry {res.index} ({res.ref})" if res else "Bundle"
+        raise InputError(f"{entry}: {where}: {defect}", path=self.source)
+
+    # --- paths --------------------------------------------------------------------------------------------------
+    def values(self, res: _Resource, obj: Any, path: str) -> tuple[str, list[Any]]:
+        """The values at the first alternative of ``a.b|c`` that has any, with the alternative taken."""
+        for alt in path.split("|"):
+            current = [obj]
+            for step in alt.split("."):
+                nxt: list[Any] = []
+                for value in current:
+                    if not isinstance(value, dict):
+                        self.fail(res, alt, f"expected an object before {step!r}, got {json.dumps(value)[:40]}")
+                    if step in value:
+                        item = value[step]
+                        nxt += item if isinstance(item, list) else [item]
+                current = nxt
+            if current:
+                return alt, current
+        return path, []
+
+    # --- codes --------------------------------------------------------------------------------------------------
+    def codings(self, res: _Resource, concept: Any, where: str) -> list[tuple[str, str]]:
+        """The (system, code) pairs of a CodeableConcept, checking its shape."""
+        if not isinstance(concept, dict):
+            self.fail(res, where, f"expected a CodeableConcept object, got {json.dumps(concept)[:40]}")
+        codings = concept.get("coding", [])
+        if not isinstance(codings, list):
+            self.fail(res, f"{where}.coding", "expected a list of codings")
+        out = []
+        for coding in codings:
+            if not isinstance(coding, dict) or not isinstance(coding.get("code"), str) \
+                    or not isinstance(coding.get("system", ""), str):
+                self.fail(res, f"{where}.coding", f"expected codings with string system and code, got {json.dumps(coding)[:60]}")
+            out.append((coding.get("system", ""), coding["code"]))
+        return out
+
+    def terms_of(self, res: _Resource, concept: Any, where: str, report: bool = True) -> list[URIRef]:
+        """The ontology terms the codings of a CodeableConcept are recognised as; unmapped codes become notes."""
+        terms: list[URIRef] = []
+        for system, code in self.codings(res, concept, where):
+            mapped = self.rules.codes.get((system, code), [])
+            used = [t for t, p in mapped if p in self.rules.recognise]
+            if used:
+                terms += [t for t in used if t not in terms]
+                for t, p in mapped:
+                    self.via.setdefault((res.ref, t), set()).add(p)
+            elif report and mapped:
+                self.notes.append(f"code {system}|{code} in {res.ref} maps to "
+                                  f"{', '.join(self.curie(t) for t, _ in mapped)} only by "
+                                  f"{', '.join(sorted({self.curie(p) for _, p in mapped}))}; not used")
+            elif report:
+                self.notes.append(f"unmapped code {system}|{code} in {res.ref}")
+        return terms
+
+    def curie(self, iri: URIRef) -> str:
+        """A CURIE of ``iri`` for messages."""
+        for prefix, ns in self.rules.prefixes.items():
+            if str(iri).startswith(ns):
+                return f"{prefix}:{str(iri)[len(ns):]}"
+        return f"<{iri}>"
+
+    # --- literals -----------------------------------------------------------------------------------------------
+    def as_date(self, res: _Resource | None, where: str, value: Any) -> date | None:
+        """A FHIR date or dateTime as a date; a partial date is noted and skipped, anything else is an error."""
+        if isinstance(value, str):
+            m = _DATE.match(value)
+            if m:
+                try:
+                    return date(int(m[1]), int(m[2]), int(m[3]))
+                except ValueError:
+                    pass
+            elif _PARTIAL_DATE.match(value):
+                self.notes.append(f"partial date {value!r} at {res.ref if res else 'Bundle'}.{where} not recorded "
+                                  "(a day is needed)")
+                return None
+        self.fail(res, where, f"expected a date (YYYY-MM-DD), got {json.dumps(value)[:40]}")
+        return None
+
+    def convert(self, res: _Resource, spec: dict[str, Any], where: str, value: Any,
+                term: URIRef | None) -> URIRef | Literal | None:
+        """One value converted as the rule's ``as`` says; None (with a note) when it cannot be recorded."""
+        kind = spec.get("as", "string")
+        if kind == "date":
+            d = self.as_date(res, where, value)
+            return Literal(d.isoformat(), datatype=XSD.date) if d else None
+        if kind in ("decimal", "integer"):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if kind == "integer":
+                ok = ok and float(value).is_integer()
+            if not ok:
+                self.fail(res, where, f"expected {'an integer' if kind == 'integer' else 'a number'}, got "
+                                      f"{json.dumps(value)[:40]}")
+            return Literal(int(value)) if kind == "integer" else self.decimal(value, spec)
+        if kind == "boolean":
+            if not isinstance(value, bool):
+                self.fail(res, where, f"expected true or false, got {json.dumps(value)[:40]}")
+            return Literal(value)
+        if kind == "string":
+            if not isinstance(value, str):
+                self.fail(res, where, f"expected a string, got {json.dumps(value)[:40]}")
+            return Literal(value)
+        if kind == "map":
+            if not isinstance(value, (str, bool)):
+                self.fail(res, where, f"expected a code or a boolean, got {json.dumps(value)[:40]}")
+            key = str(value).lower() if isinstance(value, bool) else value
+            if key not in spec["map"]:
+                self.notes.append(f"value {key!r} at {res.ref}.{where} is not mapped "
+                                  f"(known: {', '.join(spec['map'])}); {spec['property']} not recorded")
+                return None
+            return self.rules.expand(spec["map"][key])
+        if kind == "term":
+            allowed = {self.rules.expand(t) for t in spec.get("terms", [])}
+            found = [t for t in self.terms_of(res, value, where) if not allowed or t in allowed]
+            return found[0] if found else None
+        if kind in ("monthsToAssessment", "yearsToAssessment"):
+            d = self.as_date(res, where, value)
+            if d is None or self.assessment is None:
+                if d is not None:
+                    self.notes.append(f"no assessment date (Bundle.{self.rules.assessment_date}): "
+                                      f"{spec['property']} of {res.ref} not computed")
+                return None
+            months = months_between(d, self.assessment)
+            if kind == "yearsToAssessment":
+                return Literal(int(months // 12))
+            return self.decimal(months, spec)
+        if kind == "weeksOfPeriod":
+            if not isinstance(value, dict):
+                self.fail(res, where, "expected a Period object with start (and end)")
+            start = self.as_date(res, f"{where}.start", value.get("start"))
+            end = self.as_date(res, f"{where}.end", value["end"]) if "end" in value else self.assessment
+            if start is None or end is None:
+                return None
+            if end < start:
+                self.fail(res, where, f"end {end} is before start {start}")
+            return self.decimal((end - start).days / 7, spec)
+        if kind == "codeOfSystem":
+            if isinstance(value, dict) and value.get("system") == spec["system"] and isinstance(value.get("code"), str):
+                return Literal(value["code"])
+            return None
+        raise InputError(f"unknown value kind {kind!r} in rule for {spec.get('property')}", path=str(self.rules.path))
+
+    @staticmethod
+    def decimal(value: float, spec: dict[str, Any]) -> Literal:
+        """An xsd:decimal literal, rounded to the spec's ``round`` places if given."""
+        number = Decimal(str(value))
+        if "round" in spec:
+            number = number.quantize(Decimal(1).scaleb(-int(spec["round"])), rounding=ROUND_HALF_UP)
+        return Literal(str(number), datatype=XSD.decimal)
+
+    # --- rules --------------------------------------------------------------------------------------------------
+    def node_of(self, res: _Resource, spec: dict[str, Any]) -> URIRef | None:
+        """The node a rule writes to (patient, shared, the resource's own, or a referenced resource's)."""
+        kind = spec.get("kind")
+        if kind == "patient":
+            return self.patient
+        if kind == "shared":
+            return URIRef(f"{CASE}{self.name}-{spec['key']}")
+        if kind == "resource":
+            return URIRef(f"{CASE}{self.name}-{res.local}")
+        if kind == "referenced":
+            where, refs = self.values(res, res.data, spec["path"])
+            for ref in refs:
+                target = self.by_ref.get(ref) if isinstance(ref, str) else None
+                if target is not None and target.ref in self.nodes:
+                    return self.nodes[target.ref]
+                self.notes.append(f"{res.ref}.{where} refers to {ref!r}, which is not a mapped resource of the "
+                                  "bundle; not recorded")
+                return None
+            self.notes.append(f"{res.ref} has no {spec['path']}; not recorded")
+            return None
+        raise InputError(f"unknown node kind {kind!r}", path=str(self.rules.path))
+
+    def apply(self, rule: dict[str, Any], res: _Resource, terms: list[URIRef]) -> bool:
+        """Apply one rule to one resource whose codes gave ``terms``; True if it recorded anything."""
+        wanted = [self.rules.expand(t) for t in rule.get("terms", [])]
+        matched = [t for t in wanted if t in terms]
+        if not matched:
+            return False
+        if rule.get("pick") == "first":
+            matched = matched[:1]
+        status = res.data.get("status")
+        if rule.get("status") and status is not None and status not in rule["status"]:
+            self.notes.append(f"{res.ref}: status {status!r} is not one of {', '.join(rule['status'])} "
+                              f"(rule {rule.get('id')}); not recorded")
+            return True
+        if "after" in rule and not self.is_after(res, rule["after"]):
+            return True
+        spec = rule["node"]
+        node = self.node_of(res, spec)
+        if node is None:
+            return True
+        triples: list[tuple[URIRef, URIRef, Any]] = []
+        pending: list[tuple[URIRef, URIRef, str, _Resource]] = []
+        for term in matched:
+            if spec.get("typeFromTerm"):
+                triples.append((node, RDF.type, term))
+            if spec.get("type"):
+                triples.append((node, RDF.type, self.rules.expand(spec["type"])))
+            if spec.get("termAsValueOf"):
+                triples.append((node, self.rules.expand(spec["termAsValueOf"]), term))
+        for value_spec in rule.get("values", []):
+            self.apply_value(res, value_spec, node, matched, triples, pending)
+        for required in rule.get("require", []):
+            prop = self.rules.expand(required)
+            if not any(p == prop for _, p, _ in triples):
+                self.notes.append(f"{res.ref}: no value for {required} (rule {rule.get('id')}); not recorded")
+                return True
+        if "absentOnlyBy" in rule and not self.may_deny(rule["absentOnlyBy"], res, matched, triples):
+            return True
+        for value_spec in rule.get("patientValues", []):
+            if value_spec.get("status") and status not in value_spec["status"]:
+                continue
+            if value_spec.get("terms") and not {self.rules.expand(t) for t in value_spec["terms"]} & set(matched):
+                continue
+            triples.append((self.patient, self.rules.expand(value_spec["property"]), Literal(value_spec["const"])))
+        if spec.get("link"):
+            triples.insert(0, (self.patient, self.rules.expand(spec["link"]), node))
+        for s, p, o in triples:
+            self.graph.add((s, p, o))
+            if isinstance(o, Literal) and (s == self.patient or spec.get("kind") == "shared"):
+                self.origins.setdefault((s, p), []).append(res.ref)
+        self.pending += pending
+        self.nodes.setdefault(res.ref, node)
+        return True
+
+    def apply_value(self, res: _Resource, spec: dict[str, Any], node: URIRef, matched: list[URIRef],
+                    triples: list, pending: list) -> None:
+        """Add the triples of one value spec of a rule to ``triples`` (references to ``pending``)."""
+        if spec.get("resourceTypes") and res.type not in spec["resourceTypes"]:
+            return
+        if spec.get("forTerms") and not {self.rules.expand(t) for t in spec["forTerms"]} & set(matched):
+            return
+        if spec.get("propertyFromTerm"):
+            allowed = {self.rules.expand(t) for t in spec.get("forTerms", [])}
+            props = [t for t in matched if not allowed or t in allowed]
+        else:
+            props = [self.rules.expand(spec["property"])]
+        if "const" in spec:
+            triples += [(node, p, Literal(spec["const"])) for p in props]
+            return
+        if "from" in spec:
+            return
+        where, found = self.values(res, res.data, spec["path"])
+        if spec.get("as") == "ref":
+            pending += [(node, p, ref, res) for p in props for ref in found]
+            return
+        converted = [c for c in (self.convert(res, dict(spec, property=self.curie(props[0])), where, v, None)
+                                 for v in found) if c is not None]
+        if not found and "default" in spec:
+            converted = [self.rules.expand(spec["default"])]
+        for p in props:
+            triples += [(node, p, c) for c in converted[:1]]
+
+    def may_deny(self, spec: dict[str, Any], res: _Resource, matched: list[URIRef], triples: list) -> bool:
+        """False (with a note) if a negative value rests only on a code broader or narrower than the term."""
+        negatives = {self.rules.expand(v) for v in spec["values"]}
+        if not any(o in negatives for _, _, o in triples):
+            return True
+        allowed = {self.rules.expand(p) for p in spec["predicates"]}
+        if any(self.via.get((res.ref, t), set()) & allowed for t in matched):
+            return True
+        self.notes.append(f"{res.ref}: the absence of a code mapped by "
+                          f"{', '.join(sorted(self.curie(p) for t in matched for p in self.via.get((res.ref, t), ())))}"
+                          f" does not show the absence of {', '.join(self.curie(t) for t in matched)}; not recorded")
+        return False
+
+    def is_after(self, res: _Resource, spec: dict[str, Any]) -> bool:
+        """Whether the resource's date is after a date already recorded on a shared node (unknown counts as yes)."""
+        where, found = self.values(res, res.data, spec["path"])
+        if not found:
+            return True
+        when = self.as_date(res, where, found[0])
+        other = self.graph.value(URIRef(f"{CASE}{self.name}-{spec['shared']}"), self.rules.expand(spec["property"]))
+        if when is None or other is None:
+            return True
+        if when > date.fromisoformat(str(other)):
+            return True
+        self.notes.append(f"{res.ref}: dated {when}, not after {self.curie(self.rules.expand(spec['property']))} "
+                          f"{other} of the {spec['shared']}; not recorded")
+        return False
+
+    def resolve_pending(self) -> None:
+        """Link references to the nodes of the resources they name, or note that they name none."""
+        for node, prop, ref, res in self.pending:
+            target = self.by_ref.get(ref) if isinstance(ref, str) else None
+            if target is None or target.ref not in self.nodes:
+                self.notes.append(f"{res.ref} refers to {ref!r}, which is not a mapped resource of the bundle; "
+                                  f"{self.curie(prop)} not recorded")
+                continue
+            self.graph.add((node, prop, self.nodes[target.ref]))
+
+    def check_single_values(self) -> None:
+        """Note every property of the patient or a shared node that got two different values."""
+        for (s, p), refs in sorted(self.origins.items()):
+            values = set(self.graph.objects(s, p))
+            if len(values) > 1 and all(isinstance(v, Literal) for v in values):
+                self.notes.append(f"conflicting values for {self.curie(p)} of {self.curie(s)}: "
+                                  f"{', '.join(sorted(str(v) for v in values))} (from {', '.join(sorted(set(refs)))})")
+
+
+
+def _entries(bundle: dict[str, Any], source: str | None) -> list[_Resource]:
+    """The bundle's entries as resources, each checked for a resourceType and given a stable local name."""
+    entries = bundle.get("entry", [])
+    if not isinstance(entries, list):
+        raise InputError("Bundle.entry must be a list", path=source)
+    out = []
+    for i, entry in enumerate(entries):
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(resource, dict):
+            raise InputError(f"entry {i}: no resource object", path=source)
+        rtype = resource.get("resourceType")
+        if not isinstance(rtype, str) or not rtype:
+            raise InputError(f"entry {i}: resource without resourceType", path=source)
+        rid = resource.get("id")
+        if rid is not None and (not isinstance(rid, str) or not re.fullmatch(r"[A-Za-z0-9\-.]{1,64}", rid)):
+            raise InputError(f"entry {i} ({rtype}): id {json.dumps(rid)[:40]} is not a FHIR id", path=source)
+        full_url = entry.get("fullUrl")
+        if rid is None and isinstance(full_url, str):
+            rid = re.sub(r"[^A-Za-z0-9\-.]", "-", full_url.rsplit(":", 1)[-1].rsplit("/", 1)[-1])[:64]
+        rid = rid or f"entry{i}"
+        res = _Resource(i, resource, rtype, f"{rtype}/{rid}", f"{rtype.lower()}-{rid}")
+        out.append(res)
+    return out
+
+
+def bundle_to_case(bundle: dict, name: str, source: Path | None = None, *,
+                   project: Project | None = None) -> Case:
+    """The patient case a FHIR R4 Bundle describes, mapped by the project's rules; unmapped codes are in notes."""
+    where = str(source) if source is not None else None
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        got = bundle.get("resourceType") if isinstance(bundle, dict) else type(bundle).__name__
+        raise InputError(f"not a FHIR Bundle (resourceType is {json.dumps(got)})", path=where)
+    rules = load_rules((project or Project.at()).kg_dir / RULES_FILE)
+    graph = bind_prefixes(Graph())
+    patient = URIRef(f"{CASE}{name}")
+    mapper = _Mapper(rules, name, where, graph, patient)
+    resources = _entries(bundle, where)
+    for res in resources:
+        mapper.by_ref[res.ref] = res
+        full_url = bundle["entry"][res.index].get("fullUrl")
+        if isinstance(full_url, str):
+            mapper.by_ref[full_url] = res
+    if rules.assessment_date:
+        stamp = bundle.get(rules.assessment_date)
+        if stamp is None:
+            mapper.notes.append(f"no Bundle.{rules.assessment_date}: the assessment date is unknown")
+        else:
+            mapper.assessment = mapper.as_date(None, f"Bundle.{rules.assessment_date}", stamp)  # type: ignore[arg-type]
+    graph.add((patient, RDF.type, GK.Patient))
+    graph.add((patient, RDFS.label, Literal(f"{name}: from FHIR Bundle {bundle.get('id', '')}".strip())))
+    # the patient resource
+    patients = [r for r in resources if r.type == rules.patient.get("resourceType", "Patient")]
+    if len(patients) > 1:
+        raise InputError(f"entries {', '.join(str(p.index) for p in patients)}: more than one Patient "
+                         "(a case is one patient)", path=where)
+    for spec in rules.patient.get("values", []):
+        prop = rules.expand(spec["property"])
+        if spec.get("from") == "assessmentDate":
+            if mapper.assessment:
+                graph.add((patient, prop, Literal(mapper.assessment.isoformat(), datatype=XSD.date)))
+            continue
+        for res in patients:
+            where_, found = mapper.values(res, res.data, spec["path"])
+            for value in found[:1]:
+                converted = mapper.convert(res, spec, where_, value, None)
+                if converted is not None:
+                    graph.add((patient, prop, converted))
+    for res in patients:
+        mapper.nodes[res.ref] = patient
+    # every other resource, rule by rule in the order of the rules file
+    others = [r for r in resources if r not in patients]
+    terms_by_res: dict[str, list[URIRef]] = {}
+    for res in others:
+        status = res.data.get("status")
+        if isinstance(status, str) and status in rules.skip_status:
+            mapper.notes.append(f"{res.ref}: status {status!r}; not recorded")
+            continue
+        paths = {rule["resources"][res.type] for rule in rules.rules if res.type in rule["resources"]}
+        if not paths:
+            mapper.notes.append(f"no mapping rule for {res.type} resources ({res.ref}); not recorded")
+            continue
+        terms: list[URIRef] = []
+        for path in sorted(paths):
+            at, concepts = mapper.values(res, res.data, path)
+            for concept in concepts:
+                terms += [t for t in mapper.terms_of(res, concept, at) if t not in terms]
+        terms_by_res[res.ref] = terms
+    used: set[str] = set()
+    for rule in rules.rules:
+        for res in others:
+            if res.ref in terms_by_res and res.type in rule["resources"]:
+                if mapper.apply(rule, res, terms_by_res[res.ref]):
+                    used.add(res.ref)
+    for res in others:
+        terms = terms_by_res.get(res.ref)
+        if terms and res.ref not in used:
+            mapper.notes.append(f"{res.ref}: codes map to {', '.join(mapper.curie(t) for t in terms)}, but no rule "
+                                f"maps a {res.type} with that term; not recorded")
+    mapper.resolve_pending()
+    mapper.check_single_values()
+    return Case(name, source, graph, patient, mapper.notes)

@@ -1,0 +1,72 @@
+"""Patient cases in: Turtle, N-Triples, JSON-LD, or FHIR R4 Bundles (mapped by :mod:`fhir_in`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rdflib import Graph, URIRef
+
+from guideline_kg.cases import fhir_in
+from guideline_kg.cases.model import Case
+from guideline_kg.core.errors import InputError
+from guideline_kg.core.namespaces import GK, RDF, bind_prefixes
+from guideline_kg.core.rdfio import FORMATS, read_graph
+
+__all__ = ["Case", "load_cases", "case_files", "EXPECTED_SUFFIX"]
+
+#: Sidecar files holding a case's expected results; never read as cases.
+EXPECTED_SUFFIX = ".expected.json"
+
+
+
+
+def case_files(paths: list[Path]) -> list[Path]:
+    """Expand folders into the case files they hold (sorted); files are kept as given."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out += sorted(f for f in p.iterdir() if f.is_file() and not f.name.endswith(EXPECTED_SUFFIX)
+                          and f.suffix.lower() in FORMATS and not f.name.startswith("."))
+        elif not p.exists():
+            raise InputError("no such file or folder", path=str(p))
+        else:
+            out.append(p)
+    return out
+
+
+def _case_name(path: Path) -> str:
+    name = path.name
+    for suffix in (".fhir.json", ".jsonld", ".json", ".ttl", ".nt", ".rdf", ".owl", ".n3", ".trig", ".xml"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def _load_file(path: Path) -> list[Case]:
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise InputError(f"malformed JSON: {exc.msg}", path=str(path), line=exc.lineno,
+                             column=exc.colno) from None
+        except UnicodeDecodeError as exc:
+            raise InputError(f"not UTF-8 text ({exc.reason})", path=str(path)) from None
+        if isinstance(data, dict) and data.get("resourceType") is not None:
+            return [fhir_in.bundle_to_case(data, _case_name(path), source=path)]
+    graph = read_graph(path, bind_prefixes(Graph()))
+    patients = sorted(set(graph.subjects(RDF.type, GK.Patient)))
+    if not patients:
+        raise InputError("no gk:Patient in the file (a case needs one node typed "
+                         f"<{GK.Patient}>)", path=str(path))
+    name = _case_name(path)
+    return [Case(name if len(patients) == 1 else f"{name}#{URIRef(p).fragment or str(p).rsplit('/', 1)[-1]}",
+                 path, graph, URIRef(p)) for p in patients]
+
+
+def load_cases(paths: list[Path]) -> list[Case]:
+    """Every case in the given files and folders, in a stable order."""
+    cases: list[Case] = []
+    for f in case_files(paths):
+        cases += _load_file(f)
+    return cases

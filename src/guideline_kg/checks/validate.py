@@ -1,0 +1,455 @@
+"""Validation of a guideline graph and of patient cases: SHACL shapes and the consistency analysis.
+
+Generic machinery: the rules live in ``shapes/*-shapes.ttl`` and ``queries/checks/``. A check query's file name
+gives its kind and severity (``<kind>-violation.rq``, ``<kind>-warning.rq``, ``<kind>-info.rq``); its SELECT
+returns ``?focus ?message`` and optionally ``?lines`` (space-separated source lines). A ``<kind>-candidates.rq``
+query returns pairs of statements with their populations (``?focus ?other ?population ?otherPopulation``), and
+HermiT decides whether the two populations can overlap. Queries in ``queries/checks/case/`` run over the guideline
+graph plus one case's derivation results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Iterable
+
+from rdflib import BNode, Graph, Literal, URIRef
+from rdflib.collection import Collection
+from rdflib.term import Node
+
+from guideline_kg.core.errors import InputError
+from guideline_kg.core.findings import KINDS, SEVERITIES, Finding, severity_rank
+from guideline_kg.core.namespaces import DCTERMS, GK, OWL, RDF, RESULT, SH, XSD, bind_prefixes
+from guideline_kg.core.project import Project
+from guideline_kg.core.queries import NamedQuery, list_queries
+from guideline_kg.core.rdfio import read_graph, read_graphs
+from guideline_kg.reasoning.hermit import ReasonerResult, run_hermit
+from guideline_kg.store.stores import EmbeddedStore
+
+__all__ = ["SHAPES_SUFFIX", "ValidationResult", "shape_files", "load_shapes", "check_queries", "query_kind",
+           "query_severity", "run_shapes", "run_checks", "contradiction_findings", "validate_knowledge",
+           "validate_case", "case_report", "check_case_results", "sort_findings", "report_graph"]
+
+#: Shape files applied to data end in this; other files in shapes/ (such as shacl-shacl.ttl) are not applied.
+CASE_SHAPES_PREFIX = "case"
+SHAPES_SUFFIX = "-shapes.ttl"
+#: Roles of check queries (the end of the file name) and the severity of their findings.
+ROLE_SEVERITY = {"violation": "Violation", "warning": "Warning", "info": "Info"}
+CANDIDATES_ROLE = "candidates"
+#: Sub-folder of queries/checks/ whose queries run over a case's derivation results.
+CASE_CHECKS = "case"
+
+_SEVERITY_OF = {SH.Violation: "Violation", SH.Warning: "Warning", SH.Info: "Info"}
+_SH_SEVERITY = {v: k for k, v in _SEVERITY_OF.items()}
+
+Reasoner = Callable[..., ReasonerResult]
+
+
+@dataclass
+class ValidationResult:
+    """Findings of one validation run and the SHACL validation report graph(s) they came with."""
+
+    findings: list[Finding] = field(default_factory=list)
+    shacl_reports: list[Graph] = field(default_factory=list)
+
+    @property
+    def conforms(self) -> bool:
+        """True when no finding is a violation (warnings and infos do not fail validation)."""
+        return not any(f.severity == "Violation" for f in self.findings)
+
+    def extend(self, other: "ValidationResult") -> None:
+        """Add another run's findings and reports to this one."""
+        self.findings += other.findings
+        self.shacl_reports += other.shacl_reports
+
+    def to_json(self) -> dict:
+        """The `validate --format json` document."""
+        return {"conforms": self.conforms, "findings": [f.to_json() for f in sort_findings(self.findings)]}
+
+
+# ---------------------------------------------------------------- files
+
+def shape_files(project: Project, prefix: str = "") -> list[Path]:
+    """The shape files applied to data: ``shapes/<prefix>*-shapes.ttl``, sorted. Case shapes are the files
+    named ``case*-shapes.ttl``; applying only those to a case keeps one case's validation fast."""
+    return sorted(project.shapes_dir.glob(prefix + "*" + SHAPES_SUFFIX))
+
+
+_SHAPES_CACHE: dict[tuple, Graph] = {}
+_ONTOLOGY_CACHE: dict[tuple, Graph] = {}
+
+
+def _stamp(paths: Iterable[Path]) -> tuple:
+    return tuple((str(p), p.stat().st_mtime_ns) for p in paths)
+
+
+def load_shapes(project: Project, prefix: str = "") -> Graph:
+    """The shape files of the project (all, or those starting with ``prefix``) in one shapes graph, parsed once
+    per file version."""
+    files = shape_files(project, prefix)
+    if not files:
+        raise InputError(f"no shape files (*{SHAPES_SUFFIX}) found", path=str(project.shapes_dir))
+    key = _stamp(files)
+    if key not in _SHAPES_CACHE:
+        _SHAPES_CACHE[key] = read_graphs(files)
+    return _SHAPES_CACHE[key]
+
+
+def _ontology(project: Project) -> Graph:
+    files = sorted(project.ontology_dir.glob("*.ttl"))
+    if not files:
+        raise InputError("no ontology files (*.ttl) found", path=str(project.ontology_dir))
+    key = _stamp(files)
+    if key not in _ONTOLOGY_CACHE:
+        _ONTOLOGY_CACHE[key] = read_graphs(files)
+    return _ONTOLOGY_CACHE[key]
+
+
+def _role(query: NamedQuery) -> str:
+    return query.name.rsplit("-", 1)[-1] if "-" in query.name else ""
+
+
+def query_kind(query: NamedQuery) -> str:
+    """The finding kind a check query reports: its file name less the role, a kind of :data:`KINDS`."""
+    stem = query.name.rsplit("-", 1)[0]
+    matches = [k for k in KINDS if stem == k or stem.startswith(k + "-")]
+    if not matches:
+        raise InputError(f"check query name must start with a finding kind ({', '.join(KINDS)}) and end in "
+                         f"-violation, -warning, -info or -candidates", path=str(query.path))
+    return max(matches, key=len)
+
+
+def query_severity(query: NamedQuery) -> str:
+    """The severity of a check query's findings, from the end of its file name."""
+    role = _role(query)
+    if role not in ROLE_SEVERITY:
+        raise InputError(f"check query name must end in -violation, -warning or -info (found {role!r})",
+                         path=str(query.path))
+    return ROLE_SEVERITY[role]
+
+
+def check_queries(project: Project, case_level: bool = False) -> list[NamedQuery]:
+    """The check queries of ``queries/checks/`` (or of its ``case/`` sub-folder), sorted by name."""
+    folder = project.queries_dir / "checks"
+    if case_level:
+        folder = folder / CASE_CHECKS
+    if not folder.is_dir():
+        return []
+    return [q for q in list_queries(folder) if case_level or q.path.parent == folder]
+
+
+# ---------------------------------------------------------------- SHACL
+
+def _qname(graph: Graph, node: Node | None) -> str:
+    if node is None:
+        return ""
+    if isinstance(node, URIRef):
+        try:
+            return graph.namespace_manager.normalizeUri(node)
+        except Exception:  # an IRI that cannot be shortened
+            return f"<{node}>"
+    if isinstance(node, BNode):
+        return "_:" + str(node)
+    return node.n3(graph.namespace_manager)
+
+
+def _lines_of(graph: Graph, node: Node | None) -> tuple[int, ...]:
+    if node is None:
+        return ()
+    return tuple(sorted({int(v) for v in graph.objects(node, GK.sourceLine) if isinstance(v, Literal)
+                         and str(v).isdigit()}))
+
+
+def _message(report: Graph, result: Node) -> str:
+    messages = list(report.objects(result, SH.resultMessage))
+    english = [m for m in messages if isinstance(m, Literal) and m.language in (None, "en")]
+    return str((english or messages or [Literal("constraint not met")])[0])
+
+
+def shacl_findings(report: Graph, data: Graph) -> list[Finding]:
+    """One finding per SHACL validation result: focus node, the property and value, the message."""
+    names = bind_prefixes(Graph())
+    findings: list[Finding] = []
+    for result in report.subjects(RDF.type, SH.ValidationResult):
+        focus = report.value(result, SH.focusNode)
+        path = report.value(result, SH.resultPath)
+        value = report.value(result, SH.value)
+        severity = _SEVERITY_OF.get(report.value(result, SH.resultSeverity), "Violation")
+        text = _message(report, result)
+        if isinstance(path, URIRef):
+            text = f"{_qname(names, path)}: {text}"
+        if isinstance(value, Literal) and value.datatype not in (None, XSD.string):
+            text += f" (value: {value})"
+        elif value is not None and not isinstance(value, BNode):
+            text += f" (value: {_qname(names, value)})"
+        shape = report.value(result, SH.sourceShape)
+        finding = Finding("shape", severity, text, focus=_qname(names, focus), source_lines=_lines_of(data, focus),
+                          source=_qname(names, shape) if isinstance(shape, URIRef) else None)
+        if finding not in findings:  # one defect, one finding: a wrong datatype also fails the range checks
+            findings.append(finding)
+    return sort_findings(findings)
+
+
+def run_shapes(data: Graph, shapes: Graph, ontology: Graph | None = None) -> tuple[list[Finding], Graph]:
+    """Validate ``data`` (with ``ontology`` mixed in, never changed) against ``shapes`` with pySHACL."""
+    from pyshacl import validate as shacl_validate
+
+    merged = data if ontology is None else data + ontology  # a new graph: the inputs stay unchanged
+    try:
+        _conforms, report, _text = shacl_validate(merged, shacl_graph=shapes, allow_warnings=True,
+                                                  allow_infos=True, inplace=False)
+    except Exception as exc:  # pySHACL reports bad shapes or data with its own exception types
+        raise InputError(f"SHACL validation could not run: {exc}") from None
+    report = bind_prefixes(report)
+    return shacl_findings(report, merged), report
+
+
+# ---------------------------------------------------------------- SPARQL checks
+
+def _lines(value: Node | None) -> tuple[int, ...]:
+    if value is None:
+        return ()
+    return tuple(sorted({int(t) for t in str(value).split() if t.isdigit()}))
+
+
+def _relative(project: Project | None, path: Path) -> str:
+    if project is not None:
+        try:
+            return str(path.relative_to(project.home))
+        except ValueError:
+            pass
+    return str(path)
+
+
+def run_checks(store: EmbeddedStore, queries: Iterable[NamedQuery], project: Project | None = None) -> list[Finding]:
+    """Run each check query (not the -candidates ones) and turn its rows into findings."""
+    names = bind_prefixes(Graph())
+    findings = []
+    for query in queries:
+        if _role(query) == CANDIDATES_ROLE:
+            continue
+        kind, severity = query_kind(query), query_severity(query)
+        rows = store.select(query.text)
+        if "focus" not in rows.variables or "message" not in rows.variables:
+            raise InputError("a check query must SELECT ?focus and ?message", path=str(query.path))
+        for row in rows.dicts():
+            focus = row.get("focus")
+            findings.append(Finding(kind, severity, str(row.get("message") or query.purpose),
+                                    focus=_qname(names, focus) if focus is not None else None,
+                                    source_lines=_lines(row.get("lines")), source=_relative(project, query.path)))
+    return findings
+
+
+def _local(node: Node) -> str:
+    text = str(node)
+    return text.rsplit("#", 1)[-1].rsplit("/", 1)[-1]
+
+
+def contradiction_findings(knowledge: Graph, store: EmbeddedStore, queries: Iterable[NamedQuery],
+                           project: Project | None = None, reasoner: Reasoner | None = run_hermit) -> list[Finding]:
+    """Pairs from the -candidates queries, each decided by one reasoner run for all pairs: populations proved
+    disjoint (the intersection is unsatisfiable) are resolved by their conditions (Info), others conflict (Warning)."""
+    names = bind_prefixes(Graph())
+    pairs: list[tuple[NamedQuery, dict[str, Node | None], URIRef]] = []
+    extra = Graph()
+    for query in queries:
+        if _role(query) != CANDIDATES_ROLE:
+            continue
+        rows = store.select(query.text)
+        needed = {"focus", "other", "population", "otherPopulation", "message"}
+        if not needed <= set(rows.variables):
+            raise InputError("a -candidates query must SELECT " + ", ".join("?" + v for v in sorted(needed)),
+                             path=str(query.path))
+        for row in rows.dicts():
+            overlap = RESULT[f"consistency/overlap-{_local(row['focus'])}-{_local(row['other'])}"]
+            members = BNode()
+            Collection(extra, members, [row["population"], row["otherPopulation"]])
+            expression = BNode()
+            extra.add((overlap, RDF.type, OWL.Class))
+            extra.add((overlap, OWL.equivalentClass, expression))
+            extra.add((expression, RDF.type, OWL.Class))
+            extra.add((expression, OWL.intersectionOf, members))
+            pairs.append((query, row, overlap))
+    if not pairs:
+        return []
+    verdict = reasoner(knowledge, extra=extra) if reasoner is not None else None
+    findings = []
+    for query, row, overlap in pairs:
+        kind = query_kind(query)
+        pop, other_pop = _qname(names, row["population"]), _qname(names, row["otherPopulation"])
+        if verdict is None:
+            severity, why = "Warning", "not decided: the reasoner was not run"
+        elif not verdict.consistent:
+            severity, why = "Warning", "not decided: the guideline graph is inconsistent"
+        elif str(overlap) in verdict.unsatisfiable:
+            severity, why = "Info", (f"resolved by their conditions: HermiT proves the populations {pop} and "
+                                     f"{other_pop} disjoint, so no patient gets both")
+        else:
+            severity, why = "Warning", (f"true conflict: a patient can belong to both {pop} and {other_pop} "
+                                        "(HermiT finds their intersection satisfiable)")
+        findings.append(Finding(kind, severity, f"{row['message']}; {why}", focus=_qname(names, row["focus"]),
+                                source_lines=_lines(row.get("lines")), source=_relative(project, query.path)))
+    return findings
+
+
+# ---------------------------------------------------------------- entry points
+
+def _algorithm_findings(knowledge: Graph, project: Project) -> list[Finding]:
+    try:
+        from guideline_kg.knowledge import algorithm
+    except ImportError:  # the algorithm module is optional
+        return []
+    names = bind_prefixes(Graph())
+    return [replace(f, focus=_qname(names, URIRef(f.focus))) if f.focus and "://" in f.focus else f
+            for f in algorithm.check(knowledge, project)]
+
+
+def _dedupe(findings: list[Finding]) -> list[Finding]:
+    """Drop exact repeats; where the algorithm check (source ``algorithm``) reports a node as unreachable, drop
+    the SPARQL check's finding of the same kind on the same node (the algorithm check is the fuller one)."""
+    by_algorithm = {(f.kind, f.focus) for f in findings if f.source == "algorithm"}
+    seen: set[tuple] = set()
+    out = []
+    for f in findings:
+        key = (f.kind, f.severity, f.focus, f.source_lines, f.message)
+        if key in seen:
+            continue
+        if f.kind == "unreachable" and f.source != "algorithm" and (f.kind, f.focus) in by_algorithm:
+            continue
+        seen.add(key)
+        out.append(f)
+    return out
+
+
+def sort_findings(findings: Iterable[Finding]) -> list[Finding]:
+    """Most severe first, then by first source line, kind and focus (stable output)."""
+    return sorted(findings, key=lambda f: (severity_rank(f.severity), f.source_lines[:1] or (10**9,), f.kind,
+                                           f.focus or "", f.message))
+
+
+def validate_knowledge(knowledge: Graph, project: Project, reasoner: Reasoner | None = run_hermit) -> ValidationResult:
+    """Shapes, check queries, the reasoner's contradiction analysis and the algorithm checks on the guideline."""
+    findings, report = run_shapes(knowledge, load_shapes(project))
+    store = EmbeddedStore.from_graph(knowledge)
+    queries = check_queries(project)
+    findings += run_checks(store, queries, project)
+    findings += contradiction_findings(knowledge, store, queries, project, reasoner)
+    findings += _algorithm_findings(knowledge, project)
+    return ValidationResult(sort_findings(_dedupe(findings)), [report])
+
+
+def case_report(case_graph: Graph, project: Project) -> ValidationResult:
+    """The case shapes applied to one case (the ontology mixed in, so terms are checked against it)."""
+    ontology = _ontology(project)
+    findings, report = run_shapes(case_graph, load_shapes(project, CASE_SHAPES_PREFIX), ontology)
+    names = bind_prefixes(Graph())
+    own = {_qname(names, s) for s in case_graph.subjects()}
+    foreign = {_qname(names, s) for s in ontology.subjects()}
+    findings = [f for f in findings if f.focus in own or f.focus not in foreign]
+    return ValidationResult(sort_findings(findings), [report])
+
+
+def validate_case(case_graph: Graph, project: Project, engine: str = "pyshacl") -> list[Finding]:
+    """The findings of the case shapes on one case; a case with a Violation must get no recommendations.
+    ``engine`` is ``pyshacl`` (the reference) or ``compiled`` (the same shapes as SPARQL on pyoxigraph, the
+    cohort's validator: a fraction of the start-up time, for one-case commands)."""
+    if engine == "compiled":
+        return compiled_case_findings(case_graph, project)
+    return case_report(case_graph, project).findings
+
+
+_COMPILED_CACHE: dict[tuple, tuple[list, bytes]] = {}
+
+
+def compiled_case_findings(case_graph: Graph, project: Project) -> list[Finding]:
+    """The case shapes compiled to SPARQL (:mod:`shacl2sparql`) and run on an embedded store holding the case
+    and the ontology's class hierarchy; findings as pySHACL's would be (tests/test_validate.py compares)."""
+    import pyoxigraph as ox
+
+    from guideline_kg.compile.shacl2sparql import compile_shapes, hierarchy_context, run_constraints
+
+    files = shape_files(project, CASE_SHAPES_PREFIX) + sorted(project.ontology_dir.glob("*.ttl"))
+    key = _stamp(files)
+    if key not in _COMPILED_CACHE:
+        context = hierarchy_context(_ontology(project)).serialize(format="nt", encoding="utf-8")
+        _COMPILED_CACHE[key] = (compile_shapes(load_shapes(project, CASE_SHAPES_PREFIX)), context)
+    constraints, context = _COMPILED_CACHE[key]
+    store = ox.Store()
+    store.bulk_load(context, format=ox.RdfFormat.N_TRIPLES)
+    store.bulk_load(case_graph.serialize(format="nt", encoding="utf-8"), format=ox.RdfFormat.N_TRIPLES)
+    names = bind_prefixes(Graph())
+    own = {str(s) for s in case_graph.subjects()}
+    findings: list[Finding] = []
+    for r in run_constraints(store, constraints):
+        if r.focus not in own:
+            continue
+        finding = Finding(kind="shape", severity=r.severity, message=r.message,
+                          focus=_qname(names, URIRef(r.focus)) if r.focus.startswith("http") else r.focus,
+                          source=r.shape)
+        if finding not in findings:
+            findings.append(finding)
+    return sort_findings(findings)
+
+
+def check_case_results(knowledge: Graph, results: Graph, project: Project) -> list[Finding]:
+    """The case-level checks (``queries/checks/case/``) over the guideline plus a case's derivation results."""
+    store = EmbeddedStore.from_graph(knowledge)
+    store.add_graph(results)
+    return sort_findings(run_checks(store, check_queries(project, case_level=True), project))
+
+
+def read_case(path: Path | str) -> Graph:
+    """A case file as a graph (for callers without :mod:`guideline_kg.cases`)."""
+    return read_graph(path)
+
+
+# ---------------------------------------------------------------- RDF output
+
+def report_graph(result: ValidationResult) -> Graph:
+    """One sh:ValidationReport: the SHACL results of every run plus the other findings as sh:ValidationResult."""
+    out = bind_prefixes(Graph())
+    report = BNode()
+    out.add((report, RDF.type, SH.ValidationReport))
+    out.add((report, SH.conforms, Literal(result.conforms)))
+    for g in result.shacl_reports:
+        for old in list(g.subjects(RDF.type, SH.ValidationReport)):
+            for res in g.objects(old, SH.result):
+                out.add((report, SH.result, res))
+        for t in g:
+            if t[0] in set(g.subjects(RDF.type, SH.ValidationReport)):
+                continue
+            out.add(t)
+    names = bind_prefixes(Graph())
+    for f in result.findings:
+        if f.kind == "shape":
+            continue
+        node = BNode()
+        out.add((report, SH.result, node))
+        out.add((node, RDF.type, SH.ValidationResult))
+        out.add((node, SH.resultSeverity, _SH_SEVERITY[f.severity]))
+        out.add((node, SH.resultMessage, Literal(f.message, lang="en")))
+        out.add((node, DCTERMS.type, Literal(f.kind)))
+        if f.focus:
+            out.add((node, SH.focusNode, _expand(names, f.focus)))
+        if f.source:
+            out.add((node, DCTERMS.source, Literal(f.source)))
+            if f.source.endswith(".rq"):
+                out.add((node, SH.sourceConstraintComponent, SH.SPARQLConstraintComponent))
+        for line in f.source_lines:
+            out.add((node, GK.sourceLine, Literal(line)))
+    return out
+
+
+def _expand(names: Graph, text: str) -> Node:
+    if text.startswith("<") and text.endswith(">"):
+        return URIRef(text[1:-1])
+    if text.startswith("_:"):
+        return BNode(text[2:])
+    try:
+        return names.namespace_manager.expand_curie(text)
+    except Exception:  # not a CURIE of a bound prefix
+        return URIRef(text)
+
+
+_ = SEVERITIES

@@ -1,0 +1,146 @@
+"""`guideline-kg cohort`: generate a synthetic population; validate and derive every case of a population file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from guideline_kg.cli.common import emit, emit_json, note, project_of
+from guideline_kg.cohort.generate import FORMATS, generate, load_profile, write_cohort
+from guideline_kg.core.errors import EXIT_FAILED, EXIT_OK, InputError
+
+PROFILE = "cohort-profile.json"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("cohort", help="synthetic populations; validate and derive a whole population",
+                       description="Population-scale runs. `generate` writes a synthetic cohort; `evaluate` "
+                                   "validates every case and derives every statement's status on the fast path.")
+    csub = p.add_subparsers(dest="cohort_command", metavar="ACTION")
+    g = csub.add_parser("generate", help="write a synthetic cohort (streamed; deterministic for a seed)",
+                        description="Write N synthetic cases drawn from the cohort profile (distributions and rates "
+                                    "of synthetic data, kg/cohort-profile.json). Exit 0 written, 2 bad input.")
+    g.add_argument("--n", type=int, required=True, help="number of cases")
+    g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    g.add_argument("--format", choices=FORMATS, default="turtle")
+    g.add_argument("--profile", type=Path, help="cohort profile JSON (default: KG/cohort-profile.json)")
+    g.add_argument("--out", type=Path, required=True, help="output file")
+    g.set_defaults(handler=run_generate)
+    e = csub.add_parser("evaluate", help="validate and derive every case of a cohort file; JSON Lines out",
+                        description="Validate every case with the case shapes (compiled to SPARQL) and derive every "
+                                    "statement's status on the fast path, shard by shard. One JSON line per case "
+                                    "(the object of a case in `recommend --format json`; invalid cases get "
+                                    "{\"case\", \"invalid\": true, \"violations\"}). Exit 0 all valid, 1 some cases "
+                                    "invalid (reported and skipped), 2 unreadable input.")
+    e.add_argument("input", type=Path, metavar="INPUT", help="cohort file: .ttl, .nt or .ndjson (FHIR Bundles)")
+    e.add_argument("--out", type=Path, help="JSON Lines output (default: stdout)")
+    e.add_argument("--summary", action="store_true", help="print counts per statement and status, and the invalid "
+                                                          "cases (to stderr when the JSON Lines go to stdout)")
+    e.add_argument("--summary-format", choices=["text", "json"], default="text")
+    e.add_argument("--shard-size", type=int, default=10_000, help="cases per store (default 10000)")
+    e.add_argument("--store", metavar="URL", help="run validation and derivation on an external SPARQL 1.1 server "
+                                                  "(its query endpoint; the default graph must be empty: each shard "
+                                                  "is put there and cleared afterwards)")
+    e.add_argument("--store-data", metavar="URL", help="the server's Graph Store Protocol endpoint (default: "
+                                                       "Oxigraph's /store beside /query)")
+    e.add_argument("--store-timeout", type=float, default=300.0, metavar="S",
+                   help="seconds to wait for one request to the server (default 300)")
+    e.set_defaults(handler=run_evaluate)
+    p.set_defaults(handler=lambda args: (p.print_help(sys.stderr), 2)[1])
+
+
+def _progress(total: int | None, unit: str):
+    """A tqdm bar on a terminal, nothing otherwise."""
+    if not sys.stderr.isatty():
+        return None, None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit=unit, file=sys.stderr, dynamic_ncols=True)
+    return bar, bar.update
+
+
+def _atomic_open(path: Path):
+    """A temporary file beside ``path``, renamed onto it only when the run completes (no partial output)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    return os.fdopen(fd, "w", encoding="utf-8"), Path(tmp)
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    project = project_of(args)
+    profile = load_profile(args.profile or project.kg_dir / PROFILE)
+    if args.n < 0:
+        raise InputError(f"--n must not be negative (got {args.n})")
+    handle, tmp = _atomic_open(args.out)
+    bar, update = _progress(args.n, "case")
+    try:
+        with handle:
+            counts = write_cohort(generate(profile, args.n, args.seed), handle, args.format, update, project)
+        tmp.replace(args.out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        if bar:
+            bar.close()
+    note(f"wrote {counts['cases']} cases ({counts['triples']} triples, {counts['invalid']} with a planted defect) "
+         f"to {args.out}")
+    lost = counts.get("unexpressed") or {}
+    if lost:
+        note(f"{sum(lost.values())} facts have no FHIR form under kg/mappings/fhir-case-mapping.json and are not in "
+             "the Bundles (docs/cohort.md, FHIR NDJSON): "
+             + ", ".join(f"{p.rsplit('#', 1)[-1].rsplit('/', 1)[-1]} {n}" for p, n in sorted(lost.items())))
+    return EXIT_OK
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from guideline_kg.cohort.evaluate import CohortEvaluator
+    from guideline_kg.knowledge.graph import load_knowledge
+
+    project = project_of(args)
+    if not args.input.is_file():
+        raise InputError("no such file", path=str(args.input))
+    remote = None
+    if args.store:
+        from guideline_kg.store.stores import RemoteStore
+
+        remote = RemoteStore(args.store, args.store_data, args.store_timeout)
+    elif args.store_data:
+        raise InputError("--store-data needs --store URL")
+    runner = lambda ce, out, update: ce.run(args.input, out, args.shard_size, update, remote)  # noqa: E731
+    ce = CohortEvaluator(load_knowledge(project), project)
+    bar, update = _progress(None, "case")
+    try:
+        if args.out:
+            handle, tmp = _atomic_open(args.out)
+            try:
+                with handle:
+                    summary = runner(ce, handle, update)
+                tmp.replace(args.out)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+        else:
+            summary = runner(ce, sys.stdout, update)
+    finally:
+        if bar:
+            bar.close()
+        if remote is not None:
+            remote.close()
+    if args.summary:
+        text = (json.dumps(summary.to_json(), indent=2) if args.summary_format == "json"
+                else summary.table(ce.lines))
+        if args.out:
+            emit(text)
+        else:
+            note(text)
+    elif summary.invalid:
+        note(f"{len(summary.invalid)} invalid cases skipped (see their JSON lines, or --summary)")
+    note(f"{summary.cases} cases, {summary.valid} valid, {len(summary.invalid)} invalid"
+         + (f"; results in {args.out}" if args.out else ""))
+    _ = emit_json
+    return EXIT_FAILED if summary.invalid else EXIT_OK

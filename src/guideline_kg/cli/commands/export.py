@@ -1,0 +1,162 @@
+"""`guideline-kg export`: the pathway for other systems (FHIR CPG, CarePlan, CDS Hooks cards, RDF, graphs, CSV)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from guideline_kg.cli.common import emit, note, project_of, split_valid_cases
+from guideline_kg.core.errors import EXIT_FAILED, EXIT_OK, InputError
+from guideline_kg.outputs.export import RDF_FORMATS, csv_tables, rdf_export, write_text
+from guideline_kg.knowledge.graph import load_knowledge
+from guideline_kg.core.project import Project
+from guideline_kg.store.stores import EmbeddedStore
+
+KNOWLEDGE_FORMATS = ("fhir", *RDF_FORMATS, "graphml", "cytoscape", "csv")
+CASE_FORMATS = ("careplan", "cds-cards")
+FORMATS = ("fhir", "careplan", "cds-cards", "turtle", "ntriples", "rdfxml", "jsonld", "graphml", "cytoscape", "csv")
+EXTENSIONS = {"fhir": ".json", "careplan": ".json", "cds-cards": ".json", "graphml": ".graphml",
+              "cytoscape": ".cyjs", **{k: v[1] for k, v in RDF_FORMATS.items()}}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export", help="export the pathway: FHIR CPG, CarePlan, CDS Hooks cards, RDF, GraphML, Cytoscape, CSV",
+        description="Write the knowledge graph for other systems, everything read through queries/export-*.rq. "
+                    "fhir: a transaction Bundle of CPG-on-FHIR PlanDefinitions and ActivityDefinitions; "
+                    "careplan / cds-cards (need --case): a case's applicable recommendations as an R4 CarePlan or "
+                    "CDS Hooks patient-view cards; turtle, ntriples, rdfxml, jsonld: the whole graph; graphml, "
+                    "cytoscape: the algorithm graph; csv (needs --out DIR): nodes.csv and edges.csv for "
+                    "neo4j-admin import. Output goes to stdout, or to --out (a file; a folder for csv or several "
+                    "cases). Exit 0 written, 1 a case fails validation or a FHIR resource fails its model, "
+                    "2 bad input or error (nothing is written then).")
+    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--case", type=Path, action="append", metavar="CASE",
+                   help="case file or folder (careplan, cds-cards); repeatable")
+    p.add_argument("--out", type=Path, metavar="FILE|DIR", help="output file (or folder) instead of stdout")
+    p.add_argument("--jsonld-context", metavar="URL",
+                   help="jsonld: refer to the context by this URL instead of embedding kg/context.jsonld")
+    p.add_argument("--reasoner", choices=["fast", "hermit"], default="fast",
+                   help="careplan, cds-cards: derivation path (default fast)")
+    p.set_defaults(handler=run)
+
+
+def _json(data: Any) -> str:
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if args.format in CASE_FORMATS and not args.case:
+        raise InputError(f"--format {args.format} needs --case CASE (a case file or folder)")
+    if args.format not in CASE_FORMATS and args.case:
+        raise InputError(f"--case applies to careplan and cds-cards only, not to --format {args.format}")
+    if args.format == "csv" and args.out is None:
+        raise InputError("--format csv writes two tables (nodes.csv, edges.csv): give --out DIR")
+    if args.jsonld_context and args.format != "jsonld":
+        raise InputError("--jsonld-context applies to --format jsonld only")
+    if args.out is not None and args.case:
+        inputs = {c.resolve() for c in args.case}
+        if args.out.resolve() in inputs:
+            raise InputError("--out names an input case file; refusing to overwrite it", path=str(args.out))
+
+
+def _valid(resource: dict[str, Any]) -> list[str]:
+    """The validation message of a FHIR resource (empty when valid)."""
+    from guideline_kg.outputs.fhir_cpg import validate_resource
+
+    try:
+        validate_resource(resource)
+    except InputError as exc:
+        return [str(exc)]
+    return []
+
+
+def _cases(args: argparse.Namespace, project: Project, knowledge: Any) -> tuple[list[Any], list[str]]:
+    """Derive each case that passes the case shapes; the names of those that do not."""
+    from guideline_kg.cases.reader import load_cases
+    from guideline_kg.reasoning.derive import Evaluator
+
+    cases = load_cases(args.case)
+    valid, invalid_cases = split_valid_cases(cases, project, "nothing exported for it")
+    invalid = [c.name for c in invalid_cases]
+    evaluator = Evaluator(knowledge, project)
+    return [evaluator.evaluate(c, args.reasoner) for c in valid], invalid
+
+
+def _outputs(args: argparse.Namespace, project: Project) -> tuple[dict[str, str], list[str]]:
+    """Every output (name -> text) and every failure message, computed before anything is written."""
+    knowledge = load_knowledge(project)
+    store = EmbeddedStore.from_graph(knowledge)
+    fmt = args.format
+    if fmt in RDF_FORMATS:
+        return {"": rdf_export(knowledge, project, fmt, args.jsonld_context)}, []
+    if fmt == "csv":
+        return csv_tables(store, project), []
+    if fmt in ("graphml", "cytoscape"):
+        from guideline_kg.knowledge.algorithm import build_graph
+        from guideline_kg.outputs.render import render
+
+        return {"": render(build_graph(knowledge, project), fmt).decode("utf-8")}, []
+    if fmt == "fhir":
+        from guideline_kg.outputs.fhir_cpg import pathway_bundle
+
+        bundle = pathway_bundle(store, project)
+        problems = [m for e in bundle["entry"] for m in _valid(e["resource"])] + _valid(bundle)
+        return {"": _json(bundle)}, problems
+    results, invalid = _cases(args, project, knowledge)
+    problems = [f"{name}: case fails validation" for name in invalid]
+    outputs: dict[str, str] = {}
+    if fmt == "careplan":
+        from guideline_kg.outputs.fhir_cpg import careplan, careplan_bundle, read_pathway
+
+        pathway = read_pathway(store, project)
+        plans = [careplan(r, pathway) for r in results]
+        for plan in plans:
+            problems += _valid(plan)
+        if len(plans) == 1:
+            outputs[results[0].case] = _json(plans[0])
+        else:
+            outputs.update({r.case: _json(pl) for r, pl in zip(results, plans)})
+            outputs[""] = _json(careplan_bundle(plans, pathway))
+    else:
+        from guideline_kg.outputs.cds_cards import cards_for
+
+        docs = {r.case: cards_for(r, knowledge, project) for r in results}
+        outputs.update({name: _json(d) for name, d in docs.items()})
+        if len(docs) != 1:
+            outputs[""] = _json({"cases": [{"case": n, **d} for n, d in docs.items()]})
+    return outputs, problems
+
+
+def run(args: argparse.Namespace) -> int:
+    _check_args(args)
+    project = project_of(args)
+    outputs, problems = _outputs(args, project)
+    fatal = [p for p in problems if "fails validation" not in p]
+    if fatal:
+        for p in fatal:
+            note(f"FHIR validation failed: {p}")
+        note("nothing written")
+        return EXIT_FAILED
+    ext = EXTENSIONS.get(args.format, "")
+    if args.format == "csv" or (args.format in CASE_FORMATS and len(outputs) > 1 and args.out is not None
+                                and args.out.suffix == ""):
+        # a folder: one file per table or per case
+        for name, text in outputs.items():
+            if name:
+                path = write_text(args.out / (name if args.format == "csv" else f"{name}.{args.format}{ext}"), text)
+                note(f"wrote {path}")
+    else:
+        text = outputs.get("") if "" in outputs else next(iter(outputs.values()), None)
+        if text is None:
+            note("no valid case: nothing to export")
+            return EXIT_FAILED
+        if args.out is None:
+            emit(text.rstrip("\n"))
+        else:
+            name = next((n for n in outputs if n), "") if len(outputs) == 1 else ""
+            target = args.out / f"{name or 'export'}{ext}" if args.out.is_dir() else args.out
+            note(f"wrote {write_text(target, text)}")
+    return EXIT_FAILED if problems else EXIT_OK

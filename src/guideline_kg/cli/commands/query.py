@@ -1,0 +1,100 @@
+"""`guideline-kg query`: run SPARQL on the knowledge graph, patient cases and, on request, inferences."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from guideline_kg.cli.common import add_store_arguments, emit, emit_json, note, project_of, store_of
+from guideline_kg.outputs.dataset import load_into, query_data
+from guideline_kg.core.errors import EXIT_OK, InputError
+from guideline_kg.core.queries import list_queries, load_query
+from guideline_kg.store.stores import SparqlSyntaxError
+from guideline_kg.store.results import GRAPH_FORMATS, SOLUTION_FORMATS, serialise
+
+FORMATS = ["table", *SOLUTION_FORMATS, "turtle", "nt", "jsonld", "rdfxml"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("query", help="run a SPARQL query on the knowledge graph and cases",
+                       description="Run a SPARQL 1.1 query (a file, the name of a query of queries/, or --query "
+                                   "TEXT) on the knowledge graph plus the given cases. The project's prefixes "
+                                   "(gk:, plbp:, case:, result:, owl:, rdfs:, skos:, prov:, ...) are predeclared. "
+                                   "--results adds the derivation results of the cases, --inferred HermiT's "
+                                   "inferred rdf:type of every named individual. Exit 0 answered, 2 bad query "
+                                   "or input (syntax errors give line and column).")
+    p.add_argument("query", nargs="?", metavar="QUERY", help="an .rq file or the name of a query of queries/")
+    p.add_argument("cases", nargs="*", type=Path, metavar="CASE", help="case files or folders to query with")
+    p.add_argument("--query", dest="text", metavar="TEXT", help="the query text itself")
+    p.add_argument("--list", action="store_true", help="list the named queries with their purpose")
+    p.add_argument("--results", action="store_true",
+                   help="add the derivation results (gk:RecommendationResult, fast path) of the cases")
+    p.add_argument("--inferred", action="store_true",
+                   help="add HermiT's inferred rdf:type triples for the named individuals (one reasoner run)")
+    p.add_argument("--format", choices=FORMATS, default=None,
+                   help="table (default for SELECT/ASK), json, xml, csv, tsv; turtle (default for "
+                        "CONSTRUCT/DESCRIBE), nt, jsonld, rdfxml")
+    add_store_arguments(p)
+    p.set_defaults(handler=run)
+
+
+def _list(args: argparse.Namespace) -> int:
+    project = project_of(args)
+    named = list_queries(project.queries_dir)
+    if args.format == "json":
+        emit_json([{"name": q.name, "path": str(q.path.relative_to(project.queries_dir)), "purpose": q.purpose}
+                   for q in named])
+        return EXIT_OK
+    width = max((len(q.name) for q in named), default=0)
+    for q in named:
+        emit(f"{q.name.ljust(width)}  {q.purpose}")
+    return EXIT_OK
+
+
+def _query_text(args: argparse.Namespace) -> tuple[str, str]:
+    """The query text and where it came from (for messages)."""
+    project = project_of(args)
+    if args.text is not None:
+        if args.query is not None:  # with --query, every positional argument is a case
+            args.cases.insert(0, Path(args.query))
+        return args.text, "--query"
+    if args.query is None:
+        raise InputError("give a query: an .rq file, the name of a query of queries/ (see --list), "
+                         "or --query TEXT")
+    path = Path(args.query)
+    if path.suffix == ".rq" and not path.exists():
+        raise InputError("no such file", path=str(path))
+    if path.suffix == ".rq" or path.is_file():
+        try:
+            return path.read_text(encoding="utf-8"), str(path)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"cannot read the query: {exc}", path=str(path)) from None
+    named = load_query(project.queries_dir, args.query)
+    return named.text, str(named.path)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.list:
+        return _list(args)
+    text, origin = _query_text(args)
+    project = project_of(args)
+    data = query_data(project, args.cases, results=args.results, inferred=args.inferred)
+    for n in data.notes:
+        note(n)
+    if args.inferred:
+        note(f"HermiT: {data.inferred} inferred rdf:type triples added")
+    store = store_of(args)
+    load_into(store, data)
+    try:
+        result = store.result(text)
+    except SparqlSyntaxError as exc:
+        raise SparqlSyntaxError(str(exc), path=origin) from None
+    fmt = args.format or ("turtle" if result.kind == "graph" else "table")
+    if fmt in GRAPH_FORMATS and result.kind != "graph" or fmt in SOLUTION_FORMATS and result.kind == "graph":
+        raise InputError(f"--format {fmt} does not fit a {'graph' if result.kind == 'graph' else 'SELECT/ASK'} "
+                         "result", path=origin)
+    out = serialise(result, fmt)
+    sys.stdout.buffer.write(out if out.endswith(b"\n") else out + b"\n")
+    sys.stdout.flush()
+    return EXIT_OK

@@ -1,0 +1,76 @@
+"""`guideline-kg render`: draw the treatment algorithm (whole guideline or one patient's pathway) or export it."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from guideline_kg.knowledge.algorithm import build_graph
+from guideline_kg.cli.common import emit, note, project_of
+from guideline_kg.core.errors import EXIT_OK, InputError
+from guideline_kg.knowledge.graph import guideline_iri, load_knowledge
+from guideline_kg.core.namespaces import DCTERMS
+from guideline_kg.outputs.render import FORMATS, case_view, render
+
+EXTENSIONS = {"svg": "svg", "png": "png", "dot": "dot", "mermaid": "mmd", "graphml": "graphml",
+              "cytoscape": "cyjs"}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("render", help="draw the treatment algorithm as a flowchart (SVG, PNG) or export it",
+                       description="Build the treatment-algorithm graph from the knowledge graph and draw it as a "
+                                   "top-down flowchart (Graphviz dot) or export it as DOT, Mermaid, GraphML or "
+                                   "Cytoscape JSON. With --case, the patient's pathway is laid over it: applicable "
+                                   "statements stand out, what does not apply is faded, undetermined ones are "
+                                   "marked, urgent ones are red. Exit 0 written, 2 unreadable input.")
+    p.add_argument("--case", type=Path, metavar="CASE",
+                   help="a patient case (Turtle, JSON-LD or FHIR R4 Bundle) whose pathway to show")
+    p.add_argument("--format", choices=FORMATS, default="svg", help="output format (default: svg)")
+    p.add_argument("--out", type=Path, metavar="FILE",
+                   help="output file, '-' for stdout (text formats); default: build/algorithm.<ext> "
+                        "(build/algorithm-<case>.<ext> with --case)")
+    p.add_argument("--reasoner", choices=["fast", "hermit"], default="fast",
+                   help="derivation path for --case (default: fast)")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    project = project_of(args)
+    knowledge = load_knowledge(project)
+    graph = build_graph(knowledge, project)
+    if len(graph) == 0:
+        raise InputError("the knowledge graph has no treatment algorithm (no gk:Transition)", path=str(project.kg_dir))
+    view, title = None, "Treatment algorithm"
+    name = knowledge.value(guideline_iri(knowledge), DCTERMS.title)
+    if name is not None:
+        title = f"{name}\ntreatment algorithm"
+    if args.case is not None:
+        from guideline_kg.cases.reader import load_cases
+
+        cases = load_cases([args.case])
+        if len(cases) != 1:
+            raise InputError(f"expected one patient case, found {len(cases)}", path=str(args.case))
+        case = cases[0]
+        for n in case.notes:
+            note(f"{case.name}: {n}")
+        view = case_view(graph, knowledge, project, case, args.reasoner)
+        title = f"Pathway of case {case.name}"
+        if not view.in_scope:
+            title += f" (OUTSIDE the guideline's population: {view.scope_reason})"
+    data = render(graph, args.format, view, title)
+    if args.out is not None and str(args.out) == "-":
+        if args.format == "png":
+            raise InputError("PNG is binary; give --out FILE")
+        emit(data.decode("utf-8"))
+        return EXIT_OK
+    out = args.out or Path("build") / (f"algorithm-{view.case}" if view else "algorithm")
+    if args.out is None:
+        out = out.with_name(out.name + "." + EXTENSIONS[args.format])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".part")
+    tmp.write_bytes(data)
+    tmp.replace(out)
+    note(f"wrote {out} ({args.format}, {graph.number_of_nodes()} nodes, {graph.number_of_edges()} transitions"
+         + (f"; case {view.case}: {len(view.applicable())} applicable" if view else "") + ")")
+    return EXIT_OK
+

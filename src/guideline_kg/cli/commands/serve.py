@@ -1,0 +1,77 @@
+"""`guideline-kg serve`: a read-only SPARQL 1.1 endpoint, a query page and a CDS Hooks service over HTTP."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+from pathlib import Path
+
+from guideline_kg.cli.common import add_store_arguments, note, project_of
+from guideline_kg.outputs.dataset import load_into, query_data
+from guideline_kg.core.errors import EXIT_OK, InputError
+from guideline_kg.store.stores import RemoteStore, graph_to_ntriples
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="serve the knowledge graph over HTTP: SPARQL endpoint, query page, CDS Hooks",
+                       description="Serve the knowledge graph, the given cases and their derivation results: a "
+                                   "read-only SPARQL 1.1 Protocol endpoint at /sparql, a query page at /, the "
+                                   "algorithm at /algorithm.svg, CDS Hooks at /cds-services, and /health. "
+                                   "Stop with Ctrl-C. Exit 2 if the data cannot be read or the port is taken.")
+    p.add_argument("cases", nargs="*", type=Path, metavar="CASE", help="case files or folders to serve")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    p.add_argument("--timeout", type=float, default=10.0, metavar="S",
+                   help="query time limit in seconds; longer queries are stopped, HTTP 503 (default: 10)")
+    p.add_argument("--max-results", type=int, default=10000, metavar="N",
+                   help="most solutions or triples a result may have; larger results get HTTP 413 (default: 10000)")
+    p.add_argument("--inferred", action="store_true", help="also serve HermiT's inferred rdf:type triples")
+    add_store_arguments(p)
+    p.set_defaults(handler=run)
+
+
+def _check_port(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise InputError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from guideline_kg.service.app import ServerConfig, create_app
+
+    if args.timeout <= 0 or args.max_results < 0:
+        raise InputError("--timeout must be positive and --max-results not negative")
+    _check_port(args.host, args.port)
+    project = project_of(args)
+    data = query_data(project, args.cases, results=True, inferred=args.inferred)
+    for n in data.notes:
+        note(n)
+    worker = None
+    if args.store:
+        store = RemoteStore(args.store, args.store_data, timeout=args.timeout)
+        load_into(store, data)
+        run_query = lambda q, t, limit: store.result(q, limit)  # noqa: E731  (the client's timeout applies)
+        label, triples = store.url, int(store.select("SELECT (COUNT(*) AS ?n) WHERE { ?s ?p ?o }").rows[0][0])
+    else:
+        from guideline_kg.store.worker import QueryWorker
+
+        graph = data.knowledge + data.extra
+        worker = QueryWorker(graph_to_ntriples(graph))
+        run_query, label, triples = worker.run, "embedded", len(graph)
+    config = ServerConfig(project, data.knowledge, run_query, args.timeout, args.max_results, label, data.cases,
+                          triples)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    note(f"guideline-kg serve: http://{args.host}:{args.port}/ ({triples} triples, {len(data.cases)} cases, "
+         f"store {label})")
+    try:
+        uvicorn.run(create_app(config), host=args.host, port=args.port, log_level="warning", access_log=False)
+    finally:
+        if worker is not None:
+            worker.close()
+    return EXIT_OK

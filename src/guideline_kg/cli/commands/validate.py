@@ -1,0 +1,95 @@
+"""`guideline-kg validate`: SHACL shapes and the consistency analysis of the guideline, and any given cases."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+
+from rdflib import Graph
+
+from guideline_kg.cases.reader import Case, load_cases
+from guideline_kg.cli.common import emit, emit_json, note, project_of
+from guideline_kg.core.errors import EXIT_FAILED, EXIT_OK
+from guideline_kg.core.findings import SEVERITIES, Finding
+from guideline_kg.knowledge.graph import load_knowledge
+from guideline_kg.core.project import Project
+from guideline_kg.reasoning.hermit import run_hermit
+from guideline_kg.checks.validate import ValidationResult, case_report, check_case_results, report_graph, sort_findings, validate_knowledge
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("validate", help="validate the guideline graph (SHACL, consistency analysis) and patient cases",
+                       description="Validate the guideline graph against shapes/*-shapes.ttl, run the checks of "
+                                   "queries/checks/ (contradictions decided by HermiT, repetitions, content gaps, "
+                                   "unsupported statements, dangling references, unreachable steps) and validate "
+                                   "each CASE against the case shapes; a valid case is then evaluated and checked "
+                                   "for applicable recommendations that pull in opposite directions. "
+                                   "Exit 0 no violation, 1 a violation, 2 unreadable input.")
+    p.add_argument("cases", nargs="*", type=Path, metavar="CASE",
+                   help="patient case files (Turtle, JSON-LD, FHIR R4 Bundle) or folders of them")
+    p.add_argument("--format", choices=["text", "json", "turtle"], default="text",
+                   help="text for people (default), json for pipelines, turtle: the sh:ValidationReport")
+    p.add_argument("--no-reasoner", action="store_true",
+                   help="do not run HermiT: contradiction candidates are reported undecided (Warning)")
+    p.set_defaults(handler=run)
+
+
+def _validate_cases(cases: list[Case], knowledge: Graph, project: Project) -> tuple[ValidationResult, int]:
+    """Case shapes on every case; each valid case is evaluated and its applicable statements checked."""
+    from guideline_kg.reasoning.derive import Evaluator, results_graph
+
+    result = ValidationResult()
+    evaluator = None
+    for case in cases:
+        for n in case.notes:
+            note(f"{case.name}: {n}")
+        shapes = case_report(case.graph, project)
+        source = str(case.source) if case.source else case.name
+        shapes.findings = [replace(f, source=source) for f in shapes.findings]
+        result.extend(shapes)
+        if shapes.conforms:
+            evaluator = evaluator or Evaluator(knowledge, project)
+            derived = results_graph([evaluator.evaluate(case, "fast")], knowledge)
+            result.findings += [replace(f, source=source) for f in check_case_results(knowledge, derived, project)]
+    return result, len(cases)
+
+
+def format_text(result: ValidationResult, cases: int) -> str:
+    """Findings grouped by severity, most severe first, each with its kind, focus, source lines and message."""
+    findings = sort_findings(result.findings)
+    counts = {s: sum(1 for f in findings if f.severity == s) for s in SEVERITIES}
+    out = [f"guideline-kg validate: {'CONFORMS' if result.conforms else 'DOES NOT CONFORM'} - "
+           + ", ".join(f"{n} {s.lower()}{'s' if n != 1 and s != 'Info' else ''}" for s, n in counts.items())
+           + f" (guideline graph and {cases} case{'s' if cases != 1 else ''})"]
+    for severity in SEVERITIES:
+        group = [f for f in findings if f.severity == severity]
+        if not group:
+            continue
+        out.append(f"\n{severity} ({len(group)})")
+        out += [_line(f) for f in group]
+    return "\n".join(out)
+
+
+def _line(f: Finding) -> str:
+    lines = f" (line{'s' if len(f.source_lines) > 1 else ''} {', '.join(map(str, f.source_lines))})" \
+        if f.source_lines else ""
+    where = f" in {f.source}" if f.source and Path(f.source).suffix in (".ttl", ".jsonld", ".json", ".nt") else ""
+    return f"  [{f.kind}] {f.focus or '-'}{lines}{where}: {f.message}"
+
+
+def run(args: argparse.Namespace) -> int:
+    project = project_of(args)
+    loaded = load_cases(list(args.cases)) if args.cases else []  # unreadable input fails first, before any output
+    knowledge = load_knowledge(project)
+    result = validate_knowledge(knowledge, project, reasoner=None if args.no_reasoner else run_hermit)
+    cases, n_cases = _validate_cases(loaded, knowledge, project)
+    result.extend(cases)
+    result.findings = sort_findings(result.findings)
+    if args.format == "json":
+        emit_json(result.to_json())
+    elif args.format == "turtle":
+        emit(report_graph(result).serialize(format="turtle"))
+    else:
+        emit(format_text(result, n_cases))
+    return EXIT_OK if result.conforms else EXIT_FAILED

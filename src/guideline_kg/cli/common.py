@@ -1,0 +1,67 @@
+"""Helpers every subcommand shares: output on stdout/stderr, the project and store the global options name."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from guideline_kg.checks.validate import validate_case
+from guideline_kg.core.project import Project
+from guideline_kg.store.stores import open_store
+
+__all__ = ["emit", "emit_json", "note", "project_of", "split_valid_cases", "add_store_arguments", "store_of"]
+
+
+def emit(text: str) -> None:
+    """Write to stdout, ending with a newline."""
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def note(text: str) -> None:
+    """A message for people, on stderr (stdout stays clean for pipelines)."""
+    sys.stderr.write(text + "\n")
+
+
+def emit_json(data: Any) -> None:
+    """Pretty JSON on stdout."""
+    emit(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def split_valid_cases(cases: list, project: Project, consequence: str) -> tuple[list, list]:
+    """Validate each case against the case shapes (compiled engine); report its notes and, for an invalid
+    case, its violations on stderr (``consequence`` says what the case does not get). Returns (valid, invalid)."""
+    valid, invalid = [], []
+    for case in cases:
+        for n in case.notes:
+            note(f"{case.name}: {n}")
+        violations = [f for f in validate_case(case.graph, project, engine="compiled") if f.severity == "Violation"]
+        if violations:
+            invalid.append(case)
+            note(f"{case.name}: INVALID case, {consequence}:")
+            for f in violations:
+                note(f"  - {f.focus}: {f.message}")
+        else:
+            valid.append(case)
+    return valid, invalid
+
+
+def project_of(args: argparse.Namespace) -> Project:
+    """The project the global options point at."""
+    return Project.at(args.home, ontology=args.ontology, kg=args.kg, shapes=args.shapes, queries=args.queries)
+
+
+def add_store_arguments(parser: argparse.ArgumentParser) -> None:
+    """The --store URL / --store-data URL options of commands that can run on an external SPARQL server."""
+    parser.add_argument("--store", metavar="URL", help="run on this SPARQL 1.1 server (its query endpoint; "
+                        "e.g. http://127.0.0.1:7878 for Oxigraph) instead of the embedded store")
+    parser.add_argument("--store-data", metavar="URL", help="the server's Graph Store Protocol endpoint for "
+                        "loading (default for Oxigraph: .../store); see docs/querying.md for other servers")
+
+
+def store_of(args: argparse.Namespace) -> Any:
+    """The store the --store options name: a RemoteStore, or a new embedded store."""
+    return open_store(getattr(args, "store", None), getattr(args, "store_data", None))
+
+

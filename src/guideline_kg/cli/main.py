@@ -1,0 +1,70 @@
+"""The `guideline-kg` command line: one console script, subcommands, exit codes 0 pass / 1 fail / 2 error.
+
+Each subcommand lives in a module of :mod:`guideline_kg.commands` that defines
+``register(subparsers)``; this module finds them, parses the arguments and turns errors into exit codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from guideline_kg import __version__
+from guideline_kg.core.errors import EXIT_ERROR, EXIT_OK, GuidelineKGError
+from guideline_kg.cli import commands
+from guideline_kg.cli.common import note
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand of :mod:`guideline_kg.commands`."""
+
+    parser = argparse.ArgumentParser(
+        prog="guideline-kg",
+        description="A clinical guideline as an OWL 2 / SHACL / SPARQL knowledge graph: build, validate, "
+                    "recommend, query, render, export, serve.",
+        epilog="Exit codes: 0 pass, 1 a check or validation failed, 2 bad input or error.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--home", type=Path, help="project root holding ontology/, kg/, shapes/, queries/ "
+                        "(default: $GUIDELINE_KG_HOME or this checkout)")
+    parser.add_argument("--ontology", type=Path, help="folder of ontology Turtle files (default: HOME/ontology)")
+    parser.add_argument("--kg", type=Path, help="folder of guideline content Turtle files (default: HOME/kg)")
+    parser.add_argument("--shapes", type=Path, help="folder of SHACL shapes (default: HOME/shapes)")
+    parser.add_argument("--queries", type=Path, help="folder of SPARQL queries (default: HOME/queries)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{commands.__name__}.{info.name}")
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return its exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help(sys.stderr)
+        return EXIT_ERROR
+    try:
+        return int(args.handler(args))
+    except GuidelineKGError as exc:
+        note(f"guideline-kg {args.command}: error: {exc}")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        note("guideline-kg: interrupted")
+        return EXIT_ERROR
+    except BrokenPipeError:
+        return EXIT_OK
+    except OSError as exc:  # an output folder that cannot be made, a file that cannot be written
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        note(f"guideline-kg {args.command}: error: {where}{exc.strerror or exc}")
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

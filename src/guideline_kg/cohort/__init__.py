@@ -1,0 +1,1 @@
+"""Cohorts: synthetic populations, shards, and population-scale validation and derivation."""

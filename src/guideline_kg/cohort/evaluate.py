@@ -1,0 +1,202 @@
+"""Population-scale evaluation: a cohort file, shard by shard, validated (compiled SHACL) and derived (fast path).
+
+Each shard of whole cases is bulk-loaded into its own pyoxigraph store with the ontology's class hierarchy,
+validated by the case shapes compiled to SPARQL (:mod:`shacl2sparql`), and derived in batch by
+:meth:`derive.Evaluator.evaluate_store`; one JSON line per case is written before the next shard is read, so
+memory is bounded by the shard size, not the cohort. Invalid cases (a ``sh:Violation``) and unreadable
+records are reported and skipped, never dropped silently: they get a JSON line with ``"invalid": true``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+import pyoxigraph as ox
+from rdflib import Graph, URIRef
+
+from guideline_kg.cohort.shards import iter_shards
+from guideline_kg.reasoning.derive import Evaluator
+from guideline_kg.core.errors import InputError
+from guideline_kg.core.namespaces import GK, RDF
+from guideline_kg.core.project import Project
+from guideline_kg.core.rdfio import read_graph
+from guideline_kg.compile.shacl2sparql import CompiledConstraint, ShapeResult, compile_shapes, hierarchy_context, run_constraints
+from guideline_kg.store.stores import EmbeddedStore, RemoteStore, graph_to_ntriples
+
+__all__ = ["CohortSummary", "CohortEvaluator", "hierarchy_context", "case_shapes"]
+
+STAGES = ("load", "validate", "derive", "write")
+CASE_SHAPES = "case-shapes.ttl"
+
+
+def case_shapes(project: Project) -> Graph:
+    """The SHACL shapes for patient cases (shapes/case-shapes.ttl)."""
+    path = project.shapes_dir / CASE_SHAPES
+    if not path.is_file():
+        raise InputError("no case shapes: the cohort is validated with shapes/case-shapes.ttl", path=str(path))
+    return read_graph(path)
+
+
+@dataclass
+class CohortSummary:
+    """Counts of a cohort run: cases, scope, statuses per statement, invalid cases with reasons, stage times."""
+
+    cases: int = 0
+    valid: int = 0
+    in_scope: int = 0
+    urgent: int = 0
+    shards: int = 0
+    status: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    invalid: list[dict[str, Any]] = field(default_factory=list)
+    warnings: int = 0
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"cases": self.cases, "valid": self.valid, "invalid": len(self.invalid), "in_scope": self.in_scope,
+                "urgent": self.urgent, "warnings": self.warnings, "shards": self.shards,
+                "statements": {sid: dict(c) for sid, c in sorted(self.status.items())},
+                "invalid_cases": self.invalid, "seconds": {k: round(v, 3) for k, v in self.seconds.items()}}
+
+    def table(self, lines: dict[str, str] | None = None) -> str:
+        """The summary for people: counts per statement and status, then the invalid cases and why."""
+        out = [f"{self.cases} cases: {self.valid} valid, {len(self.invalid)} invalid (skipped); "
+               f"{self.in_scope} in scope, {self.urgent} with urgent findings; {self.warnings} warnings",
+               "", f"{'statement':<14} {'lines':<8} {'applicable':>11} {'not-applicable':>15} {'undetermined':>13}"]
+        def order(sid: str) -> tuple[int, str]:
+            first = (lines or {}).get(sid, "").split(",")[0]
+            return (int(first) if first.isdigit() else 0, sid)
+
+        for sid, c in sorted(self.status.items(), key=lambda kv: order(kv[0])):
+            short = sid.rsplit("/", 1)[-1]
+            out.append(f"{short:<14} {(lines or {}).get(sid, ''):<8} {c['applicable']:>11} "
+                       f"{c['not-applicable']:>15} {c['undetermined']:>13}")
+        if self.invalid:
+            out += ["", f"invalid cases ({len(self.invalid)}):"]
+            for inv in self.invalid:
+                out.append(f"  {inv['case']}: " + " | ".join(inv["reasons"]))
+        return "\n".join(out) + "\n"
+
+
+class CohortEvaluator:
+    """Prepared once (shapes compiled, derivation queries compiled); runs any number of cohort files."""
+
+    def __init__(self, knowledge: Graph, project: Project, shapes: Graph | None = None) -> None:
+        self.project = project
+        self.evaluator = Evaluator(knowledge, project)
+        self.constraints: list[CompiledConstraint] = compile_shapes(shapes if shapes is not None
+                                                                    else case_shapes(project))
+        self.context = graph_to_ntriples(hierarchy_context(knowledge))
+        self.lines = {sid: ",".join(map(str, st["source_lines"])) for sid, st in self.evaluator.statements.items()}
+
+    def _patients_of(self, store: "ox.Store | _RemoteQueries", nodes: set[str]) -> dict[str, str]:
+        """The patient each focus node belongs to (the node itself, or a node the patient's facts lead to)."""
+        if not nodes:
+            return {}
+        values = " ".join(f"<{n}>" for n in nodes if not n.startswith("_:"))
+        q = (f"SELECT ?focus ?patient WHERE {{ VALUES ?focus {{ {values} }} "
+             f"?patient a <{GK.Patient}> . ?patient (!<{RDF.type}>)* ?focus }}")
+        return {s["focus"].value: s["patient"].value for s in store.query(q)}
+
+    def validate(self, store: "ox.Store | _RemoteQueries") -> tuple[dict[str, list[ShapeResult]], int]:
+        """Violations per patient IRI, and the number of warnings."""
+        workers = (os.cpu_count() or 1) if isinstance(store, ox.Store) else 1
+        results = run_constraints(store, self.constraints, workers=workers)  # type: ignore[arg-type]
+        violations = [r for r in results if r.severity == "Violation"]
+        owner = self._patients_of(store, {r.focus for r in violations})
+        per_patient: dict[str, list[ShapeResult]] = defaultdict(list)
+        for r in violations:
+            per_patient[owner.get(r.focus, r.focus)].append(r)
+        return per_patient, len(results) - len(violations)
+
+    def run(self, path: Path, out: TextIO, shard_size: int = 10_000,
+            progress: Callable[[int], None] | None = None, remote: RemoteStore | None = None) -> CohortSummary:
+        """Validate and derive every case of the cohort file; one JSON line per case to ``out``.
+
+        With ``remote``, each shard is put into the server's default graph (which must start empty: it is
+        replaced shard by shard and cleared at the end), and validation and derivation run there."""
+        if remote is not None and remote.ask("ASK { ?s ?p ?o }"):
+            raise InputError(f"{remote.url}: the store's default graph is not empty; cohort evaluate replaces it "
+                             "shard by shard, so give it an empty store (docs/cohort.md, External store)")
+        try:
+            return self._run(path, out, shard_size, progress, remote)
+        finally:
+            if remote is not None:
+                remote.clear_default()
+
+    def _run(self, path: Path, out: TextIO, shard_size: int, progress: Callable[[int], None] | None,
+             remote: RemoteStore | None) -> CohortSummary:
+        summary = CohortSummary()
+        clock = time.perf_counter
+        t = clock()
+        for shard in iter_shards(Path(path), shard_size, self.context):
+            summary.seconds["load"] += clock() - t
+            summary.shards += 1
+            if remote is not None:
+                remote.send_ntriples(shard.store.dump(format=ox.RdfFormat.N_TRIPLES, from_graph=ox.DefaultGraph()),
+                                     replace=True)
+                summary.seconds["load"] += clock() - t
+            t = clock()
+            bad, warnings = self.validate(shard.store if remote is None else _RemoteQueries(remote))
+            summary.warnings += warnings
+            summary.seconds["validate"] += clock() - t
+            t = clock()
+            store: EmbeddedStore | RemoteStore
+            if remote is None:
+                store = EmbeddedStore()
+                store.ox = shard.store
+            else:
+                store = remote
+            patients = sorted(URIRef(q.subject.value) for q in shard.store.quads_for_pattern(
+                None, ox.NamedNode(str(RDF.type)), ox.NamedNode(str(GK.Patient))))
+            valid = [p for p in patients if str(p) not in bad]
+            results = list(self.evaluator.evaluate_store(store, valid))
+            summary.seconds["derive"] += clock() - t
+            t = clock()
+            lines = []
+            for cr in results:
+                doc = cr.to_json()
+                lines.append(json.dumps(doc, ensure_ascii=False, separators=(",", ":")))
+                summary.in_scope += cr.in_scope
+                summary.urgent += cr.has_urgent()
+                for sid, status in cr.statuses().items():
+                    summary.status[sid][status] += 1
+            for patient, found in sorted(bad.items()):
+                # a store may give solutions in any order: sort, so that every store writes the same line
+                found = sorted(found, key=lambda r: (r.focus, r.path or "", r.component, r.value or "", r.message))
+                name = patient.rsplit("/", 1)[-1]
+                reasons = [f"{r.focus.rsplit('/', 1)[-1]}: {r.message}" for r in found]
+                summary.invalid.append({"case": name, "reasons": reasons})
+                lines.append(json.dumps({"case": name, "invalid": True, "violations": [
+                    {"focus": r.focus, "path": r.path, "value": r.value, "component": r.component,
+                     "message": r.message} for r in found]}, ensure_ascii=False, separators=(",", ":")))
+            for u in shard.unreadable:
+                summary.invalid.append({"case": u.name, "reasons": [u.reason]})
+                lines.append(json.dumps({"case": u.name, "invalid": True, "violations": [{"message": u.reason}]},
+                                        ensure_ascii=False, separators=(",", ":")))
+            if lines:
+                out.write("\n".join(lines) + "\n")
+            summary.cases += len(patients) + len(shard.unreadable)
+            summary.valid += len(valid)
+            summary.seconds["write"] += clock() - t
+            if progress:
+                progress(len(patients) + len(shard.unreadable))
+            del shard, store, results
+            t = clock()
+        return summary
+
+
+class _RemoteQueries:
+    """A RemoteStore seen through the one method the compiled constraints use: ``query(text)`` giving
+    pyoxigraph solutions."""
+
+    def __init__(self, remote: RemoteStore) -> None:
+        self.remote = remote
+
+    def query(self, text: str) -> Any:
+        return self.remote.raw(text)

@@ -1,0 +1,174 @@
+"""Read a cohort file in shards of whole cases, each shard bulk-loaded into its own pyoxigraph store.
+
+Turtle and N-Triples cohorts are cut at the ``# case <name>`` marker lines that `cohort generate` writes
+(a Turtle file's ``@prefix`` lines before the first marker are repeated for every shard). A file without
+markers cannot be cut safely and is read as one shard. FHIR NDJSON holds one Bundle per line, mapped by
+:func:`fhir_in.bundle_to_case`. A record that does not parse is reported with its file and line and skipped;
+the rest of its shard is still read.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import pyoxigraph as ox
+
+from guideline_kg.cohort.generate import MARKER
+from guideline_kg.core.errors import InputError
+
+__all__ = ["Shard", "Unreadable", "iter_shards", "cohort_format"]
+
+_MARK = MARKER.encode()
+
+
+@dataclass
+class Unreadable:
+    """A record that could not be read: its case name, where it starts, and why."""
+
+    name: str
+    line: int
+    reason: str
+
+
+@dataclass
+class Shard:
+    """Up to ``size`` cases in one store, with the records that could not be read."""
+
+    store: ox.Store
+    cases: int
+    unreadable: list[Unreadable] = field(default_factory=list)
+
+
+def cohort_format(path: Path) -> str:
+    """The format of a cohort file, from its name: turtle, ntriples or fhir-ndjson."""
+    name = path.name.lower()
+    if name.endswith((".ndjson", ".jsonl")):
+        return "fhir-ndjson"
+    if name.endswith(".nt"):
+        return "ntriples"
+    if name.endswith(".ttl"):
+        return "turtle"
+    raise InputError("unknown cohort file type (expected .ttl, .nt or .ndjson)", path=str(path))
+
+
+def _load(store: ox.Store, data: bytes, fmt: ox.RdfFormat) -> None:
+    store.bulk_load(data, format=fmt)
+
+
+def _records(handle, header_out: list[bytes]) -> Iterator[tuple[str, int, list[bytes]]]:
+    """(name, first line number, lines) of each marked record; lines before the first marker go to header_out."""
+    name, start, lines, seen = "", 1, [], False
+    for lineno, line in enumerate(handle, 1):
+        if line.startswith(_MARK):
+            if seen:
+                yield name, start, lines
+            elif lines:
+                header_out.extend(lines)
+            name, start, lines, seen = line[len(_MARK):].strip().decode("utf-8", "replace"), lineno, [], True
+            continue
+        lines.append(line)
+    if seen:
+        yield name, start, lines
+    elif lines:
+        header_out.extend(lines)
+
+
+def _rdf_shards(path: Path, size: int, fmt: ox.RdfFormat, context: bytes) -> Iterator[Shard]:
+    header: list[bytes] = []
+    with path.open("rb") as handle:
+        batch: list[tuple[str, int, list[bytes]]] = []
+        any_record = False
+        for record in _records(handle, header):
+            any_record = True
+            batch.append(record)
+            if len(batch) >= size:
+                yield _make_shard(path, b"".join(header), batch, fmt, context)
+                batch = []
+        if batch:
+            yield _make_shard(path, b"".join(header), batch, fmt, context)
+    if not any_record:  # no markers: the whole file is one shard
+        store = ox.Store()
+        try:
+            _load(store, b"".join(header), fmt)
+        except SyntaxError as exc:
+            raise InputError(f"does not parse: {exc}", path=str(path)) from None
+        store.bulk_load(context, format=ox.RdfFormat.N_TRIPLES)
+        n = sum(1 for _ in store.quads_for_pattern(None, ox.NamedNode(_RDF_TYPE), ox.NamedNode(_PATIENT)))
+        yield Shard(store, n)
+
+
+_RDF_TYPE = "http://www.w3.org/1999/02/22-rdf-syntax-ns#type"
+_PATIENT = "https://w3id.org/guideline-kg/ontology#Patient"
+
+
+def _make_shard(path: Path, header: bytes, batch: list[tuple[str, int, list[bytes]]], fmt: ox.RdfFormat,
+                context: bytes) -> Shard:
+    store = ox.Store()
+    shard = Shard(store, len(batch))
+    try:
+        _load(store, header + b"".join(b"".join(lines) for _, _, lines in batch), fmt)
+    except SyntaxError:
+        # one bad record must not cost the shard: load record by record and report the bad ones
+        store = shard.store = ox.Store()
+        for name, start, lines in batch:
+            try:
+                ox.parse(header + b"".join(lines), format=fmt)  # parse first: a failed bulk load may be partial
+                _load(store, header + b"".join(lines), fmt)
+            except SyntaxError as exc:
+                shard.unreadable.append(Unreadable(name, start, f"{path}:{start}: record does not parse: {exc}"))
+        shard.cases = len(batch) - len(shard.unreadable)
+    store.bulk_load(context, format=ox.RdfFormat.N_TRIPLES)
+    return shard
+
+
+def _fhir_shards(path: Path, size: int, context: bytes) -> Iterator[Shard]:
+    from rdflib import Graph
+
+    from guideline_kg.cases import fhir_in  # the FHIR R4 mapping
+    from guideline_kg.store.stores import graph_to_ntriples
+
+    def flush(graph: Graph, n: int, bad: list[Unreadable]) -> Shard:
+        store = ox.Store()
+        store.bulk_load(graph_to_ntriples(graph), format=ox.RdfFormat.N_TRIPLES)
+        store.bulk_load(context, format=ox.RdfFormat.N_TRIPLES)
+        return Shard(store, n, bad)
+
+    graph, n, bad = Graph(), 0, []
+    with path.open("r", encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            name = f"{path.stem}-line{lineno}"
+            try:
+                bundle = json.loads(line)
+                name = str(bundle.get("id") or name)
+                case = fhir_in.bundle_to_case(bundle, name)
+            except (json.JSONDecodeError, InputError, ValueError, KeyError) as exc:
+                bad.append(Unreadable(name, lineno, f"{path}:{lineno}: bundle cannot be read: {exc}"))
+                continue
+            graph += case.graph
+            n += 1
+            if n >= size:
+                yield flush(graph, n, bad)
+                graph, n, bad = Graph(), 0, []
+    if n or bad:
+        yield flush(graph, n, bad)
+
+
+def iter_shards(path: Path, size: int = 10_000, context: bytes = b"") -> Iterator[Shard]:
+    """The cohort in ``path`` as shards of at most ``size`` cases; ``context`` (N-Triples) is added to each
+    shard's store (the ontology's class hierarchy, which validation needs)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("no such file", path=str(path))
+    if size < 1:
+        raise InputError(f"--shard-size must be at least 1 (got {size})")
+    fmt = cohort_format(path)
+    if fmt == "fhir-ndjson":
+        yield from _fhir_shards(path, size, context)
+    else:
+        yield from _rdf_shards(path, size, ox.RdfFormat.TURTLE if fmt == "turtle" else ox.RdfFormat.N_TRIPLES,
+                               context)

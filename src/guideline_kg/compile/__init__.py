@@ -1,0 +1,1 @@
+"""Compilers: OWL class expressions and SHACL shapes to SPARQL."""

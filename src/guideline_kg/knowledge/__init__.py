@@ -1,0 +1,1 @@
+"""The guideline's knowledge: the merged graph, its statements and its treatment algorithm."""

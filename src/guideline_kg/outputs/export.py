@@ -1,0 +1,145 @@
+"""Exports of the knowledge graph to other systems: RDF syntaxes, JSON-LD with the published context, CSV tables.
+
+Everything is read through the named SPARQL queries ``queries/export-*.rq`` on the embedded store, so a second
+guideline exports unchanged. The FHIR exports live in :mod:`fhir_out`, CDS Hooks cards in :mod:`cds`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from rdflib import Graph
+
+from guideline_kg.core.errors import InputError
+from guideline_kg.core.namespaces import PREFIXES, bind_prefixes, sparql_prologue
+from guideline_kg.core.project import Project
+from guideline_kg.core.queries import load_query
+from guideline_kg.store.stores import EmbeddedStore
+
+__all__ = [
+    "RDF_FORMATS",
+    "CONTEXT_FILE",
+    "export_graph",
+    "rdf_export",
+    "jsonld_context",
+    "csv_tables",
+    "short_name",
+    "write_text",
+]
+
+#: Export format name -> (rdflib serialiser, file extension).
+RDF_FORMATS: dict[str, tuple[str, str]] = {
+    "turtle": ("turtle", ".ttl"),
+    "ntriples": ("nt", ".nt"),
+    "rdfxml": ("xml", ".rdf"),
+    "jsonld": ("json-ld", ".jsonld"),
+}
+#: The published JSON-LD context, relative to the project's kg/ folder.
+CONTEXT_FILE = "context.jsonld"
+
+
+def short_name(iri: str) -> str:
+    """The local name of an IRI (after the last ``#`` or ``/``)."""
+    return iri.rstrip("/").rsplit("#", 1)[-1].rsplit("/", 1)[-1]
+
+
+def export_graph(knowledge: Graph, project: Project) -> Graph:
+    """The graph every RDF export serialises: the CONSTRUCT of ``export-graph.rq`` over the knowledge graph.
+
+    This one query runs on rdflib's engine over the parsed graph, not on the embedded store: pyoxigraph keeps
+    the value of a numeric literal, not its lexical form (``3.0`` comes back as ``3``), and an export must be the
+    source graph term for term (tests/test_export.py proves it isomorphic after a re-import).
+    """
+    query = sparql_prologue() + load_query(project.queries_dir, "export-graph").text
+    out = bind_prefixes(Graph())
+    for triple in knowledge.query(query):
+        out.add(triple)  # type: ignore[arg-type]
+    return out
+
+
+def jsonld_context(project: Project) -> dict[str, Any]:
+    """The committed JSON-LD context (``kg/context.jsonld``), its ``@context`` object."""
+    path = project.kg_dir / CONTEXT_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError("the JSON-LD context file is missing", path=str(path)) from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"malformed JSON: {exc.msg}", path=str(path), line=exc.lineno, column=exc.colno) from None
+    context = data.get("@context") if isinstance(data, dict) else None
+    if not isinstance(context, dict):
+        raise InputError("expected an object with an \"@context\" object", path=str(path))
+    return context
+
+
+def rdf_export(knowledge: Graph, project: Project, fmt: str, context_url: str | None = None) -> str:
+    """The knowledge graph in one RDF syntax (``turtle``, ``ntriples``, ``rdfxml``, ``jsonld``).
+
+    JSON-LD is compacted with the committed context; the document embeds it, or, given ``context_url``,
+    refers to it by that URL (the published copy of ``kg/context.jsonld``).
+    """
+    if fmt not in RDF_FORMATS:
+        raise InputError(f"unknown RDF export format {fmt!r} (expected one of {', '.join(RDF_FORMATS)})")
+    graph = export_graph(knowledge, project)
+    serialiser = RDF_FORMATS[fmt][0]
+    if fmt != "jsonld":
+        return graph.serialize(format=serialiser)
+    context = jsonld_context(project)
+    doc = json.loads(graph.serialize(format="json-ld", context=context, auto_compact=True))
+    if context_url:
+        doc["@context"] = context_url
+    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+
+
+def _csv(header: list[str], rows: list[list[Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def _value(term: Any) -> str:
+    return "" if term is None else str(term)
+
+
+def _prefixed(iri: str) -> str:
+    """``prefix_localname`` for IRIs in a project namespace, else the local name (a property-graph label)."""
+    for prefix, ns in PREFIXES.items():
+        if iri.startswith(str(ns)) and iri != str(ns):
+            return iri[len(str(ns)):] if prefix in ("gk", "plbp") else f"{prefix}_{iri[len(str(ns)):]}"
+    return short_name(iri)
+
+
+def csv_tables(store: EmbeddedStore, project: Project) -> dict[str, str]:
+    """Node and edge tables (``nodes.csv``, ``edges.csv``) in the neo4j-admin import header style.
+
+    Nodes are the graph's IRIs (types become labels); edges are the triples between two IRIs (rdf:type excepted).
+    Blank-node structures (OWL class expressions) stay in the RDF exports.
+    """
+    nodes = store.select(load_query(project.queries_dir, "export-csv-nodes").text)
+    node_rows = []
+    for r in nodes.dicts():
+        types = sorted(_prefixed(t) for t in _value(r["types"]).split())
+        node_rows.append([_value(r["node"]), ";".join(types) or "Resource", _value(r["label"]),
+                          _value(r["text"]), _value(r["line"]), _value(r["notation"])])
+    edges = store.select(load_query(project.queries_dir, "export-csv-edges").text)
+    edge_rows = [[_value(r["source"]), _value(r["target"]), _prefixed(_value(r["predicate"])), _value(r["predicate"])]
+                 for r in edges.dicts()]
+    return {
+        "nodes.csv": _csv(["iri:ID", ":LABEL", "label", "text", "sourceLine:int", "notation"], node_rows),
+        "edges.csv": _csv([":START_ID", ":END_ID", ":TYPE", "predicate"], edge_rows),
+    }
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` whole or not at all (a temporary file renamed into place)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,1 @@
+"""Reasoning: HermiT, the OWL 2 DL profile check, and the derivation of statuses with explanations."""

@@ -1,0 +1,1 @@
+"""The HTTP service: SPARQL 1.1 Protocol endpoint, query page, CDS Hooks."""

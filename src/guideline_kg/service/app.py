@@ -1,0 +1,304 @@
+"""The HTTP service: a read-only SPARQL 1.1 Protocol endpoint, a query page, and a CDS Hooks service.
+
+Queries on the embedded store run in a child process (:class:`worker.QueryWorker`) that is killed at the
+time limit; on a remote store (``--store``) the HTTP client's timeout applies. Results are serialised by
+pyoxigraph (:mod:`sparql_results`), chosen by the request's Accept header.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from rdflib import Graph
+
+from guideline_kg.cases.reader import Case
+from guideline_kg.core.errors import InputError
+from guideline_kg.core.project import Project
+from guideline_kg.core.queries import NamedQuery, list_queries
+from guideline_kg.store.results import MEDIA_TYPES, QueryResult, QueryTimeout, ResultTooLarge, serialise
+from guideline_kg.service.page import PAGE as _PAGE
+from guideline_kg.store.stores import SparqlSyntaxError
+
+__all__ = ["ServerConfig", "create_app", "negotiate", "is_update", "CDS_SERVICE_ID"]
+
+log = logging.getLogger("guideline_kg.server")
+
+#: The id of the patient-view service (generic: the guideline's title is read from the graph).
+CDS_SERVICE_ID = "guideline-kg-patient-view"
+#: Formats offered for each kind of result; the first is the default for */*.
+OFFERS = {"solutions": ["json", "xml", "csv", "tsv"], "boolean": ["json", "xml", "csv", "tsv"],
+          "graph": ["turtle", "nt", "jsonld", "rdfxml"]}
+#: Extra media types accepted as aliases of a format.
+ALIASES = {"application/json": "json", "application/xml": "xml", "text/xml": "xml",
+           "text/plain": "nt", "application/x-turtle": "turtle", "application/json+ld": "jsonld"}
+_UPDATE = re.compile(r"^(INSERT|DELETE|LOAD|CLEAR|CREATE|DROP|COPY|MOVE|ADD|WITH)\b", re.IGNORECASE)
+_PROLOGUE = re.compile(r"^\s*(?:(?:#[^\n]*\n)|(?:PREFIX\s+[^\s:]*:\s*<[^>]*>)|(?:BASE\s*<[^>]*>)|\s+)*",
+                       re.IGNORECASE)
+
+
+@dataclass
+class ServerConfig:
+    """What the server serves: the project, its knowledge graph, how queries run, and the limits."""
+
+    project: Project
+    knowledge: Graph
+    run_query: Callable[[str, float, int | None], QueryResult]
+    timeout: float = 10.0
+    max_results: int = 10000
+    store_label: str = "embedded"
+    cases: list[Case] = field(default_factory=list)
+    triples: int = 0
+
+
+def is_update(text: str) -> bool:
+    """Whether a request's text is a SPARQL Update (after its prologue and comments)."""
+    return bool(_UPDATE.match(text[_PROLOGUE.match(text).end():]))  # type: ignore[union-attr]
+
+
+def _accepted(header: str) -> list[tuple[str, float]]:
+    out = []
+    for i, part in enumerate(header.split(",")):
+        fields = [f.strip() for f in part.split(";")]
+        if not fields[0]:
+            continue
+        q = 1.0
+        for f in fields[1:]:
+            if f.startswith("q="):
+                try:
+                    q = float(f[2:])
+                except ValueError:
+                    q = 0.0
+        out.append((fields[0].lower(), q - i * 1e-6))
+    return sorted(out, key=lambda x: -x[1])
+
+
+def negotiate(accept: str | None, kind: str) -> str | None:
+    """The format name for an Accept header and a result kind; None when nothing offered is acceptable."""
+    offers = OFFERS[kind]
+    if not accept:
+        return offers[0]
+    by_type = {MEDIA_TYPES[f]: f for f in offers}
+    by_type.update({m: f for m, f in ALIASES.items() if f in offers})
+    for media, q in _accepted(accept):
+        if q <= 0:
+            continue
+        if media in by_type:
+            return by_type[media]
+        if media in ("*/*", "application/*", "text/*"):
+            top = media.split("/")[0]
+            for f in offers:
+                if top == "*" or MEDIA_TYPES[f].startswith(top + "/"):
+                    return f
+    return None
+
+
+def _guideline_title(config: ServerConfig) -> str:
+    from guideline_kg.knowledge.graph import guideline_iri
+    from guideline_kg.core.namespaces import DCTERMS, RDFS
+
+    g = guideline_iri(config.knowledge)
+    return str(config.knowledge.value(g, DCTERMS.title) or config.knowledge.value(g, RDFS.label) or g)
+
+
+def _page(config: ServerConfig, examples: list[NamedQuery]) -> str:
+    """The query page: editor, examples, results table (plain HTML and JavaScript, nothing fetched from
+    outside)."""
+    data = json.dumps({q.name: {"purpose": q.purpose, "text": q.text} for q in examples}).replace("</", "<\\/")
+    options = "\n".join(f'<option value="{html.escape(q.name)}">{html.escape(q.name)}: '
+                        f'{html.escape(q.purpose[:90])}</option>' for q in examples)
+    title = html.escape(_guideline_title(config))
+    return _PAGE.replace("{{TITLE}}", title).replace("{{OPTIONS}}", options).replace("{{EXAMPLES}}", data) \
+        .replace("{{INFO}}", html.escape(f"store: {config.store_label}; {config.triples} triples; "
+                                         f"{len(config.cases)} cases; time limit {config.timeout:g} s; "
+                                         f"at most {config.max_results} results"))
+
+
+def create_app(config: ServerConfig) -> Any:
+    """The FastAPI application for ``config``."""
+    app = FastAPI(title="guideline-kg", docs_url=None, redoc_url=None, openapi_url=None)
+    examples = list_queries(config.project.queries_dir)
+
+    @app.middleware("http")
+    async def log_requests(request: Request, call_next: Any) -> Any:
+        start = time.perf_counter()
+        response = await call_next(request)
+        log.info('%s %s %s %d %.1fms', request.client.host if request.client else "-", request.method,
+                 request.url.path, response.status_code, (time.perf_counter() - start) * 1000)
+        return response
+
+    def problem(status: int, message: str) -> PlainTextResponse:
+        return PlainTextResponse(message + "\n", status_code=status)
+
+    @app.get("/", response_class=HTMLResponse)
+    def index() -> HTMLResponse:
+        return HTMLResponse(_page(config, examples))
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "store": config.store_label, "triples": config.triples,
+                "cases": [c.name for c in config.cases], "timeout_s": config.timeout,
+                "max_results": config.max_results}
+
+    @app.get("/queries")
+    def queries() -> list[dict[str, str]]:
+        return [{"name": q.name, "purpose": q.purpose, "text": q.text} for q in examples]
+
+    @app.get("/algorithm.svg")
+    def algorithm() -> Response:
+        built = config.project.home / "build" / "algorithm.svg"
+        if built.is_file():
+            return Response(built.read_bytes(), media_type="image/svg+xml")
+        try:
+            from guideline_kg.knowledge.algorithm import build_graph
+            from guideline_kg.outputs.render import render
+
+            svg = render(build_graph(config.knowledge, config.project), "svg", title=_guideline_title(config))
+        except ImportError:
+            return problem(404, "no build/algorithm.svg and no renderer installed: run `guideline-kg render`")
+        except Exception as exc:  # Graphviz missing or failing: say so, do not crash the server
+            return problem(500, f"cannot render the algorithm: {exc}")
+        return Response(svg, media_type="image/svg+xml")
+
+    async def sparql(request: Request) -> Response:
+        params = dict(request.query_params)
+        query = params.get("query")
+        if request.method == "POST":
+            ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            body = (await request.body()).decode("utf-8", "replace")
+            if ctype == "application/sparql-update":
+                return problem(403, "this endpoint is read-only: SPARQL Update is refused")
+            if ctype == "application/sparql-query":
+                query = body
+            elif ctype == "application/x-www-form-urlencoded":
+                from urllib.parse import parse_qs
+
+                form = {k: v[0] for k, v in parse_qs(body, keep_blank_values=True).items()}
+                if "update" in form:
+                    return problem(403, "this endpoint is read-only: SPARQL Update is refused")
+                query = form.get("query", query)
+            else:
+                return problem(415, f"unsupported Content-Type {ctype or '(none)'}: use "
+                                    "application/sparql-query or application/x-www-form-urlencoded")
+        if "update" in params:
+            return problem(403, "this endpoint is read-only: SPARQL Update is refused")
+        if not query or not query.strip():
+            return problem(400, "missing the query parameter (SPARQL 1.1 Protocol: query=...)")
+        if is_update(query):
+            return problem(403, "this endpoint is read-only: SPARQL Update is refused")
+        import anyio
+
+        try:
+            result = await anyio.to_thread.run_sync(config.run_query, query, config.timeout, config.max_results)
+        except SparqlSyntaxError as exc:
+            return problem(400, str(exc))
+        except QueryTimeout as exc:
+            return problem(503, str(exc))
+        except ResultTooLarge as exc:
+            return problem(413, str(exc))
+        except InputError as exc:
+            return problem(400, str(exc))
+        fmt = negotiate(request.headers.get("accept"), result.kind)
+        if fmt is None:
+            offered = ", ".join(MEDIA_TYPES[f] for f in OFFERS[result.kind])
+            return problem(406, f"none of the accepted media types can carry this result; offered: {offered}")
+        media = MEDIA_TYPES[fmt]
+        media += "; charset=utf-8" if media.startswith("text/") or "json" in media else ""
+        return Response(serialise(result, fmt), media_type=media, headers={"Vary": "Accept"})
+
+    app.add_api_route("/sparql", sparql, methods=["GET", "POST"], include_in_schema=False)
+
+    @app.get("/cds-services")
+    def discovery() -> dict[str, Any]:
+        return {"services": [{
+            "hook": "patient-view", "id": CDS_SERVICE_ID, "title": _guideline_title(config),
+            "description": "Which statements of the guideline apply to the patient, which do not, and why; "
+                           "the patient's data comes as a FHIR R4 Bundle in prefetch.",
+            "prefetch": {"patient": "Patient/{{context.patientId}}",
+                         "bundle": "Patient/{{context.patientId}}/$everything"}}]}
+
+    evaluator_cache: dict[str, Any] = {}
+
+    @app.post("/cds-services/{service_id}")
+    async def cds(service_id: str, request: Request) -> Response:
+        if service_id != CDS_SERVICE_ID:
+            return problem(404, f"no CDS service {service_id!r}; see /cds-services")
+        try:
+            body = json.loads(await request.body())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return problem(400, f"the request body is not JSON: {exc}")
+        try:
+            bundle = _prefetch_bundle(body)
+        except InputError as exc:
+            return problem(400, str(exc))
+        name = str((body.get("context") or {}).get("patientId") or body.get("hookInstance") or "patient")
+        import anyio
+
+        try:
+            cards = await anyio.to_thread.run_sync(_cards, config, evaluator_cache, bundle, name)
+        except InputError as exc:
+            return problem(400, f"prefetch.bundle: {exc}")
+        return JSONResponse(cards)
+
+    return app
+
+
+def _prefetch_bundle(body: Any) -> dict[str, Any]:
+    """The FHIR Bundle of a CDS Hooks request's prefetch (key ``bundle``, else the only Bundle given)."""
+    if not isinstance(body, dict):
+        raise InputError("the request must be a JSON object (a CDS Hooks request)")
+    if body.get("hook") not in (None, "patient-view"):
+        raise InputError(f"this service answers the patient-view hook, not {body.get('hook')!r}")
+    prefetch = body.get("prefetch")
+    if not isinstance(prefetch, dict) or not prefetch:
+        raise InputError("missing prefetch: send the patient's data as a FHIR R4 Bundle in prefetch.bundle")
+    bundle = prefetch.get("bundle")
+    if bundle is None:
+        bundles = [v for v in prefetch.values() if isinstance(v, dict) and v.get("resourceType") == "Bundle"]
+        if len(bundles) != 1:
+            raise InputError("prefetch.bundle is missing (a FHIR R4 Bundle of the patient's data)")
+        bundle = bundles[0]
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        got = bundle.get("resourceType") if isinstance(bundle, dict) else type(bundle).__name__
+        raise InputError(f"prefetch.bundle must be a FHIR Bundle (resourceType \"Bundle\"), got {got!r}")
+    entries = bundle.get("entry", [])
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise InputError("prefetch.bundle.entry must be a list of entries")
+    if not any(isinstance(e.get("resource"), dict) and e["resource"].get("resourceType") == "Patient"
+               for e in entries):
+        raise InputError("prefetch.bundle has no Patient resource (the patient-view hook needs the patient)")
+    return bundle
+
+
+def _cards(config: ServerConfig, cache: dict[str, Any], bundle: dict[str, Any], name: str) -> dict[str, Any]:
+    """Map the bundle to a case, derive on the fast path, and return the CDS Hooks cards."""
+    from guideline_kg.outputs.cds_cards import cards_for
+    from guideline_kg.reasoning.derive import Evaluator
+    from guideline_kg.cases.fhir_in import bundle_to_case
+
+    if "evaluator" not in cache:
+        cache["evaluator"] = Evaluator(config.knowledge, config.project)
+    try:
+        case = bundle_to_case(bundle, name)
+    except InputError:
+        raise
+    except Exception as exc:  # the FHIR model rejects the resource: a client error, not a crash
+        raise InputError(re.sub(r"\s+", " ", str(exc))[:500]) from None
+    result = cache["evaluator"].evaluate(case)
+    return cards_for(result, config.knowledge, config.project)
+
+
+def serve_embedded_worker(ntriples: bytes) -> Any:
+    """A :class:`worker.QueryWorker` over ``ntriples`` (kept here so the command needs one import)."""
+    from guideline_kg.store.worker import QueryWorker
+
+    return QueryWorker(ntriples)
+
+

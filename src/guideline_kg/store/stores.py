@@ -1,0 +1,285 @@
+"""The triple store queries run on: the embedded pyoxigraph store by default (strict SPARQL 1.1)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterator, Protocol
+
+import pyoxigraph as ox
+from rdflib import BNode, Graph, Literal, URIRef
+from rdflib.term import Node
+
+from guideline_kg.core.errors import InputError
+from guideline_kg.core.namespaces import GK, sparql_prologue
+
+if TYPE_CHECKING:
+    from guideline_kg.store.results import QueryResult
+
+__all__ = ["Store", "EmbeddedStore", "RemoteStore", "open_store", "Rows", "to_rdflib", "graph_to_ntriples",
+           "SparqlSyntaxError"]
+
+
+class SparqlSyntaxError(InputError):
+    """A query that does not parse; the message carries the parser's line and column."""
+
+
+def to_rdflib(term: Any) -> Node | None:
+    """Convert a pyoxigraph term to the equal rdflib term (None stays None)."""
+    if term is None:
+        return None
+    if isinstance(term, ox.NamedNode):
+        return URIRef(term.value)
+    if isinstance(term, ox.BlankNode):
+        return BNode(term.value)
+    if isinstance(term, ox.Literal):
+        if term.language:
+            return Literal(term.value, lang=term.language)
+        return Literal(term.value, datatype=URIRef(term.datatype.value))
+    raise TypeError(f"unsupported term {term!r}")
+
+
+def graph_to_ntriples(graph: Graph) -> bytes:
+    """N-Triples bytes of an rdflib graph (the fastest hand-over to a store)."""
+    return graph.serialize(format="nt", encoding="utf-8")
+
+
+@dataclass
+class Rows:
+    """SELECT results: variable names and rows of rdflib terms (None where unbound)."""
+
+    variables: list[str]
+    rows: list[tuple[Node | None, ...]]
+
+    def dicts(self) -> Iterator[dict[str, Node | None]]:
+        for row in self.rows:
+            yield dict(zip(self.variables, row))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+class Store(Protocol):
+    """What the machinery needs of a store, embedded or remote."""
+
+    def add_graph(self, graph: Graph) -> None: ...
+    def select(self, query: str) -> Rows: ...
+    def ask(self, query: str) -> bool: ...
+    def construct(self, query: str) -> Graph: ...
+
+
+class EmbeddedStore:
+    """An in-process pyoxigraph store. Every query gets the project's prefixes prepended."""
+
+    def __init__(self) -> None:
+        self.ox = ox.Store()
+
+    @classmethod
+    def from_graph(cls, graph: Graph) -> "EmbeddedStore":
+        store = cls()
+        store.add_graph(graph)
+        return store
+
+    def add_graph(self, graph: Graph) -> None:
+        self.ox.bulk_load(graph_to_ntriples(graph), format=ox.RdfFormat.N_TRIPLES)
+
+    def add_ntriples(self, data: bytes) -> None:
+        self.ox.bulk_load(data, format=ox.RdfFormat.N_TRIPLES)
+
+    def _run(self, query: str) -> Any:
+        text = sparql_prologue() + query
+        try:
+            return self.ox.query(text)
+        except SyntaxError as exc:
+            raise _syntax_error(str(exc), sparql_prologue().count("\n")) from None
+
+    def select(self, query: str) -> Rows:
+        result = self._run(query)
+        if not isinstance(result, ox.QuerySolutions):
+            raise InputError("expected a SELECT query")
+        names = [v.value for v in result.variables]
+        rows = [tuple(to_rdflib(sol[n]) for n in names) for sol in result]
+        return Rows(names, rows)
+
+    def ask(self, query: str) -> bool:
+        result = self._run(query)
+        if not isinstance(result, ox.QueryBoolean):
+            raise InputError("expected an ASK query")
+        return bool(result)
+
+    def construct(self, query: str) -> Graph:
+        result = self._run(query)
+        graph = Graph()
+        for t in result:
+            graph.add((to_rdflib(t.subject), to_rdflib(t.predicate), to_rdflib(t.object)))
+        return graph
+
+    def raw(self, query: str) -> Any:
+        """The pyoxigraph result object, for serialising results in a standard format."""
+        return self._run(query)
+
+    def result(self, query: str, limit: int | None = None) -> "QueryResult":
+        """The materialised result of any query form (at most ``limit`` solutions or triples)."""
+        from guideline_kg.store.results import materialise
+
+        return materialise(self._run(query), limit)
+
+    def has_knowledge(self) -> bool:
+        """Whether a guideline is loaded (a node typed gk:Guideline)."""
+        return self.ask(f"ASK {{ ?g a <{GK.Guideline}> }}")
+
+
+_OX_POSITION = re.compile(r"^\s*error at (\d+):(\d+):\s*")
+
+
+def _syntax_error(message: str, offset: int) -> SparqlSyntaxError:
+    """A SparqlSyntaxError whose line counts from the user's first line, not from the prepended prologue.
+
+    pyoxigraph words its errors ``error at LINE:COLUMN: expected ...``; only that leading position is shifted."""
+    message = re.sub(r"\s+", " ", message).strip()
+    m = _OX_POSITION.match(message)
+    if m is None:
+        return SparqlSyntaxError(f"SPARQL syntax error: {message}")
+    line, column = int(m.group(1)) - offset, int(m.group(2))
+    err = SparqlSyntaxError(f"SPARQL syntax error at line {line}, column {column}: {message[m.end():]}")
+    err.line, err.column = line, column
+    return err
+
+
+class RemoteStore:
+    """A SPARQL 1.1 server used as the store: queries over the SPARQL 1.1 Protocol (``url``, the query
+    endpoint) and loading over the Graph Store Protocol (``data_url``, into the default graph).
+
+    Every query gets the project's prefixes prepended, as on the embedded store. ``data_url`` defaults to the
+    Oxigraph layout: ``http://host:port`` or ``.../query`` queries, ``.../store`` loads."""
+
+    def __init__(self, url: str, data_url: str | None = None, timeout: float = 60.0) -> None:
+        import httpx
+
+        self.url, self.data_url = remote_endpoints(url, data_url)
+        self.timeout = timeout
+        self.client = httpx.Client(timeout=timeout, headers={"User-Agent": "guideline-kg"})
+
+    def __repr__(self) -> str:
+        return f"RemoteStore({self.url!r}, data_url={self.data_url!r})"
+
+    def _request(self, method: str, url: str, **kwargs: Any) -> Any:
+        import httpx
+
+        try:
+            return self.client.request(method, url, **kwargs)
+        except httpx.TimeoutException:
+            from guideline_kg.store.results import QueryTimeout
+
+            raise QueryTimeout(f"{url}: no answer within the time limit ({self.timeout:g} s)") from None
+        except httpx.HTTPError as exc:
+            raise InputError(f"cannot reach the SPARQL server {url}: {exc}") from None
+
+    def _load(self, method: str, graph: Graph) -> None:
+        self.send_ntriples(graph_to_ntriples(graph), replace=method == "PUT")
+
+    def send_ntriples(self, data: bytes, replace: bool = False) -> None:
+        """Add (POST) or, with ``replace``, put (PUT) N-Triples into the default graph (Graph Store Protocol)."""
+        sep = "&" if "?" in self.data_url else "?"
+        resp = self._request("PUT" if replace else "POST", f"{self.data_url}{sep}default", content=data,
+                             headers={"Content-Type": "application/n-triples"})
+        if resp.status_code >= 300:
+            raise InputError(f"{self.data_url}: the server refused the graph (HTTP {resp.status_code}): "
+                             f"{resp.text.strip()[:300]}")
+
+    def clear_default(self) -> None:
+        """Empty the default graph (Graph Store Protocol DELETE; a missing graph counts as empty)."""
+        sep = "&" if "?" in self.data_url else "?"
+        resp = self._request("DELETE", f"{self.data_url}{sep}default")
+        if resp.status_code >= 300 and resp.status_code != 404:
+            raise InputError(f"{self.data_url}: the server did not clear the default graph "
+                             f"(HTTP {resp.status_code}): {resp.text.strip()[:300]}")
+
+    def add_graph(self, graph: Graph) -> None:
+        """Add the triples of ``graph`` to the server's default graph (Graph Store Protocol POST)."""
+        self._load("POST", graph)
+
+    def replace_graph(self, graph: Graph) -> None:
+        """Replace the server's default graph with ``graph`` (Graph Store Protocol PUT)."""
+        self._load("PUT", graph)
+
+    def result(self, query: str, limit: int | None = None) -> "QueryResult":
+        """Run any query form on the server; the materialised result (at most ``limit`` items)."""
+        from guideline_kg.store.results import materialise
+
+        resp = self._request("POST", self.url, content=(sparql_prologue() + query).encode("utf-8"), headers={
+            "Content-Type": "application/sparql-query; charset=utf-8",
+            "Accept": "application/sparql-results+json, application/n-triples;q=0.9"})
+        if resp.status_code == 400:
+            raise _syntax_error(resp.text, sparql_prologue().count("\n"))
+        if resp.status_code >= 300:
+            raise InputError(f"{self.url}: HTTP {resp.status_code}: {resp.text.strip()[:300]}")
+        ctype = resp.headers.get("content-type", "").split(";")[0].strip()
+        try:
+            if ctype == "application/sparql-results+json":
+                return materialise(ox.parse_query_results(resp.content, ox.QueryResultsFormat.JSON), limit)
+            fmt = ox.RdfFormat.from_media_type(ctype)
+            if fmt is None:
+                raise InputError(f"{self.url}: unexpected result type {ctype!r}")
+            return materialise(ox.parse(resp.content, fmt), limit)
+        except SyntaxError as exc:
+            raise InputError(f"{self.url}: malformed {ctype} result: {exc}") from None
+
+    def raw(self, query: str) -> Any:
+        """The result as pyoxigraph objects (solutions, boolean, or a list of triples)."""
+        res = self.result(query)
+        return res.triples() if res.kind == "graph" else res.solutions()
+
+    def select(self, query: str) -> Rows:
+        res = self.result(query)
+        if res.kind != "solutions":
+            raise InputError("expected a SELECT query")
+        solutions = res.solutions()
+        names = [v.value for v in solutions.variables]
+        return Rows(names, [tuple(to_rdflib(sol[n]) for n in names) for sol in solutions])
+
+    def ask(self, query: str) -> bool:
+        res = self.result(query)
+        if res.kind != "boolean":
+            raise InputError("expected an ASK query")
+        return bool(res.solutions())
+
+    def construct(self, query: str) -> Graph:
+        res = self.result(query)
+        if res.kind != "graph":
+            raise InputError("expected a CONSTRUCT or DESCRIBE query")
+        graph = Graph()
+        for t in res.triples():
+            graph.add((to_rdflib(t.subject), to_rdflib(t.predicate), to_rdflib(t.object)))
+        return graph
+
+    def has_knowledge(self) -> bool:
+        """Whether a guideline is loaded (a node typed gk:Guideline)."""
+        return self.ask(f"ASK {{ ?g a <{GK.Guideline}> }}")
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def remote_endpoints(url: str, data_url: str | None = None) -> tuple[str, str]:
+    """The query and Graph Store endpoints of a server URL (defaults follow Oxigraph's /query and /store)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise InputError(f"--store {url!r}: expected an http(s) URL of a SPARQL query endpoint")
+    base = url.rstrip("/")
+    if parts.path in ("", "/"):
+        return base + "/query", data_url or base + "/store"
+    if data_url is None and base.endswith("/query"):
+        data_url = base[: -len("/query")] + "/store"
+    if data_url is None:
+        raise InputError(f"--store {url}: give the Graph Store Protocol endpoint with --store-data "
+                         "(only Oxigraph's .../query -> .../store is known)")
+    return base, data_url
+
+
+def open_store(url: str | None = None, data_url: str | None = None, timeout: float = 60.0
+               ) -> "EmbeddedStore | RemoteStore":
+    """The embedded store, or the SPARQL server at ``url`` when one is given."""
+    return EmbeddedStore() if url is None else RemoteStore(url, data_url, timeout)
