@@ -17,12 +17,12 @@ install: $(STAMP)
 ## main job on the embedded default store
 run: $(STAMP)
 	$(BIN)/guideline-kg build --out build
-	$(BIN)/guideline-kg recommend kg/cases --applicable-only > build/example-cases-report.txt
-	$(BIN)/guideline-kg recommend kg/cases --format json > build/example-cases.json
-	$(BIN)/guideline-kg recommend kg/cases --summary
+	$(BIN)/guideline-kg recommend guidelines/plbp/cases --applicable-only > build/example-cases-report.txt
+	$(BIN)/guideline-kg recommend guidelines/plbp/cases --format json > build/example-cases.json
+	$(BIN)/guideline-kg recommend guidelines/plbp/cases --summary
 	$(BIN)/guideline-kg render --format svg --out build/algorithm.svg
 	$(BIN)/guideline-kg render --format png --out build/algorithm.png
-	$(BIN)/guideline-kg render --case kg/cases/c04-urgent-deficit.ttl --format png --out build/algorithm-c04.png
+	$(BIN)/guideline-kg render --case guidelines/plbp/cases/c04-urgent-deficit.ttl --format png --out build/algorithm-c04.png
 	@echo "full report: build/example-cases-report.txt; JSON: build/example-cases.json"
 
 ## the whole test suite
@@ -35,15 +35,15 @@ export: $(STAMP)
 	$(BIN)/guideline-kg export --format rdfxml --out build/export/guideline-kg.rdf
 	$(BIN)/guideline-kg export --format jsonld --out build/export/guideline-kg.jsonld
 	$(BIN)/guideline-kg export --format csv --out build/export/csv
-	$(BIN)/guideline-kg export --format careplan --case kg/cases --out build/export/careplans
+	$(BIN)/guideline-kg export --format careplan --case guidelines/plbp/cases --out build/export/careplans
 
 ## validate the guideline graph (shapes, consistency analysis) and the example cases
 validate: $(STAMP)
-	$(BIN)/guideline-kg validate kg/cases/
+	$(BIN)/guideline-kg validate guidelines/plbp/cases/
 
 ## a read-only SPARQL endpoint, query page and CDS Hooks service on http://127.0.0.1:8000
 serve: $(STAMP)
-	$(BIN)/guideline-kg serve kg/cases
+	$(BIN)/guideline-kg serve guidelines/plbp/cases
 
 ## regenerate the ontology reference (run after editing ontology/)
 reference: $(STAMP)

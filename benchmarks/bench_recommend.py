@@ -19,7 +19,7 @@ from guideline_kg.knowledge.graph import load_knowledge  # noqa: E402
 from guideline_kg.core.project import Project  # noqa: E402
 from timing import median_seconds  # noqa: E402
 
-CASE = ROOT / "kg" / "cases" / "c06-opioid-no-relief.ttl"
+CASE = ROOT / "guidelines" / "plbp" / "cases" / "c06-opioid-no-relief.ttl"
 CLI = ROOT / ".venv" / "bin" / "guideline-kg"
 
 

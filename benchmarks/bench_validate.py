@@ -20,7 +20,7 @@ from guideline_kg.checks.validate import (check_queries, contradiction_findings,
                                    run_shapes, validate_case)
 from timing import median_seconds  # noqa: E402
 
-CASE = ROOT / "kg" / "cases" / "c06-opioid-no-relief.ttl"
+CASE = ROOT / "guidelines" / "plbp" / "cases" / "c06-opioid-no-relief.ttl"
 
 
 def main() -> None:

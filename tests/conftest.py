@@ -85,7 +85,7 @@ def expected_lines() -> dict[int, tuple[str, list[int]]]:
 
 @pytest.fixture(scope="session")
 def mini_project() -> Project:
-    """The tiny second guideline: its own kg/ folder, the shared ontology and queries of this checkout."""
+    """The tiny second guideline: its own guidelines/plbp/ folder, the shared ontology and queries of this checkout."""
     return Project.at(REPO, kg=MINI_HOME / "kg")
 
 

@@ -159,8 +159,8 @@ def _verified_codes() -> set[tuple[str, str]]:
 
 
 def _shipped_rdf() -> list[Path]:
-    files = sorted((REPO / "ontology").rglob("*.ttl")) + sorted((REPO / "kg").rglob("*.ttl"))
-    return files + sorted((REPO / "kg").rglob("*.jsonld"))
+    files = sorted((REPO / "ontology").rglob("*.ttl")) + sorted((REPO / "guidelines" / "plbp").rglob("*.ttl"))
+    return files + sorted((REPO / "guidelines" / "plbp").rglob("*.jsonld"))
 
 
 def _codes_in_json(data: object) -> list[tuple[str, str]]:
@@ -178,7 +178,7 @@ def _codes_in_json(data: object) -> list[tuple[str, str]]:
 
 
 def used_codes() -> dict[tuple[str, str], str]:
-    """Every code of a known code system used in kg/ and ontology/, with the file that uses it."""
+    """Every code of a known code system used in guidelines/plbp/ and ontology/, with the file that uses it."""
     used: dict[tuple[str, str], str] = {}
     for path in _shipped_rdf():
         graph = read_graph(path)
@@ -188,7 +188,7 @@ def used_codes() -> dict[tuple[str, str], str]:
                     used[(system, str(term)[len(system) + 1:])] = path.name
         for code in graph.objects(None, GK.medicationCode):
             used[(RXNORM, str(code))] = path.name
-    for path in sorted((REPO / "kg").rglob("*.json")):
+    for path in sorted((REPO / "guidelines" / "plbp").rglob("*.json")):
         if not path.name.endswith(".expected.json"):
             for key in _codes_in_json(json.loads(path.read_text(encoding="utf-8"))):
                 used[key] = path.name
@@ -202,7 +202,7 @@ def test_terminology_codes_are_all_verified() -> None:
     assert unverified == []
 
 
-@pytest.mark.parametrize("folder", ["ontology", "kg", "shapes", "queries"])
+@pytest.mark.parametrize("folder", ["ontology", "guidelines/plbp", "shapes", "queries"])
 def test_no_example_org_in_shipped_data(folder: str) -> None:
     offenders = [str(p.relative_to(REPO)) for p in sorted((REPO / folder).rglob("*"))
                  if p.is_file() and "example.org" in p.read_text(encoding="utf-8", errors="replace").lower()]

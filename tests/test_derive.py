@@ -152,7 +152,7 @@ def test_results_graph_links_result_to_case_statement_population_and_facts(evalu
 
 
 def test_second_guideline_changes_nothing_in_code(tmp_path) -> None:
-    """A changed threshold in the data changes the result: the logic lives in kg/definitions.ttl."""
+    """A changed threshold in the data changes the result: the logic lives in guidelines/plbp/definitions.ttl."""
     import shutil
 
     kg = tmp_path / "kg"

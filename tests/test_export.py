@@ -243,7 +243,7 @@ def test_command_careplan_for_several_cases_is_a_collection_bundle(capsys) -> No
 
 @pytest.mark.parametrize("argv, message", [
     (["--format", "careplan"], "needs --case"),
-    (["--format", "turtle", "--case", "kg/cases"], "--case applies to"),
+    (["--format", "turtle", "--case", "guidelines/plbp/cases"], "--case applies to"),
     (["--format", "csv"], "give --out DIR"),
     (["--format", "turtle", "--jsonld-context", "https://w3id.org/x"], "jsonld only"),
 ])

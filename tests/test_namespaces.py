@@ -28,7 +28,7 @@ def test_namespaces_are_stable_w3id_iris() -> None:
     assert str(PLBP) == "https://w3id.org/guideline-kg/plbp/"
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "ontology").glob("*.ttl")) + sorted((REPO / "kg").glob("*.ttl")),
+@pytest.mark.parametrize("path", sorted((REPO / "ontology").glob("*.ttl")) + sorted((REPO / "guidelines" / "plbp").glob("*.ttl")),
                          ids=lambda p: p.name)
 def test_turtle_prefixes_agree_with_the_module(path) -> None:
     declared = dict(re.findall(r"@prefix\s+([\w-]*):\s*<([^>]*)>", path.read_text(encoding="utf-8")))

@@ -21,7 +21,7 @@ from guideline_kg.core.project import Project
 from guideline_kg.outputs.render import _label, case_view, render, to_mermaid
 
 ROOT = Path(__file__).resolve().parents[1]
-CASES = ROOT / "kg" / "cases"
+CASES = ROOT / "guidelines" / "plbp" / "cases"
 VIEW_CASES = ["c04-urgent-deficit", "c11-refractory-with-target", "c15-first-line-effective",
               "c02-out-of-scope-discectomy"]
 

@@ -33,7 +33,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
-    """`guideline-kg serve kg/cases` on a free port with a 2 s time limit and 2000 results at most."""
+    """`guideline-kg serve guidelines/plbp/cases` on a free port with a 2 s time limit and 2000 results at most."""
     port = free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     exe = Path(sys.executable).with_name("guideline-kg")

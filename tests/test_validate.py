@@ -167,7 +167,7 @@ def test_guideline_shape_finding_carries_source_line(guideline_shapes: Graph, on
 
 # ------------------------------------------------------------------ case shapes: example cases valid, invalid folder
 
-EXAMPLE_CASES = sorted(p for p in (ROOT / "kg" / "cases").iterdir() if p.suffix in (".ttl", ".jsonld"))
+EXAMPLE_CASES = sorted(p for p in (ROOT / "guidelines" / "plbp" / "cases").iterdir() if p.suffix in (".ttl", ".jsonld"))
 
 
 @pytest.mark.parametrize("path", EXAMPLE_CASES, ids=[p.name for p in EXAMPLE_CASES])
@@ -385,8 +385,8 @@ def _digest(paths: list[Path]) -> list[str]:
 
 
 def test_command_json_invalid_case_exit_1_inputs_unchanged(capsys, project: Project) -> None:
-    inputs = [INVALID / "age-out-of-range.ttl", ROOT / "kg" / "cases" / "c06-opioid-no-relief.ttl"]
-    before = _digest(inputs + sorted((ROOT / "kg").glob("*.ttl")) + shape_files(project))
+    inputs = [INVALID / "age-out-of-range.ttl", ROOT / "guidelines" / "plbp" / "cases" / "c06-opioid-no-relief.ttl"]
+    before = _digest(inputs + sorted((ROOT / "guidelines" / "plbp").glob("*.ttl")) + shape_files(project))
     code = main(["validate", "--no-reasoner", "--format", "json", *map(str, inputs)])
     doc = json.loads(capsys.readouterr().out)
     assert code == 1 and doc["conforms"] is False
@@ -395,7 +395,7 @@ def test_command_json_invalid_case_exit_1_inputs_unchanged(capsys, project: Proj
     assert {(f["kind"], f["focus"]) for f in doc["findings"] if f["severity"] == "Violation"} == {("shape", "case:inv01")}
     assert {"kind": "case-conflict", "severity": "Warning", "focus": "case:c06", "source_lines": [16, 19]}.items() \
         <= next(f for f in doc["findings"] if f["kind"] == "case-conflict").items()
-    assert _digest(inputs + sorted((ROOT / "kg").glob("*.ttl")) + shape_files(project)) == before
+    assert _digest(inputs + sorted((ROOT / "guidelines" / "plbp").glob("*.ttl")) + shape_files(project)) == before
 
 
 def test_command_text_groups_by_severity(capsys) -> None:

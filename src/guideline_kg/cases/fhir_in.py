@@ -1,4 +1,4 @@
-"""FHIR R4 Bundles in: generic machinery that applies the mapping rules of kg/mappings/ to make a patient case.
+"""FHIR R4 Bundles in: generic machinery that applies the mapping rules of guidelines/plbp/mappings/ to make a patient case.
 
 Which resource types, codes and ontology terms make which case facts is data: ``fhir-case-mapping.json`` (the
 rules) and the SSSOM mapping set it names (codes to terms). Nothing clinical is written here.
@@ -25,7 +25,7 @@ from guideline_kg.core.project import Project
 
 __all__ = ["MappingRules", "load_rules", "read_sssom", "is_fhir_bundle", "bundle_to_case", "RULES_FILE"]
 
-#: The rules file, relative to the project's kg/ folder.
+#: The rules file, relative to the project's guidelines/plbp/ folder.
 RULES_FILE = Path("mappings") / "fhir-case-mapping.json"
 
 _DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(T[0-9:.]+(Z|[+-]\d{2}:\d{2})?)?$")

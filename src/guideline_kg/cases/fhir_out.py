@@ -1,4 +1,4 @@
-"""Case facts out as a FHIR R4 Bundle: the mapping rules of kg/mappings/ read in reverse.
+"""Case facts out as a FHIR R4 Bundle: the mapping rules of guidelines/plbp/mappings/ read in reverse.
 
 The inverse of :func:`fhir_in.bundle_to_case`. Which resource type, code path, value path and code carry a fact
 is read from ``fhir-case-mapping.json`` and the SSSOM set (a term's code is a row whose predicate the rules

@@ -1,8 +1,8 @@
 """Synthetic patient cohorts for population-scale runs: generated record by record, written as they are made.
 
-Every distribution and rate comes from a profile file (``kg/cohort-profile.json`` by default): the numbers are
+Every distribution and rate comes from a profile file (``guidelines/plbp/cohort-profile.json`` by default): the numbers are
 synthetic-data parameters, not clinical rules; the guideline's own thresholds live only in
-``kg/definitions.ttl``. The records use the case vocabulary of ``ontology/guideline-kg.ttl`` exactly as the
+``guidelines/plbp/definitions.ttl``. The records use the case vocabulary of ``ontology/guideline-kg.ttl`` exactly as the
 example cases do. Each record starts with a marker comment ``# case <name>`` so that readers can cut a file
 into shards of whole cases (:mod:`cohort_io`). A record is a list of triples whose terms are CURIEs
 (``gk:Patient``, ``case:x-p0000001``) or literals ``(lexical, datatype CURIE)``.

@@ -1,4 +1,4 @@
-"""Where a guideline project's data lives: ontology/, kg/, shapes/, queries/ and kg/cases/."""
+"""Where a guideline project's data lives: ontology/, shapes/, queries/ and the guideline package (default guidelines/plbp/)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ class Project:
            queries: Path | str | None = None) -> "Project":
         """The project rooted at ``home`` (default: :func:`default_home`), with optional folder overrides."""
         root = Path(home).resolve() if home else default_home()
-        kg_dir = Path(kg).resolve() if kg else root / "kg"
+        kg_dir = Path(kg).resolve() if kg else root / "guidelines" / "plbp"
         return cls(
             home=root,
             ontology_dir=Path(ontology).resolve() if ontology else root / "ontology",

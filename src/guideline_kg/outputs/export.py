@@ -38,7 +38,7 @@ RDF_FORMATS: dict[str, tuple[str, str]] = {
     "rdfxml": ("xml", ".rdf"),
     "jsonld": ("json-ld", ".jsonld"),
 }
-#: The published JSON-LD context, relative to the project's kg/ folder.
+#: The published JSON-LD context, relative to the project's guidelines/plbp/ folder.
 CONTEXT_FILE = "context.jsonld"
 
 
@@ -62,7 +62,7 @@ def export_graph(knowledge: Graph, project: Project) -> Graph:
 
 
 def jsonld_context(project: Project) -> dict[str, Any]:
-    """The committed JSON-LD context (``kg/context.jsonld``), its ``@context`` object."""
+    """The committed JSON-LD context (``guidelines/plbp/context.jsonld``), its ``@context`` object."""
     path = project.kg_dir / CONTEXT_FILE
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -80,7 +80,7 @@ def rdf_export(knowledge: Graph, project: Project, fmt: str, context_url: str | 
     """The knowledge graph in one RDF syntax (``turtle``, ``ntriples``, ``rdfxml``, ``jsonld``).
 
     JSON-LD is compacted with the committed context; the document embeds it, or, given ``context_url``,
-    refers to it by that URL (the published copy of ``kg/context.jsonld``).
+    refers to it by that URL (the published copy of ``guidelines/plbp/context.jsonld``).
     """
     if fmt not in RDF_FORMATS:
         raise InputError(f"unknown RDF export format {fmt!r} (expected one of {', '.join(RDF_FORMATS)})")

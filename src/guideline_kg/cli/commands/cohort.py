@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     csub = p.add_subparsers(dest="cohort_command", metavar="ACTION")
     g = csub.add_parser("generate", help="write a synthetic cohort (streamed; deterministic for a seed)",
                         description="Write N synthetic cases drawn from the cohort profile (distributions and rates "
-                                    "of synthetic data, kg/cohort-profile.json). Exit 0 written, 2 bad input.")
+                                    "of synthetic data, guidelines/plbp/cohort-profile.json). Exit 0 written, 2 bad input.")
     g.add_argument("--n", type=int, required=True, help="number of cases")
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g.add_argument("--format", choices=FORMATS, default="turtle")
@@ -91,7 +91,7 @@ def run_generate(args: argparse.Namespace) -> int:
          f"to {args.out}")
     lost = counts.get("unexpressed") or {}
     if lost:
-        note(f"{sum(lost.values())} facts have no FHIR form under kg/mappings/fhir-case-mapping.json and are not in "
+        note(f"{sum(lost.values())} facts have no FHIR form under guidelines/plbp/mappings/fhir-case-mapping.json and are not in "
              "the Bundles (docs/cohort.md, FHIR NDJSON): "
              + ", ".join(f"{p.rsplit('#', 1)[-1].rsplit('/', 1)[-1]} {n}" for p, n in sorted(lost.items())))
     return EXIT_OK

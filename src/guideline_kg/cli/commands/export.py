@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="case file or folder (careplan, cds-cards); repeatable")
     p.add_argument("--out", type=Path, metavar="FILE|DIR", help="output file (or folder) instead of stdout")
     p.add_argument("--jsonld-context", metavar="URL",
-                   help="jsonld: refer to the context by this URL instead of embedding kg/context.jsonld")
+                   help="jsonld: refer to the context by this URL instead of embedding guidelines/plbp/context.jsonld")
     p.add_argument("--reasoner", choices=["fast", "hermit"], default="fast",
                    help="careplan, cds-cards: derivation path (default fast)")
     p.set_defaults(handler=run)
