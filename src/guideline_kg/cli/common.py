@@ -7,11 +7,11 @@ import json
 import sys
 from typing import Any
 
-from guideline_kg.checks.validate import validate_case
+from guideline_kg.checks.gate import GateResult
 from guideline_kg.core.project import Project
 from guideline_kg.store.stores import open_store
 
-__all__ = ["emit", "emit_json", "note", "project_of", "split_valid_cases", "add_store_arguments", "store_of"]
+__all__ = ["emit", "emit_json", "note", "project_of", "report_gate", "add_store_arguments", "store_of"]
 
 
 def emit(text: str) -> None:
@@ -29,22 +29,17 @@ def emit_json(data: Any) -> None:
     emit(json.dumps(data, indent=2, ensure_ascii=False))
 
 
-def split_valid_cases(cases: list, project: Project, consequence: str) -> tuple[list, list]:
-    """Validate each case against the case shapes (compiled engine); report its notes and, for an invalid
-    case, its violations on stderr (``consequence`` says what the case does not get). Returns (valid, invalid)."""
-    valid, invalid = [], []
-    for case in cases:
-        for n in case.notes:
-            note(f"{case.name}: {n}")
-        violations = [f for f in validate_case(case.graph, project, engine="compiled") if f.severity == "Violation"]
-        if violations:
-            invalid.append(case)
-            note(f"{case.name}: INVALID case, {consequence}:")
-            for f in violations:
-                note(f"  - {f.focus}: {f.message}")
-        else:
-            valid.append(case)
-    return valid, invalid
+def report_gate(results: list[GateResult], consequence: str) -> list[GateResult]:
+    """Write each case's reader notes and, for each case the gate refused, its file and every violation on
+    stderr (``consequence`` says what the case does not get). Returns the invalid ones."""
+    for r in results:
+        for n in r.notes:
+            note(f"{r.name}: {n}")
+    invalid = [r for r in results if not r.valid]
+    for r in invalid:
+        for line in r.report(consequence):
+            note(line)
+    return invalid
 
 
 def project_of(args: argparse.Namespace) -> Project:

@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from guideline_kg.cli.common import emit, note, project_of, split_valid_cases
+from guideline_kg.checks.gate import Gate
+from guideline_kg.cli.common import emit, note, project_of, report_gate
 from guideline_kg.core.errors import EXIT_FAILED, EXIT_OK, InputError
 from guideline_kg.outputs.export import RDF_FORMATS, csv_tables, rdf_export, write_text
 from guideline_kg.knowledge.graph import load_knowledge
@@ -74,15 +75,11 @@ def _valid(resource: dict[str, Any]) -> list[str]:
 
 
 def _cases(args: argparse.Namespace, project: Project, knowledge: Any) -> tuple[list[Any], list[str]]:
-    """Derive each case that passes the case shapes; the names of those that do not."""
-    from guideline_kg.cases.reader import load_cases
-    from guideline_kg.reasoning.derive import Evaluator
-
-    cases = load_cases(args.case)
-    valid, invalid_cases = split_valid_cases(cases, project, "nothing exported for it")
-    invalid = [c.name for c in invalid_cases]
-    evaluator = Evaluator(knowledge, project)
-    return [evaluator.evaluate(c, args.reasoner) for c in valid], invalid
+    """Each case through the gate: the derivations of the valid ones; the names of the invalid ones (their
+    files and violations are reported on stderr)."""
+    gated = Gate(knowledge, project).read(args.case, reasoner=args.reasoner)
+    invalid = report_gate(gated, "nothing exported for it")
+    return [g.result for g in gated if g.result is not None], [g.name for g in invalid]
 
 
 def _outputs(args: argparse.Namespace, project: Project) -> tuple[dict[str, str], list[str]]:

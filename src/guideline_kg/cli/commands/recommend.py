@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from guideline_kg.cases.reader import load_cases
-from guideline_kg.cli.common import add_store_arguments, emit, emit_json, project_of, split_valid_cases, store_of
-from guideline_kg.reasoning.derive import Evaluator, results_graph
+from guideline_kg.checks.gate import Gate
+from guideline_kg.cli.common import add_store_arguments, emit, emit_json, project_of, report_gate, store_of
+from guideline_kg.reasoning.derive import results_graph
 from guideline_kg.core.errors import EXIT_FAILED, EXIT_OK
 from guideline_kg.knowledge.graph import load_knowledge
 from guideline_kg.outputs.report import json_report, summary_table, text_report
@@ -32,35 +32,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     project = project_of(args)
     knowledge = load_knowledge(project)
-    cases = load_cases(args.cases)
-    valid, invalid = split_valid_cases(cases, project, "no recommendations")
-    evaluator = Evaluator(knowledge, project)
-    if args.store:
-        results = _on_store(args, knowledge, evaluator, valid)
-    else:
-        results = [evaluator.evaluate(c, args.reasoner) for c in valid]
+    gate = Gate(knowledge, project)
+    gated = gate.read(args.cases, reasoner=args.reasoner, store=store_of(args) if args.store else None)
+    invalid = report_gate(gated, "no recommendations")
+    results = [g.result for g in gated if g.result is not None]
     if args.format == "json":
-        doc = json_report(evaluator, results)
-        doc["invalid_cases"] = [c.name for c in invalid]
+        doc = json_report(gate.evaluator, results)
+        doc["invalid_cases"] = [g.to_json() for g in invalid]
         emit_json(doc)
     elif args.format == "turtle":
         emit(results_graph(results, knowledge).serialize(format="turtle"))
     elif args.summary:
         emit(summary_table(results))
     else:
-        emit(text_report(evaluator, results, show_all=not args.applicable_only))
+        emit(text_report(gate.evaluator, results, show_all=not args.applicable_only))
     return EXIT_FAILED if invalid else EXIT_OK
-
-
-def _on_store(args: argparse.Namespace, knowledge, evaluator: Evaluator, cases: list) -> list:
-    """The fast path evaluated by the SPARQL server of --store, after loading the cases into it."""
-    from guideline_kg.core.errors import InputError
-
-    if args.reasoner != "fast":
-        raise InputError("--store runs the fast path (SPARQL); --reasoner hermit runs only in-process")
-    store = store_of(args)
-    if not store.has_knowledge():
-        store.add_graph(knowledge)
-    for case in cases:
-        store.add_graph(case.graph)
-    return list(evaluator.evaluate_store(store, [c.patient for c in cases], {c.patient: c.name for c in cases}))

@@ -1,0 +1,285 @@
+"""The one gate every patient case passes: read, validate against the case shapes, and only then derive.
+
+Every entry point that touches a case (``recommend``, ``validate``, ``render --case``, ``query``, ``serve`` and
+its CDS Hooks service, ``export careplan|cds-cards``, ``cohort evaluate``) goes through this module, so "invalid"
+means one thing everywhere:
+
+- **read** by the one reader (:func:`guideline_kg.cases.reader.load_cases`; a FHIR Bundle that arrives over HTTP
+  by :func:`guideline_kg.cases.fhir_in.bundle_to_case`, the function the reader uses for ``*.fhir.json`` files);
+  a file that cannot be read is an :class:`InputError` (exit 2) before anything is validated;
+- **validated** by the case shapes (:func:`case_shapes`: the project's ``case*-shapes.ttl``) compiled to SPARQL
+  (:mod:`guideline_kg.compile.shacl2sparql`) and run on an embedded store holding the case and the class
+  hierarchy of the knowledge graph; a case is **invalid** when one result has the severity
+  :data:`INVALID_SEVERITY` (``sh:Violation``); warnings are reported and do not stop the case;
+- **derived** (:class:`guideline_kg.reasoning.derive.Evaluator`) only when it is valid.
+
+The answer is one :class:`GateResult` per case: valid (the derivation result, the reader's notes, the warnings)
+or invalid (its violations, each with focus node, path, value, message and source shape, and *no* derivation:
+an invalid result holds neither the case's graph nor a result, so nothing downstream can draw one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import pyoxigraph as ox
+from rdflib import BNode, Graph, URIRef
+
+from guideline_kg.cases import fhir_in
+from guideline_kg.cases.model import Case
+from guideline_kg.cases.reader import load_cases
+from guideline_kg.checks.validate import CASE_SHAPES_PREFIX, load_shapes
+from guideline_kg.compile.shacl2sparql import CompiledConstraint, ShapeResult, compile_shapes, hierarchy_context, \
+    run_constraints
+from guideline_kg.core.errors import InputError
+from guideline_kg.core.findings import SEVERITIES, Finding
+from guideline_kg.core.namespaces import SH, bind_prefixes
+from guideline_kg.core.project import Project
+from guideline_kg.reasoning.derive import CaseResult, Evaluator
+from guideline_kg.store.stores import Store, graph_to_ntriples
+
+__all__ = ["INVALID_SEVERITY", "is_invalid", "case_shapes", "CaseShapes", "Violation", "GateResult", "Gate",
+           "gate"]
+
+#: The severity that makes a case invalid (no derivation). Warnings and infos are reported and do not block.
+INVALID_SEVERITY = "Violation"
+
+
+def is_invalid(severity: str) -> bool:
+    """Whether a shape result of this severity makes its case invalid: the one rule of every entry point."""
+    return severity == INVALID_SEVERITY
+
+
+def case_shapes(project: Project) -> Graph:
+    """The case shapes of the project (every ``case*-shapes.ttl`` of its shapes folder) in one graph."""
+    return load_shapes(project, CASE_SHAPES_PREFIX)
+
+
+_NAMES = bind_prefixes(Graph())
+
+
+def _short(iri: str | None) -> str:
+    """An IRI as a prefixed name where a project prefix fits; blank nodes and other terms as given."""
+    if not iri:
+        return ""
+    if iri.startswith("_:") or "://" not in iri and not iri.startswith("urn:"):
+        return iri
+    try:
+        return _NAMES.namespace_manager.normalizeUri(URIRef(iri))
+    except Exception:  # an IRI that cannot be shortened
+        return f"<{iri}>"
+
+
+def _value_text(value: str | None) -> str | None:
+    """A value as the store gives it (N-Triples term) in the form people read: a literal's lexical form, a
+    prefixed name for an IRI."""
+    if value is None:
+        return None
+    if value.startswith("<") and value.endswith(">"):
+        return _short(value[1:-1])
+    if value.startswith('"'):
+        end = value.rfind('"')
+        return value[1:end] if end > 0 else value
+    return value
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One result of the case shapes on a case: focus node, path, value, message, source shape, severity."""
+
+    focus: str  #: the focus node (IRI, or ``_:id`` for a blank node)
+    path: str | None  #: the property (IRI) the constraint is on, if any
+    value: str | None  #: the offending value (N-Triples term), if any
+    message: str  #: the shape's ``sh:message``
+    shape: str  #: the source shape: the named node shape (its property shapes are blank nodes)
+    severity: str  #: Violation | Warning | Info
+    component: str = ""  #: the SHACL constraint component
+
+    def same_defect(self, other: "Violation") -> bool:
+        """The same defect reported by two constraint components of one shape (datatype and range)."""
+        return (self.focus, self.path, self.value, self.message, self.shape, self.severity) == \
+            (other.focus, other.path, other.value, other.message, other.shape, other.severity)
+
+    def text(self) -> str:
+        """One line for people: ``focus path = value: message [shape]``."""
+        where = _short(self.focus) + (f" {_short(self.path)}" if self.path else "")
+        value = _value_text(self.value)
+        return f"{where}{f' = {value}' if value is not None else ''}: {self.message} [{_short(self.shape)}]"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"severity": self.severity, "focus": _short(self.focus), "path": _short(self.path) or None,
+                "value": _value_text(self.value), "message": self.message, "shape": _short(self.shape)}
+
+    def finding(self, source: str | None = None) -> Finding:
+        """The violation as a :class:`Finding` of kind ``shape`` (the ``validate`` report), its message in the
+        form pySHACL's findings have: ``path: message (value: v)``."""
+        text = f"{_short(self.path)}: {self.message}" if self.path else self.message
+        value = _value_text(self.value)
+        if value is not None and not (self.value or "").startswith("_:"):
+            text += f" (value: {value})"
+        severity = self.severity if self.severity in SEVERITIES else INVALID_SEVERITY
+        return Finding("shape", severity, text, focus=_short(self.focus), source=source)
+
+
+@dataclass
+class CaseShapes:
+    """The case shapes compiled once: the SPARQL of each constraint, the class hierarchy the class tests need
+    (N-Triples), and the named node shape of each blank-node property shape (to name the source shape)."""
+
+    constraints: list[CompiledConstraint]
+    context: bytes
+    owners: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, knowledge: Graph, project: Project) -> "CaseShapes":
+        shapes = case_shapes(project)
+        owners = {f"_:{part}": str(shape) for link in (SH.property, SH.sparql)
+                  for shape, part in shapes.subject_objects(link)
+                  if isinstance(part, BNode) and isinstance(shape, URIRef)}
+        return cls(compile_shapes(shapes), graph_to_ntriples(hierarchy_context(knowledge)), owners)
+
+    def run(self, store: Any, workers: int = 1) -> list[ShapeResult]:
+        """Every result of the compiled constraints on ``store`` (a pyoxigraph store holding the context)."""
+        return run_constraints(store, self.constraints, workers=workers)
+
+    def violation(self, r: ShapeResult) -> Violation:
+        return Violation(r.focus, r.path, r.value, r.message, self.owners.get(r.shape, r.shape), r.severity,
+                         r.component)
+
+
+@dataclass
+class GateResult:
+    """What the gate says about one case. Valid: ``result`` (the derivation, unless it was not asked for) and
+    ``case``. Invalid: ``violations``, and neither ``case`` nor ``result``."""
+
+    name: str
+    source: Path | None
+    notes: list[str] = field(default_factory=list)
+    violations: list[Violation] = field(default_factory=list)
+    warnings: list[Violation] = field(default_factory=list)
+    case: Case | None = None
+    result: CaseResult | None = None
+
+    @property
+    def valid(self) -> bool:
+        return not self.violations
+
+    @property
+    def where(self) -> str:
+        """The case file (or, for a case that came without one, its name)."""
+        return str(self.source) if self.source is not None else self.name
+
+    def label(self) -> str:
+        """``file`` or ``file#case`` (a file holding several patients)."""
+        if self.source is None:
+            return self.name
+        return self.where + (f" (case {self.name})" if "#" in self.name else "")
+
+    def report(self, consequence: str) -> list[str]:
+        """The lines for people about an invalid case: the file, what it does not get, each violation."""
+        n = len(self.violations)
+        return [f"{self.label()}: INVALID case, {consequence} ({n} violation{'s' if n != 1 else ''} "
+                "of the case shapes):"] + [f"  - {v.text()}" for v in self.violations]
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"case", "file", "valid", "violations"}`` (invalid) or ``{"case", "file", "valid"}`` (valid)."""
+        doc: dict[str, Any] = {"case": self.name, "file": str(self.source) if self.source else None,
+                               "valid": self.valid}
+        if not self.valid:
+            doc["violations"] = [v.to_json() for v in self.violations]
+        return doc
+
+    def findings(self) -> list[Finding]:
+        """Violations and warnings as ``shape`` findings naming the case file (for ``validate``)."""
+        return [v.finding(self.where) for v in self.violations + self.warnings]
+
+
+class Gate:
+    """Prepared once per knowledge graph (shapes compiled, derivation queries compiled on first use); lets any
+    number of cases through, one :class:`GateResult` each."""
+
+    def __init__(self, knowledge: Graph, project: Project, shapes: CaseShapes | None = None) -> None:
+        self.knowledge, self.project = knowledge, project
+        self.shapes = shapes or CaseShapes.of(knowledge, project)
+        self._evaluator: Evaluator | None = None
+        self._known = {str(s) for s in hierarchy_context(knowledge).subjects()}
+
+    @property
+    def evaluator(self) -> Evaluator:
+        """The derivation (made on first use: a command whose every case is invalid never compiles it)."""
+        if self._evaluator is None:
+            self._evaluator = Evaluator(self.knowledge, self.project)
+        return self._evaluator
+
+    # ------------------------------------------------------------ validate
+
+    def check(self, case: Case) -> tuple[list[Violation], list[Violation]]:
+        """The case shapes on one case: (violations, warnings and infos)."""
+        store = ox.Store()
+        store.bulk_load(self.shapes.context, format=ox.RdfFormat.N_TRIPLES)
+        store.bulk_load(graph_to_ntriples(case.graph), format=ox.RdfFormat.N_TRIPLES)
+        own = {str(s) for s in case.graph.subjects() if isinstance(s, URIRef)}
+        found: list[Violation] = []
+        for r in self.shapes.run(store):
+            # a result on a term of the knowledge graph the case does not describe is not the case's defect;
+            # blank nodes and the case's own nodes always count
+            if r.focus in self._known and r.focus not in own:
+                continue
+            v = self.shapes.violation(r)
+            # one defect, one result: an ill-typed value also fails the range checks of the same shape
+            if not any(v.same_defect(f) for f in found):
+                found.append(v)
+        found.sort(key=lambda v: (SEVERITIES.index(v.severity) if v.severity in SEVERITIES else 9, v.focus,
+                                  v.path or "", v.message))
+        return [v for v in found if is_invalid(v.severity)], [v for v in found if not is_invalid(v.severity)]
+
+    # ------------------------------------------------------------ the gate
+
+    def admit(self, cases: Iterable[Case], *, derive: bool = True, reasoner: str = "fast",
+              store: Store | None = None) -> list[GateResult]:
+        """Validate each case, then derive the valid ones (``derive``) on the chosen path; with ``store`` (a
+        SPARQL server) the valid cases are loaded there and derived in one batch on the fast path."""
+        out: list[GateResult] = []
+        for case in cases:
+            violations, warnings = self.check(case)
+            gated = GateResult(case.name, case.source, list(case.notes), violations, warnings)
+            if gated.valid:
+                gated.case = case
+            out.append(gated)
+        valid = [g for g in out if g.valid]
+        if not derive or not valid:
+            return out
+        if store is not None:
+            if reasoner != "fast":
+                raise InputError("--store runs the fast path (SPARQL); --reasoner hermit runs only in-process")
+            if not getattr(store, "has_knowledge", lambda: False)():
+                store.add_graph(self.knowledge)
+            for g in valid:
+                store.add_graph(g.case.graph)  # type: ignore[union-attr]
+            names = {g.case.patient: g.name for g in valid}  # type: ignore[union-attr]
+            by_patient = {r.patient: r for r in self.evaluator.evaluate_store(store, list(names), names)}
+            for g in valid:
+                g.result = by_patient.get(g.case.patient)  # type: ignore[union-attr]
+        else:
+            for g in valid:
+                g.result = self.evaluator.evaluate(g.case, reasoner)  # type: ignore[arg-type]
+        return out
+
+    def read(self, paths: Sequence[Path | str], **options: Any) -> list[GateResult]:
+        """Read the case files and folders (one reader; an unreadable file is an InputError before anything
+        is validated), then :meth:`admit` every case."""
+        return self.admit(load_cases([Path(p) for p in paths]), **options)
+
+    def bundle(self, bundle: dict[str, Any], name: str, **options: Any) -> GateResult:
+        """A FHIR R4 Bundle received in memory (CDS Hooks prefetch): mapped as the reader maps a
+        ``*.fhir.json`` file, then :meth:`admit`."""
+        return self.admit([fhir_in.bundle_to_case(bundle, name, project=self.project)], **options)[0]
+
+
+def gate(paths: Sequence[Path | str], knowledge: Graph, project: Project, *, derive: bool = True,
+         reasoner: str = "fast", store: Store | None = None) -> list[GateResult]:
+    """Read, validate, then derive: one :class:`GateResult` per case of the given files and folders."""
+    return Gate(knowledge, project).read(paths, derive=derive, reasoner=reasoner, store=store)
+
