@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import pyoxigraph as ox
-from rdflib import BNode, Graph, URIRef
+from rdflib import BNode, Graph, Literal, URIRef
+from rdflib.term import Node
+from rdflib.util import from_n3
 
 from guideline_kg.cases import fhir_in
 from guideline_kg.cases.model import Case
@@ -35,7 +37,7 @@ from guideline_kg.compile.shacl2sparql import CompiledConstraint, ShapeResult, c
     run_constraints
 from guideline_kg.core.errors import InputError
 from guideline_kg.core.findings import SEVERITIES, Finding
-from guideline_kg.core.namespaces import SH, bind_prefixes
+from guideline_kg.core.namespaces import DCTERMS, RDF, SH, bind_prefixes
 from guideline_kg.core.project import Project
 from guideline_kg.reasoning.derive import CaseResult, Evaluator
 from guideline_kg.store.stores import Store, graph_to_ntriples
@@ -83,6 +85,18 @@ def _value_text(value: str | None) -> str | None:
         end = value.rfind('"')
         return value[1:end] if end > 0 else value
     return value
+
+
+def _term(text: str, n3: bool = False) -> Node:
+    """A focus, shape or value string back as an RDF term (values come as N-Triples terms)."""
+    if text.startswith("_:"):
+        return BNode(text[2:])
+    if n3:
+        try:
+            return from_n3(text)  # type: ignore[no-any-return]
+        except Exception:  # not N-Triples: keep the text
+            return Literal(text)
+    return URIRef(text)
 
 
 @dataclass(frozen=True)
@@ -190,6 +204,31 @@ class GateResult:
         if not self.valid:
             doc["violations"] = [v.to_json() for v in self.violations]
         return doc
+
+    def shacl_report(self) -> Graph:
+        """The case's shape results as one ``sh:ValidationReport`` (focus node, path, value, source shape,
+        constraint component, severity, message)."""
+        out = bind_prefixes(Graph())
+        report = BNode()
+        out.add((report, RDF.type, SH.ValidationReport))
+        out.add((report, SH.conforms, Literal(self.valid)))
+        for v in self.violations + self.warnings:
+            node = BNode()
+            out.add((report, SH.result, node))
+            out.add((node, RDF.type, SH.ValidationResult))
+            out.add((node, SH.focusNode, _term(v.focus)))
+            out.add((node, SH.resultSeverity, SH[v.severity]))
+            out.add((node, SH.resultMessage, Literal(v.message, lang="en")))
+            out.add((node, SH.sourceShape, _term(v.shape)))
+            if v.component:
+                out.add((node, SH.sourceConstraintComponent, URIRef(v.component)))
+            if v.path:
+                out.add((node, SH.resultPath, URIRef(v.path)))
+            if v.value is not None:
+                out.add((node, SH.value, _term(v.value, n3=True)))
+            if self.source is not None:
+                out.add((node, DCTERMS.source, Literal(str(self.source))))
+        return out
 
     def findings(self) -> list[Finding]:
         """Violations and warnings as ``shape`` findings naming the case file (for ``validate``)."""

@@ -95,13 +95,14 @@ def _reach(graph: nx.DiGraph, edges: dict[tuple[str, str], str | None]) -> dict[
 
 
 def case_view(graph: nx.DiGraph, knowledge: Graph, project: Project, case: Case,
-              reasoner: str = "fast") -> CaseView:
-    """Derive ``case`` (derive.Evaluator) and lay the result over the algorithm graph."""
+              reasoner: str = "fast", *, evaluator: Any = None, result: Any = None) -> CaseView:
+    """Lay the derivation of ``case`` over the algorithm graph: ``result`` (a derive.CaseResult) and the
+    ``evaluator`` that made it, as the gate (checks.gate) gives them; without them, derive here."""
     from guideline_kg.reasoning.derive import Evaluator
     from guideline_kg.store.stores import EmbeddedStore
 
-    evaluator = Evaluator(knowledge, project)
-    result = evaluator.evaluate(case, reasoner=reasoner)
+    evaluator = evaluator or Evaluator(knowledge, project)
+    result = result or evaluator.evaluate(case, reasoner=reasoner)
     view = CaseView(case.name, result.in_scope, result.scope_reason, urgent=list(result.urgent))
     for r in result.results:
         sid = r.statement["id"]

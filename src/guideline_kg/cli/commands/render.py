@@ -6,8 +6,10 @@ import argparse
 from pathlib import Path
 
 from guideline_kg.knowledge.algorithm import build_graph
-from guideline_kg.cli.common import emit, note, project_of
-from guideline_kg.core.errors import EXIT_OK, InputError
+from guideline_kg.cases.reader import load_cases
+from guideline_kg.checks.gate import Gate
+from guideline_kg.cli.common import emit, note, project_of, report_gate
+from guideline_kg.core.errors import EXIT_FAILED, EXIT_OK, InputError
 from guideline_kg.knowledge.graph import guideline_iri, load_knowledge
 from guideline_kg.core.namespaces import DCTERMS
 from guideline_kg.outputs.render import FORMATS, case_view, render
@@ -22,7 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "top-down flowchart (Graphviz dot) or export it as DOT, Mermaid, GraphML or "
                                    "Cytoscape JSON. With --case, the patient's pathway is laid over it: applicable "
                                    "statements stand out, what does not apply is faded, undetermined ones are "
-                                   "marked, urgent ones are red. Exit 0 written, 2 unreadable input.")
+                                   "marked, urgent ones are red. A case that fails the case shapes gets its "
+                                   "violations and no drawing. Exit 0 written, 1 the case is invalid, 2 unreadable "
+                                   "input.")
     p.add_argument("--case", type=Path, metavar="CASE",
                    help="a patient case (Turtle, JSON-LD or FHIR R4 Bundle) whose pathway to show")
     p.add_argument("--format", choices=FORMATS, default="svg", help="output format (default: svg)")
@@ -45,16 +49,17 @@ def run(args: argparse.Namespace) -> int:
     if name is not None:
         title = f"{name}\ntreatment algorithm"
     if args.case is not None:
-        from guideline_kg.cases.reader import load_cases
-
+        gate = Gate(knowledge, project)
         cases = load_cases([args.case])
         if len(cases) != 1:
             raise InputError(f"expected one patient case, found {len(cases)}", path=str(args.case))
-        case = cases[0]
-        for n in case.notes:
-            note(f"{case.name}: {n}")
-        view = case_view(graph, knowledge, project, case, args.reasoner)
-        title = f"Pathway of case {case.name}"
+        [gated] = gate.admit(cases, reasoner=args.reasoner)
+        if report_gate([gated], "no pathway drawn, nothing written"):
+            return EXIT_FAILED
+        assert gated.case is not None and gated.result is not None
+        view = case_view(graph, knowledge, project, gated.case, args.reasoner, evaluator=gate.evaluator,
+                         result=gated.result)
+        title = f"Pathway of case {gated.name}"
         if not view.in_scope:
             title += f" (OUTSIDE the guideline's population: {view.scope_reason})"
     data = render(graph, args.format, view, title)

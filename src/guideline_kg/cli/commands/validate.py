@@ -9,13 +9,15 @@ from pathlib import Path
 from rdflib import Graph
 
 from guideline_kg.cases.reader import Case, load_cases
-from guideline_kg.cli.common import emit, emit_json, note, project_of
+from guideline_kg.checks.gate import Gate
+from guideline_kg.cli.common import emit, emit_json, project_of, report_gate
 from guideline_kg.core.errors import EXIT_FAILED, EXIT_OK
 from guideline_kg.core.findings import SEVERITIES, Finding
 from guideline_kg.knowledge.graph import load_knowledge
 from guideline_kg.core.project import Project
 from guideline_kg.reasoning.hermit import run_hermit
-from guideline_kg.checks.validate import ValidationResult, case_report, check_case_results, report_graph, sort_findings, validate_knowledge
+from guideline_kg.checks.validate import ValidationResult, check_case_results, report_graph, sort_findings, validate_knowledge
+from guideline_kg.reasoning.derive import results_graph
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,22 +38,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _validate_cases(cases: list[Case], knowledge: Graph, project: Project) -> tuple[ValidationResult, int]:
-    """Case shapes on every case; each valid case is evaluated and its applicable statements checked."""
-    from guideline_kg.reasoning.derive import Evaluator, results_graph
-
+    """Every case through the gate (case shapes, then the fast path for a valid case); the applicable
+    statements of each valid case are checked for conflicts."""
     result = ValidationResult()
-    evaluator = None
-    for case in cases:
-        for n in case.notes:
-            note(f"{case.name}: {n}")
-        shapes = case_report(case.graph, project)
-        source = str(case.source) if case.source else case.name
-        shapes.findings = [replace(f, source=source) for f in shapes.findings]
-        result.extend(shapes)
-        if shapes.conforms:
-            evaluator = evaluator or Evaluator(knowledge, project)
-            derived = results_graph([evaluator.evaluate(case, "fast")], knowledge)
-            result.findings += [replace(f, source=source) for f in check_case_results(knowledge, derived, project)]
+    if not cases:
+        return result, 0
+    gated = Gate(knowledge, project).admit(cases)
+    report_gate(gated, "not evaluated")
+    for g in gated:
+        result.extend(ValidationResult(g.findings(), [g.shacl_report()]))
+        if g.result is not None:
+            derived = results_graph([g.result], knowledge)
+            result.findings += [replace(f, source=g.where) for f in check_case_results(knowledge, derived, project)]
     return result, len(cases)
 
 
