@@ -17,8 +17,9 @@ def load_knowledge(project: Project) -> Graph:
     files = project.knowledge_files()
     if not any(p.parent == project.ontology_dir for p in files):
         raise InputError("no ontology files (*.ttl) found", path=str(project.ontology_dir))
-    if not any(p.parent == project.kg_dir for p in files):
-        raise InputError("no content files (*.ttl) found", path=str(project.kg_dir))
+    if not project.parts("content"):
+        raise InputError("no content files (*.ttl) found (guideline.toml [parts] content)",
+                         path=project.manifest.where)
     return read_graphs(files, bind_prefixes(Graph()))
 
 
