@@ -180,7 +180,8 @@ INVALID_CASES = sorted(p for p in INVALID.iterdir() if not p.name.endswith(".exp
 
 
 def _expected(path: Path) -> dict:
-    return json.loads((INVALID / (path.name.rsplit(".", 1)[0] + ".expected.json")).read_text(encoding="utf-8"))
+    stem = path.name.removesuffix(".fhir.json") if path.name.endswith(".fhir.json") else path.name.rsplit(".", 1)[0]
+    return json.loads((INVALID / (stem + ".expected.json")).read_text(encoding="utf-8"))
 
 
 @pytest.mark.parametrize("path", INVALID_CASES, ids=[p.stem for p in INVALID_CASES])

@@ -1,5 +1,6 @@
 """The data a query runs on: the knowledge graph, patient cases, their derivation results and, on request,
-the reasoner's conclusions (inferred rdf:type of the cases' individuals); loaded into any store."""
+the reasoner's conclusions (inferred rdf:type of the cases' individuals); loaded into any store. Cases come
+through the gate (:mod:`guideline_kg.checks.gate`): an invalid case contributes nothing."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ from pathlib import Path
 from rdflib import Graph, URIRef
 from rdflib.namespace import OWL, RDF, RDFS
 
-from guideline_kg.cases.reader import Case, load_cases
+from guideline_kg.cases.reader import Case
+from guideline_kg.checks.gate import Gate, GateResult
 from guideline_kg.core.errors import InputError
 from guideline_kg.knowledge.graph import load_knowledge
 from guideline_kg.core.namespaces import bind_prefixes
 from guideline_kg.core.project import Project
+from guideline_kg.reasoning.derive import results_graph
 from guideline_kg.store.stores import Store
 
 __all__ = ["QueryData", "query_data", "individuals", "inferred_types", "load_into"]
@@ -32,6 +35,7 @@ class QueryData:
     cases: list[Case] = field(default_factory=list)
     inferred: int = 0
     notes: list[str] = field(default_factory=list)
+    invalid: list[GateResult] = field(default_factory=list)  #: cases the gate refused (not in the data)
 
 
 def individuals(graph: Graph) -> list[URIRef]:
@@ -65,24 +69,28 @@ def inferred_types(knowledge: Graph, cases_graph: Graph) -> Graph:
 
 def query_data(project: Project, case_paths: list[Path] | None = None, *, results: bool = False,
                inferred: bool = False) -> QueryData:
-    """Knowledge + the given cases (+ the fast path's derivation results, + HermiT's inferred types)."""
+    """Knowledge + the given cases that pass the gate (checks.gate) (+ the fast path's derivation results,
+    + HermiT's inferred types). A case that fails the case shapes adds nothing (no fact, no result, no
+    inference): it is in ``invalid`` and its file and violations are in ``notes``."""
     knowledge = load_knowledge(project)
-    cases = load_cases(list(case_paths)) if case_paths else []
+    gated = Gate(knowledge, project).read(list(case_paths), derive=results) if case_paths else []
     extra = bind_prefixes(Graph())
-    notes = [f"{c.name}: {n}" for c in cases for n in c.notes]
+    notes = [f"{g.name}: {n}" for g in gated for n in g.notes]
+    invalid = [g for g in gated if not g.valid]
+    for g in invalid:
+        notes += g.report("left out of the dataset (no facts, results or inferences)")
+    cases = [g.case for g in gated if g.case is not None]
     for case in cases:
         extra += case.graph
-    if results and cases:
-        from guideline_kg.reasoning.derive import Evaluator, results_graph
-
-        evaluator = Evaluator(knowledge, project)
-        extra += results_graph([evaluator.evaluate(c) for c in cases], knowledge)
+    derived = [g.result for g in gated if g.result is not None]
+    if derived:
+        extra += results_graph(derived, knowledge)
     count = 0
     if inferred:
         conclusions = inferred_types(knowledge, extra)
         extra += conclusions
         count = len(conclusions)
-    return QueryData(knowledge, extra, cases, count, notes)
+    return QueryData(knowledge, extra, cases, count, notes, invalid)
 
 
 def load_into(store: Store, data: QueryData, *, replace: bool = False) -> None:

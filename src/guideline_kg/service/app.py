@@ -20,6 +20,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from rdflib import Graph
 
 from guideline_kg.cases.reader import Case
+from guideline_kg.checks.gate import Gate, GateResult
 from guideline_kg.core.errors import InputError
 from guideline_kg.core.project import Project
 from guideline_kg.core.queries import NamedQuery, list_queries
@@ -27,12 +28,16 @@ from guideline_kg.store.results import MEDIA_TYPES, QueryResult, QueryTimeout, R
 from guideline_kg.service.page import PAGE as _PAGE
 from guideline_kg.store.stores import SparqlSyntaxError
 
-__all__ = ["ServerConfig", "create_app", "negotiate", "is_update", "CDS_SERVICE_ID"]
+__all__ = ["ServerConfig", "create_app", "negotiate", "is_update", "CDS_SERVICE_ID", "INVALID_CASE_STATUS"]
 
 log = logging.getLogger("guideline_kg.server")
 
 #: The id of the patient-view service (generic: the guideline's title is read from the graph).
 CDS_SERVICE_ID = "guideline-kg-patient-view"
+#: The answer to a CDS Hooks request whose prefetch bundle fails the case shapes: no cards, the violations in a
+#: JSON body. CDS Hooks 2.0 lets a service answer with a 4xx; 422 says the request was understood and its data
+#: refused, which a client can tell apart from "no card applies" (200, empty cards) and a malformed request (400).
+INVALID_CASE_STATUS = 422
 #: Formats offered for each kind of result; the first is the default for */*.
 OFFERS = {"solutions": ["json", "xml", "csv", "tsv"], "boolean": ["json", "xml", "csv", "tsv"],
           "graph": ["turtle", "nt", "jsonld", "rdfxml"]}
@@ -56,6 +61,7 @@ class ServerConfig:
     store_label: str = "embedded"
     cases: list[Case] = field(default_factory=list)
     triples: int = 0
+    invalid: list[GateResult] = field(default_factory=list)  #: cases the gate refused: listed, never served
 
 
 def is_update(text: str) -> bool:
@@ -117,7 +123,11 @@ def _page(config: ServerConfig, examples: list[NamedQuery]) -> str:
     title = html.escape(_guideline_title(config))
     return _PAGE.replace("{{TITLE}}", title).replace("{{OPTIONS}}", options).replace("{{EXAMPLES}}", data) \
         .replace("{{INFO}}", html.escape(f"store: {config.store_label}; {config.triples} triples; "
-                                         f"{len(config.cases)} cases; time limit {config.timeout:g} s; "
+                                         f"{len(config.cases)} cases"
+                                         + (f" ({len(config.invalid)} invalid cases left out: "
+                                            + ", ".join(g.where for g in config.invalid) + "; see /health)"
+                                            if config.invalid else "")
+                                         + f"; time limit {config.timeout:g} s; "
                                          f"at most {config.max_results} results"))
 
 
@@ -144,7 +154,8 @@ def create_app(config: ServerConfig) -> Any:
     @app.get("/health")
     def health() -> dict[str, Any]:
         return {"status": "ok", "store": config.store_label, "triples": config.triples,
-                "cases": [c.name for c in config.cases], "timeout_s": config.timeout,
+                "cases": [c.name for c in config.cases], "invalid_cases": [g.to_json() for g in config.invalid],
+                "timeout_s": config.timeout,
                 "max_results": config.max_results}
 
     @app.get("/queries")
@@ -224,7 +235,7 @@ def create_app(config: ServerConfig) -> Any:
             "prefetch": {"patient": "Patient/{{context.patientId}}",
                          "bundle": "Patient/{{context.patientId}}/$everything"}}]}
 
-    evaluator_cache: dict[str, Any] = {}
+    gates: dict[str, Gate] = {}
 
     @app.post("/cds-services/{service_id}")
     async def cds(service_id: str, request: Request) -> Response:
@@ -242,10 +253,19 @@ def create_app(config: ServerConfig) -> Any:
         import anyio
 
         try:
-            cards = await anyio.to_thread.run_sync(_cards, config, evaluator_cache, bundle, name)
+            gated = await anyio.to_thread.run_sync(_through_gate, config, gates, bundle, name)
         except InputError as exc:
             return problem(400, f"prefetch.bundle: {exc}")
-        return JSONResponse(cards)
+        if not gated.valid:
+            # no cards for a patient whose data fails the case shapes: 422 with the violations (docs/validation.md)
+            return JSONResponse({"error": f"prefetch.bundle: the patient's data fails the case shapes "
+                                          f"({len(gated.violations)} violation"
+                                          f"{'s' if len(gated.violations) != 1 else ''}); no cards",
+                                 "case": gated.name, "violations": [v.to_json() for v in gated.violations]},
+                                status_code=INVALID_CASE_STATUS)
+        from guideline_kg.outputs.cds_cards import cards_for
+
+        return JSONResponse(cards_for(gated.result, config.knowledge, config.project))
 
     return app
 
@@ -277,22 +297,16 @@ def _prefetch_bundle(body: Any) -> dict[str, Any]:
     return bundle
 
 
-def _cards(config: ServerConfig, cache: dict[str, Any], bundle: dict[str, Any], name: str) -> dict[str, Any]:
-    """Map the bundle to a case, derive on the fast path, and return the CDS Hooks cards."""
-    from guideline_kg.outputs.cds_cards import cards_for
-    from guideline_kg.reasoning.derive import Evaluator
-    from guideline_kg.cases.fhir_in import bundle_to_case
-
-    if "evaluator" not in cache:
-        cache["evaluator"] = Evaluator(config.knowledge, config.project)
+def _through_gate(config: ServerConfig, gates: dict[str, Gate], bundle: dict[str, Any], name: str) -> GateResult:
+    """Map the bundle to a case, validate it against the case shapes and, if valid, derive on the fast path."""
+    if "gate" not in gates:
+        gates["gate"] = Gate(config.knowledge, config.project)
     try:
-        case = bundle_to_case(bundle, name)
+        return gates["gate"].bundle(bundle, name)
     except InputError:
         raise
     except Exception as exc:  # the FHIR model rejects the resource: a client error, not a crash
         raise InputError(re.sub(r"\s+", " ", str(exc))[:500]) from None
-    result = cache["evaluator"].evaluate(case)
-    return cards_for(result, config.knowledge, config.project)
 
 
 def serve_embedded_worker(ntriples: bytes) -> Any:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from guideline_kg.cli.common import add_store_arguments, emit, emit_json, note, project_of, store_of
 from guideline_kg.outputs.dataset import load_into, query_data
-from guideline_kg.core.errors import EXIT_OK, InputError
+from guideline_kg.core.errors import EXIT_FAILED, EXIT_OK, InputError
 from guideline_kg.core.queries import list_queries, load_query
 from guideline_kg.store.stores import SparqlSyntaxError
 from guideline_kg.store.results import GRAPH_FORMATS, SOLUTION_FORMATS, serialise
@@ -22,7 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "TEXT) on the knowledge graph plus the given cases. The project's prefixes "
                                    "(gk:, plbp:, case:, result:, owl:, rdfs:, skos:, prov:, ...) are predeclared. "
                                    "--results adds the derivation results of the cases, --inferred HermiT's "
-                                   "inferred rdf:type of every named individual. Exit 0 answered, 2 bad query "
+                                   "inferred rdf:type of every named individual. A case that fails the case "
+                                   "shapes is left out (no facts, results or inferences) and its violations are "
+                                   "reported. Exit 0 answered, 1 answered without an invalid case, 2 bad query "
                                    "or input (syntax errors give line and column).")
     p.add_argument("query", nargs="?", metavar="QUERY", help="an .rq file or the name of a query of queries/")
     p.add_argument("cases", nargs="*", type=Path, metavar="CASE", help="case files or folders to query with")
@@ -97,4 +99,4 @@ def run(args: argparse.Namespace) -> int:
     out = serialise(result, fmt)
     sys.stdout.buffer.write(out if out.endswith(b"\n") else out + b"\n")
     sys.stdout.flush()
-    return EXIT_OK
+    return EXIT_FAILED if data.invalid else EXIT_OK

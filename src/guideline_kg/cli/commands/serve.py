@@ -9,7 +9,7 @@ from pathlib import Path
 
 from guideline_kg.cli.common import add_store_arguments, note, project_of
 from guideline_kg.outputs.dataset import load_into, query_data
-from guideline_kg.core.errors import EXIT_OK, InputError
+from guideline_kg.core.errors import EXIT_FAILED, EXIT_OK, InputError
 from guideline_kg.store.stores import RemoteStore, graph_to_ntriples
 
 
@@ -18,7 +18,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Serve the knowledge graph, the given cases and their derivation results: a "
                                    "read-only SPARQL 1.1 Protocol endpoint at /sparql, a query page at /, the "
                                    "algorithm at /algorithm.svg, CDS Hooks at /cds-services, and /health. "
-                                   "Stop with Ctrl-C. Exit 2 if the data cannot be read or the port is taken.")
+                                   "A case that fails the case shapes is not served (no facts, results or cards); "
+                                   "its violations are reported here and on /health. Stop with Ctrl-C. Exit 1 "
+                                   "after serving without an invalid case, 2 if the data cannot be read or the "
+                                   "port is taken.")
     p.add_argument("cases", nargs="*", type=Path, metavar="CASE", help="case files or folders to serve")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
@@ -65,13 +68,13 @@ def run(args: argparse.Namespace) -> int:
         worker = QueryWorker(graph_to_ntriples(graph))
         run_query, label, triples = worker.run, "embedded", len(graph)
     config = ServerConfig(project, data.knowledge, run_query, args.timeout, args.max_results, label, data.cases,
-                          triples)
+                          triples, invalid=data.invalid)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     note(f"guideline-kg serve: http://{args.host}:{args.port}/ ({triples} triples, {len(data.cases)} cases, "
-         f"store {label})")
+         + (f"{len(data.invalid)} invalid cases left out, " if data.invalid else "") + f"store {label})")
     try:
         uvicorn.run(create_app(config), host=args.host, port=args.port, log_level="warning", access_log=False)
     finally:
         if worker is not None:
             worker.close()
-    return EXIT_OK
+    return EXIT_FAILED if data.invalid else EXIT_OK
