@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["GuidelineKGError", "InputError", "CheckFailed", "EXIT_OK", "EXIT_FAILED", "EXIT_ERROR"]
+__all__ = ["EXIT_ERROR", "EXIT_FAILED", "EXIT_OK", "CheckFailed", "GuidelineKGError", "InputError"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1

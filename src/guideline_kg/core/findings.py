@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Finding", "KINDS", "SEVERITIES", "severity_rank"]
+__all__ = ["KINDS", "SEVERITIES", "Finding", "severity_rank"]
 
 #: The kinds a finding can have (the `validate --format json` contract).
 KINDS = ("shape", "contradiction", "repetition", "content-gap", "unsupported", "dangling-reference",

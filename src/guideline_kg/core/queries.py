@@ -7,7 +7,7 @@ from pathlib import Path
 
 from guideline_kg.core.errors import InputError
 
-__all__ = ["NamedQuery", "load_query", "list_queries"]
+__all__ = ["NamedQuery", "list_queries", "load_query"]
 
 
 @dataclass(frozen=True)
@@ -29,8 +29,8 @@ class NamedQuery:
 
 
 def _purpose(text: str) -> str:
-    for line in text.splitlines():
-        line = line.strip()
+    for raw in text.splitlines():
+        line = raw.strip()
         if line.startswith("#"):
             return line.lstrip("#").strip()
         if line:

@@ -10,9 +10,9 @@ from rdflib import Graph
 from rdflib.plugins.parsers.notation3 import BadSyntax
 
 from guideline_kg.core.errors import InputError
-from guideline_kg.core.namespaces import bind_prefixes
+from guideline_kg.core.namespaces import PREFIXES, bind_prefixes
 
-__all__ = ["FORMATS", "guess_format", "read_graph", "read_graphs", "write_graph", "EXTENSIONS"]
+__all__ = ["EXTENSIONS", "FORMATS", "guess_format", "read_graph", "read_graphs", "write_graph"]
 
 #: rdflib format names by file extension.
 FORMATS: dict[str, str] = {
@@ -113,7 +113,6 @@ def write_graph(graph: Graph, path: Path | str, fmt: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     bind_prefixes(graph)
     if fmt == "json-ld":
-        from guideline_kg.core.namespaces import PREFIXES
         context = {p: str(ns) for p, ns in PREFIXES.items()}
         graph.serialize(destination=str(path), format=fmt, context=context, auto_compact=True)
     else:
