@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from guideline_kg.cli.main import main
-from guideline_kg.cohort.generate import generate, load_profile, record_facts, record_to_bundle, write_cohort
+from guideline_kg.cohort.generate import (generate, load_profile, plant_defect, record_facts, record_to_bundle,
+                                          write_cohort)
 from guideline_kg.cohort.evaluate import CohortEvaluator
 from guideline_kg.cases.fhir_out import reverse_rules
 from guideline_kg.cases.fhir_in import bundle_to_case
@@ -81,10 +82,8 @@ def test_bundles_are_valid_fhir_r4b(project, profile) -> None:
 
 @pytest.mark.parametrize("defect", ["two-index-surgeries", "response-not-a-response"])
 def test_a_fact_no_rule_can_carry_is_reported(project, profile, defect) -> None:
-    from guideline_kg.cohort.generate import _plant_defect
-
     record = next(iter(generate(profile, 1, SEED)))
-    _plant_defect(record, defect)
+    plant_defect(record, defect)
     made = record_to_bundle(record, reverse_rules(project))
     assert made.unexpressed, defect
     assert all(why for _, why in made.unexpressed)
