@@ -8,6 +8,7 @@ the command line, the HTTP endpoint and the remote store all give byte-identical
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -17,8 +18,18 @@ import pyoxigraph as ox
 from guideline_kg.core.errors import InputError
 from guideline_kg.core.namespaces import PREFIXES
 
-__all__ = ["QueryResult", "ResultTooLarge", "QueryTimeout", "materialise", "serialise", "SOLUTION_FORMATS", "GRAPH_FORMATS",
-           "MEDIA_TYPES", "table", "compact"]
+__all__ = [
+    "GRAPH_FORMATS",
+    "MEDIA_TYPES",
+    "SOLUTION_FORMATS",
+    "QueryResult",
+    "QueryTimeout",
+    "ResultTooLarge",
+    "compact",
+    "materialise",
+    "serialise",
+    "table",
+]
 
 #: Result formats for SELECT and ASK (name -> pyoxigraph format).
 SOLUTION_FORMATS: dict[str, ox.QueryResultsFormat] = {
@@ -63,6 +74,20 @@ class QueryResult:
         """The solutions (or boolean) parsed back by pyoxigraph."""
         return ox.parse_query_results(self.data, ox.QueryResultsFormat.JSON)
 
+    def solution_rows(self) -> ox.QuerySolutions:
+        """The solutions of a SELECT result (InputError for any other kind)."""
+        parsed = self.solutions()
+        if not isinstance(parsed, ox.QuerySolutions):
+            raise InputError(f"expected the solutions of a SELECT query, not a {self.kind} result")
+        return parsed
+
+    def boolean(self) -> bool:
+        """The answer of an ASK result (InputError for any other kind)."""
+        parsed = self.solutions()
+        if not isinstance(parsed, ox.QueryBoolean):
+            raise InputError(f"expected the answer of an ASK query, not a {self.kind} result")
+        return bool(parsed)
+
     def triples(self) -> list[ox.Triple]:
         """The triples of a graph result."""
         return list(ox.parse(self.data, ox.RdfFormat.N_TRIPLES))
@@ -95,19 +120,25 @@ def materialise(raw: Any, limit: int | None = None) -> QueryResult:
         return QueryResult("boolean", json.dumps({"head": {}, "boolean": bool(raw)}).encode(), 1)
     if isinstance(raw, ox.QuerySolutions):
         names = [v.value for v in raw.variables]
-        bindings = []
+        bindings: list[dict[str, dict[str, str]]] = []
         for solution in raw:
             if limit is not None and len(bindings) >= limit:
                 raise _too_large(limit, "solutions")
             bindings.append({n: _term_json(solution[n]) for n in names if solution[n] is not None})
         doc = {"head": {"vars": names}, "results": {"bindings": bindings}}
         return QueryResult("solutions", json.dumps(doc, ensure_ascii=False).encode("utf-8"), len(bindings))
-    triples = []
+    triples: list[ox.Triple] = []
     for t in raw:
         if limit is not None and len(triples) >= limit:
             raise _too_large(limit, "triples")
         triples.append(t if isinstance(t, ox.Triple) else ox.Triple(t.subject, t.predicate, t.object))
-    return QueryResult("graph", ox.serialize(triples, format=ox.RdfFormat.N_TRIPLES), len(triples))
+    return QueryResult("graph", _write_rdf(triples, ox.RdfFormat.N_TRIPLES), len(triples))
+
+
+def _write_rdf(triples: list[ox.Triple], fmt: ox.RdfFormat, prefixes: dict[str, str] | None = None) -> bytes:
+    buffer = io.BytesIO()
+    ox.serialize(triples, buffer, format=fmt, prefixes=prefixes)
+    return buffer.getvalue()
 
 
 def serialise(result: QueryResult, fmt: str) -> bytes:
@@ -121,13 +152,15 @@ def serialise(result: QueryResult, fmt: str) -> bytes:
         if fmt == "nt":
             return result.data
         prefixes = {p: str(ns) for p, ns in PREFIXES.items()}
-        return ox.serialize(result.triples(), format=GRAPH_FORMATS[fmt], prefixes=prefixes)
+        return _write_rdf(result.triples(), GRAPH_FORMATS[fmt], prefixes)
     if fmt not in SOLUTION_FORMATS:
         raise InputError(f"a SELECT or ASK result is a table of solutions: choose one of "
                          f"{', '.join(SOLUTION_FORMATS)} or table, not {fmt}")
     if fmt == "json":
         return result.data
-    return result.solutions().serialize(format=SOLUTION_FORMATS[fmt])
+    buffer = io.BytesIO()
+    result.solutions().serialize(buffer, format=SOLUTION_FORMATS[fmt])
+    return buffer.getvalue()
 
 
 def compact(term: Any) -> str:
@@ -149,19 +182,19 @@ def compact(term: Any) -> str:
 def table(result: QueryResult, width: int = 80) -> str:
     """A text table for people: one column per variable, cells cut at ``width`` characters."""
     if result.kind == "boolean":
-        return "true" if bool(result.solutions()) else "false"
+        return "true" if result.boolean() else "false"
     if result.kind == "graph":
         rows = [tuple(compact(x) for x in (t.subject, t.predicate, t.object)) for t in result.triples()]
         header = ["subject", "predicate", "object"]
         noun = "triple"
     else:
-        solutions = result.solutions()
+        solutions = result.solution_rows()
         header = [v.value for v in solutions.variables]
         rows = [tuple(compact(s[n]) for n in header) for s in solutions]
         noun = "solution"
     rows = [tuple(c.replace("\n", " ")[:width] for c in r) for r in rows]
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
-    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()  # noqa: E731
     out = [line(header), line(["-" * w for w in widths])] + [line(r) for r in rows]
     out.append(f"({len(rows)} {noun}{'' if len(rows) == 1 else 's'})")
     return "\n".join(out)

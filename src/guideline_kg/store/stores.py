@@ -3,21 +3,32 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator, Protocol
+from typing import Any, Protocol
+from urllib.parse import urlsplit
 
+import httpx
 import pyoxigraph as ox
 from rdflib import BNode, Graph, Literal, URIRef
 from rdflib.term import Node
 
 from guideline_kg.core.errors import InputError
 from guideline_kg.core.namespaces import GK, sparql_prologue
+from guideline_kg.store.results import QueryResult, QueryTimeout, materialise
 
-if TYPE_CHECKING:
-    from guideline_kg.store.results import QueryResult
-
-__all__ = ["Store", "EmbeddedStore", "RemoteStore", "open_store", "Rows", "to_rdflib", "graph_to_ntriples",
-           "SparqlSyntaxError"]
+__all__ = [
+    "EmbeddedStore",
+    "RemoteStore",
+    "Rows",
+    "SparqlSyntaxError",
+    "Store",
+    "graph_to_ntriples",
+    "open_store",
+    "to_rdflib",
+    "to_rdflib_node",
+    "triples_to_graph",
+]
 
 
 class SparqlSyntaxError(InputError):
@@ -28,6 +39,11 @@ def to_rdflib(term: Any) -> Node | None:
     """Convert a pyoxigraph term to the equal rdflib term (None stays None)."""
     if term is None:
         return None
+    return to_rdflib_node(term)
+
+
+def to_rdflib_node(term: Any) -> Node:
+    """Convert a bound pyoxigraph term (IRI, blank node or literal) to the equal rdflib term."""
     if isinstance(term, ox.NamedNode):
         return URIRef(term.value)
     if isinstance(term, ox.BlankNode):
@@ -37,6 +53,14 @@ def to_rdflib(term: Any) -> Node | None:
             return Literal(term.value, lang=term.language)
         return Literal(term.value, datatype=URIRef(term.datatype.value))
     raise TypeError(f"unsupported term {term!r}")
+
+
+def triples_to_graph(triples: Any) -> Graph:
+    """An rdflib graph of pyoxigraph triples (or quads, whose graph name is dropped)."""
+    graph = Graph()
+    for t in triples:
+        graph.add((to_rdflib_node(t.subject), to_rdflib_node(t.predicate), to_rdflib_node(t.object)))
+    return graph
 
 
 def graph_to_ntriples(graph: Graph) -> bytes:
@@ -53,7 +77,7 @@ class Rows:
 
     def dicts(self) -> Iterator[dict[str, Node | None]]:
         for row in self.rows:
-            yield dict(zip(self.variables, row))
+            yield dict(zip(self.variables, row, strict=True))
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -75,7 +99,7 @@ class EmbeddedStore:
         self.ox = ox.Store()
 
     @classmethod
-    def from_graph(cls, graph: Graph) -> "EmbeddedStore":
+    def from_graph(cls, graph: Graph) -> EmbeddedStore:
         store = cls()
         store.add_graph(graph)
         return store
@@ -108,20 +132,14 @@ class EmbeddedStore:
         return bool(result)
 
     def construct(self, query: str) -> Graph:
-        result = self._run(query)
-        graph = Graph()
-        for t in result:
-            graph.add((to_rdflib(t.subject), to_rdflib(t.predicate), to_rdflib(t.object)))
-        return graph
+        return triples_to_graph(self._run(query))
 
     def raw(self, query: str) -> Any:
         """The pyoxigraph result object, for serialising results in a standard format."""
         return self._run(query)
 
-    def result(self, query: str, limit: int | None = None) -> "QueryResult":
+    def result(self, query: str, limit: int | None = None) -> QueryResult:
         """The materialised result of any query form (at most ``limit`` solutions or triples)."""
-        from guideline_kg.store.results import materialise
-
         return materialise(self._run(query), limit)
 
     def has_knowledge(self) -> bool:
@@ -154,8 +172,6 @@ class RemoteStore:
     Oxigraph layout: ``http://host:port`` or ``.../query`` queries, ``.../store`` loads."""
 
     def __init__(self, url: str, data_url: str | None = None, timeout: float = 60.0) -> None:
-        import httpx
-
         self.url, self.data_url = remote_endpoints(url, data_url)
         self.timeout = timeout
         self.client = httpx.Client(timeout=timeout, headers={"User-Agent": "guideline-kg"})
@@ -163,14 +179,10 @@ class RemoteStore:
     def __repr__(self) -> str:
         return f"RemoteStore({self.url!r}, data_url={self.data_url!r})"
 
-    def _request(self, method: str, url: str, **kwargs: Any) -> Any:
-        import httpx
-
+    def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         try:
             return self.client.request(method, url, **kwargs)
         except httpx.TimeoutException:
-            from guideline_kg.store.results import QueryTimeout
-
             raise QueryTimeout(f"{url}: no answer within the time limit ({self.timeout:g} s)") from None
         except httpx.HTTPError as exc:
             raise InputError(f"cannot reach the SPARQL server {url}: {exc}") from None
@@ -203,10 +215,8 @@ class RemoteStore:
         """Replace the server's default graph with ``graph`` (Graph Store Protocol PUT)."""
         self._load("PUT", graph)
 
-    def result(self, query: str, limit: int | None = None) -> "QueryResult":
+    def result(self, query: str, limit: int | None = None) -> QueryResult:
         """Run any query form on the server; the materialised result (at most ``limit`` items)."""
-        from guideline_kg.store.results import materialise
-
         resp = self._request("POST", self.url, content=(sparql_prologue() + query).encode("utf-8"), headers={
             "Content-Type": "application/sparql-query; charset=utf-8",
             "Accept": "application/sparql-results+json, application/n-triples;q=0.9"})
@@ -234,7 +244,7 @@ class RemoteStore:
         res = self.result(query)
         if res.kind != "solutions":
             raise InputError("expected a SELECT query")
-        solutions = res.solutions()
+        solutions = res.solution_rows()
         names = [v.value for v in solutions.variables]
         return Rows(names, [tuple(to_rdflib(sol[n]) for n in names) for sol in solutions])
 
@@ -242,16 +252,13 @@ class RemoteStore:
         res = self.result(query)
         if res.kind != "boolean":
             raise InputError("expected an ASK query")
-        return bool(res.solutions())
+        return res.boolean()
 
     def construct(self, query: str) -> Graph:
         res = self.result(query)
         if res.kind != "graph":
             raise InputError("expected a CONSTRUCT or DESCRIBE query")
-        graph = Graph()
-        for t in res.triples():
-            graph.add((to_rdflib(t.subject), to_rdflib(t.predicate), to_rdflib(t.object)))
-        return graph
+        return triples_to_graph(res.triples())
 
     def has_knowledge(self) -> bool:
         """Whether a guideline is loaded (a node typed gk:Guideline)."""
@@ -263,8 +270,6 @@ class RemoteStore:
 
 def remote_endpoints(url: str, data_url: str | None = None) -> tuple[str, str]:
     """The query and Graph Store endpoints of a server URL (defaults follow Oxigraph's /query and /store)."""
-    from urllib.parse import urlsplit
-
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise InputError(f"--store {url!r}: expected an http(s) URL of a SPARQL query endpoint")
@@ -280,6 +285,6 @@ def remote_endpoints(url: str, data_url: str | None = None) -> tuple[str, str]:
 
 
 def open_store(url: str | None = None, data_url: str | None = None, timeout: float = 60.0
-               ) -> "EmbeddedStore | RemoteStore":
+               ) -> EmbeddedStore | RemoteStore:
     """The embedded store, or the SPARQL server at ``url`` when one is given."""
     return EmbeddedStore() if url is None else RemoteStore(url, data_url, timeout)

@@ -3,13 +3,14 @@ restarted) when a query overruns, since a running pyoxigraph query cannot be int
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import threading
 from typing import Any
 
 from guideline_kg.core.errors import InputError
 from guideline_kg.store.results import QueryResult, QueryTimeout, ResultTooLarge
-from guideline_kg.store.stores import SparqlSyntaxError
+from guideline_kg.store.stores import EmbeddedStore, SparqlSyntaxError
 
 __all__ = ["QueryWorker"]
 
@@ -18,8 +19,6 @@ _ERRORS = {"syntax": SparqlSyntaxError, "too_large": ResultTooLarge, "error": In
 
 def _serve(conn: Any, ntriples: bytes) -> None:
     """The child: load the data, then answer (query, limit) messages until None arrives."""
-    from guideline_kg.store.stores import EmbeddedStore
-
     store = EmbeddedStore()
     store.add_ntriples(ntriples)
     conn.send(("ready",))
@@ -53,7 +52,6 @@ class QueryWorker:
         self._start_timeout = start_timeout
         self._lock = threading.Lock()
         self._ctx = mp.get_context("spawn")
-        self.restarts = 0
         self._start()
 
     def _start(self) -> None:
@@ -76,7 +74,6 @@ class QueryWorker:
             if not self._conn.poll(timeout):
                 self._proc.kill()
                 self._proc.join()
-                self.restarts += 1
                 self._start()
                 raise QueryTimeout(f"the query ran longer than the time limit ({timeout:g} s) and was stopped")
             msg = self._conn.recv()
@@ -89,10 +86,8 @@ class QueryWorker:
 
     def close(self) -> None:
         """Stop the child process."""
-        try:
+        with contextlib.suppress(OSError, ValueError):
             self._conn.send(None)
-        except (OSError, ValueError):
-            pass
         self._proc.join(2)
         if self._proc.is_alive():
             self._proc.kill()
