@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import networkx as nx
-from rdflib import Graph
+from rdflib import Graph, Literal
 from rdflib.term import Node
 
 from guideline_kg.core.findings import Finding
@@ -27,6 +27,10 @@ SOURCE = "algorithm"
 
 def _text(value: Node | None) -> str | None:
     return None if value is None else str(value)
+
+
+def _number(value: Node | None, default: int | None = None) -> int | None:
+    return int(value.toPython()) if isinstance(value, Literal) else default
 
 
 def _flag(value: Node | None) -> bool:
@@ -52,7 +56,7 @@ def build_graph(knowledge: Graph, project: Project) -> nx.DiGraph:
             "strength": _text(r["strength"]),
             "line_of_therapy": _text(r["lineOfTherapy"]),
             "line_label": _text(r["lineLabel"]),
-            "line_order": int(r["lineOrder"].toPython()) if r["lineOrder"] is not None else None,
+            "line_order": _number(r["lineOrder"]),
             "source_lines": _ints(r["sourceLines"]),
             "citations": _ints(r["citations"]),
             "urgent": _flag(r["urgent"]),
@@ -69,7 +73,7 @@ def build_graph(knowledge: Graph, project: Project) -> nx.DiGraph:
             "condition": _text(r["condition"]),
             "negation": _text(r["negation"]),
             "condition_text": _text(r["conditionText"]),
-            "order": int(r["order"].toPython()) if r["order"] is not None else 0,
+            "order": _number(r["order"], 0),
             "declared_cycle": _flag(r["declaredCycle"]),
             "derived_from": sorted(str(r["derivedFrom"] or "").split()),
         })
@@ -133,7 +137,7 @@ def check(graph_or_knowledge: nx.DiGraph | Graph, project: Project | None = None
                                      "of the source (gk:sourceLine, or gk:headingStatement of a step)"))
     rank = {n: i for i, n in enumerate(order)}
     for cycle in sorted(nx.simple_cycles(graph), key=lambda c: min(rank[n] for n in c)):
-        edges = list(zip(cycle, cycle[1:] + cycle[:1]))
+        edges = list(zip(cycle, cycle[1:] + cycle[:1], strict=True))
         if any(graph.edges[u, v].get("declared_cycle") for u, v in edges):
             continue
         start = min(cycle, key=lambda n: rank[n])

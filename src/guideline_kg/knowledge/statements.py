@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from guideline_kg.core.queries import load_query
 from guideline_kg.core.project import Project
+from guideline_kg.core.queries import load_query
 from guideline_kg.store.stores import Store
 
 __all__ = ["list_statements"]
@@ -36,7 +36,7 @@ def list_statements(store: Store, project: Project) -> list[dict[str, Any]]:
                 "strength": str(r["strength"]) if r["strength"] else None,
                 "line_of_therapy": str(r["lineOfTherapy"]) if actions and r["lineOfTherapy"] else None,
             }
-        line = int(r["line"])
+        line = int(str(r["line"]))
         if line not in rec["source_lines"]:
             rec["source_lines"].append(line)
     return sorted(out.values(), key=lambda s: (s["source_lines"], s["id"]))
