@@ -145,14 +145,18 @@ class CaseShapes:
     constraints: list[CompiledConstraint]
     context: bytes
     owners: dict[str, str] = field(default_factory=dict)
+    known: frozenset[str] = frozenset()  #: the IRIs the context describes (terms of the knowledge graph)
 
     @classmethod
-    def of(cls, knowledge: Graph, project: Project) -> "CaseShapes":
-        shapes = case_shapes(project)
+    def of(cls, knowledge: Graph, project: Project, shapes: Graph | None = None) -> "CaseShapes":
+        """The project's case shapes (or ``shapes``), with the class hierarchy of ``knowledge``."""
+        shapes = case_shapes(project) if shapes is None else shapes
         owners = {f"_:{part}": str(shape) for link in (SH.property, SH.sparql)
                   for shape, part in shapes.subject_objects(link)
                   if isinstance(part, BNode) and isinstance(shape, URIRef)}
-        return cls(compile_shapes(shapes), graph_to_ntriples(hierarchy_context(knowledge)), owners)
+        hierarchy = hierarchy_context(knowledge)
+        return cls(compile_shapes(shapes), graph_to_ntriples(hierarchy), owners,
+                   frozenset(str(s) for s in hierarchy.subjects()))
 
     def run(self, store: Any, workers: int = 1) -> list[ShapeResult]:
         """Every result of the compiled constraints on ``store`` (a pyoxigraph store holding the context)."""
@@ -243,7 +247,6 @@ class Gate:
         self.knowledge, self.project = knowledge, project
         self.shapes = shapes or CaseShapes.of(knowledge, project)
         self._evaluator: Evaluator | None = None
-        self._known = {str(s) for s in hierarchy_context(knowledge).subjects()}
 
     @property
     def evaluator(self) -> Evaluator:
@@ -264,7 +267,7 @@ class Gate:
         for r in self.shapes.run(store):
             # a result on a term of the knowledge graph the case does not describe is not the case's defect;
             # blank nodes and the case's own nodes always count
-            if r.focus in self._known and r.focus not in own:
+            if r.focus in self.shapes.known and r.focus not in own:
                 continue
             v = self.shapes.violation(r)
             # one defect, one result: an ill-typed value also fails the range checks of the same shape

@@ -3,8 +3,10 @@
 Each shard of whole cases is bulk-loaded into its own pyoxigraph store with the ontology's class hierarchy,
 validated by the case shapes compiled to SPARQL (:mod:`shacl2sparql`), and derived in batch by
 :meth:`derive.Evaluator.evaluate_store`; one JSON line per case is written before the next shard is read, so
-memory is bounded by the shard size, not the cohort. Invalid cases (a ``sh:Violation``) and unreadable
-records are reported and skipped, never dropped silently: they get a JSON line with ``"invalid": true``.
+memory is bounded by the shard size, not the cohort. The shapes, the class hierarchy and the rule that makes a
+case invalid (a result of severity :data:`checks.gate.INVALID_SEVERITY`) are the gate's (:mod:`checks.gate`),
+so a case is invalid here exactly when ``recommend`` refuses it. Invalid cases and unreadable records are
+reported and never derived nor dropped silently: they get a JSON line with ``"invalid": true``.
 """
 
 from __future__ import annotations
@@ -21,26 +23,16 @@ import pyoxigraph as ox
 from rdflib import Graph, URIRef
 
 from guideline_kg.cohort.shards import iter_shards
-from guideline_kg.reasoning.derive import Evaluator
 from guideline_kg.core.errors import InputError
 from guideline_kg.core.namespaces import GK, RDF
 from guideline_kg.core.project import Project
-from guideline_kg.core.rdfio import read_graph
-from guideline_kg.compile.shacl2sparql import CompiledConstraint, ShapeResult, compile_shapes, hierarchy_context, run_constraints
-from guideline_kg.store.stores import EmbeddedStore, RemoteStore, graph_to_ntriples
+from guideline_kg.checks.gate import CaseShapes, Gate, case_shapes, is_invalid
+from guideline_kg.compile.shacl2sparql import CompiledConstraint, ShapeResult, hierarchy_context
+from guideline_kg.store.stores import EmbeddedStore, RemoteStore
 
 __all__ = ["CohortSummary", "CohortEvaluator", "hierarchy_context", "case_shapes"]
 
 STAGES = ("load", "validate", "derive", "write")
-CASE_SHAPES = "case-shapes.ttl"
-
-
-def case_shapes(project: Project) -> Graph:
-    """The SHACL shapes for patient cases (shapes/case-shapes.ttl)."""
-    path = project.shapes_dir / CASE_SHAPES
-    if not path.is_file():
-        raise InputError("no case shapes: the cohort is validated with shapes/case-shapes.ttl", path=str(path))
-    return read_graph(path)
 
 
 @dataclass
@@ -88,10 +80,11 @@ class CohortEvaluator:
 
     def __init__(self, knowledge: Graph, project: Project, shapes: Graph | None = None) -> None:
         self.project = project
-        self.evaluator = Evaluator(knowledge, project)
-        self.constraints: list[CompiledConstraint] = compile_shapes(shapes if shapes is not None
-                                                                    else case_shapes(project))
-        self.context = graph_to_ntriples(hierarchy_context(knowledge))
+        # the gate's case shapes, class hierarchy and severity rule: "invalid" means what it means for one case
+        self.gate = Gate(knowledge, project, CaseShapes.of(knowledge, project, shapes))
+        self.evaluator = self.gate.evaluator
+        self.constraints: list[CompiledConstraint] = self.gate.shapes.constraints
+        self.context = self.gate.shapes.context
         self.lines = {sid: ",".join(map(str, st["source_lines"])) for sid, st in self.evaluator.statements.items()}
 
     def _patients_of(self, store: "ox.Store | _RemoteQueries", nodes: set[str]) -> dict[str, str]:
@@ -106,8 +99,8 @@ class CohortEvaluator:
     def validate(self, store: "ox.Store | _RemoteQueries") -> tuple[dict[str, list[ShapeResult]], int]:
         """Violations per patient IRI, and the number of warnings."""
         workers = (os.cpu_count() or 1) if isinstance(store, ox.Store) else 1
-        results = run_constraints(store, self.constraints, workers=workers)  # type: ignore[arg-type]
-        violations = [r for r in results if r.severity == "Violation"]
+        results = self.gate.shapes.run(store, workers=workers)
+        violations = [r for r in results if is_invalid(r.severity)]
         owner = self._patients_of(store, {r.focus for r in violations})
         per_patient: dict[str, list[ShapeResult]] = defaultdict(list)
         for r in violations:

@@ -105,6 +105,8 @@ def _outputs(args: argparse.Namespace, project: Project) -> tuple[dict[str, str]
     results, invalid = _cases(args, project, knowledge)
     problems = [f"{name}: case fails validation" for name in invalid]
     outputs: dict[str, str] = {}
+    if not results:  # every case refused by the gate: nothing at all, not an empty Bundle
+        return outputs, problems
     if fmt == "careplan":
         from guideline_kg.outputs.fhir_cpg import careplan, careplan_bundle, read_pathway
 
