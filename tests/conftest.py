@@ -85,8 +85,8 @@ def expected_lines() -> dict[int, tuple[str, list[int]]]:
 
 @pytest.fixture(scope="session")
 def mini_project() -> Project:
-    """The tiny second guideline: its own guidelines/plbp/ folder, the shared ontology and queries of this checkout."""
-    return Project.at(REPO, kg=MINI_HOME / "kg")
+    """The tiny second guideline package (its own guideline.toml), with the shared ontology and queries."""
+    return Project.at(REPO, kg=MINI_HOME)
 
 
 @pytest.fixture(scope="session")

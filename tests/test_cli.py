@@ -99,10 +99,10 @@ def test_statements_without_a_guideline_exits_2(capsys) -> None:
 
 
 def test_second_guideline_builds_and_lists_through_the_same_code(capsys, tmp_path: Path, mini_expected_lines) -> None:
-    code, out, err = run(capsys, "--kg", MINI_HOME / "kg", "build", "--out", tmp_path, "--format", "json")
+    code, out, err = run(capsys, "--kg", MINI_HOME, "build", "--out", tmp_path, "--format", "json")
     assert code == 0, err
     assert json.loads(out)["guideline"] == "https://w3id.org/guideline-kg/test/mini/guideline"
-    code, out, _ = run(capsys, "--kg", MINI_HOME / "kg", "statements", "--format", "json")
+    code, out, _ = run(capsys, "--kg", MINI_HOME, "statements", "--format", "json")
     records = json.loads(out)
     assert code == 0
     assert {line: (r["text"], r["citations"]) for r in records for line in r["source_lines"]} == mini_expected_lines
@@ -113,7 +113,7 @@ CONSOLE = Path(sys.executable).with_name("guideline-kg")
 
 @pytest.mark.parametrize("argv", [
     ["--kg", "/nonexistent/kg", "statements"],
-    ["--kg", str(MINI_HOME / "kg"), "build", "--out", "/dev/null/out"],
+    ["--kg", str(MINI_HOME), "build", "--out", "/dev/null/out"],
     ["statements", "--format", "xml"],
 ], ids=["missing-folder", "unwritable-out", "bad-option"])
 def test_console_script_never_prints_a_traceback(argv: list[str], tmp_path: Path) -> None:

@@ -378,13 +378,14 @@ class _Writer:
                 self.write_values(rule, res, node, [p])
 
     def patient_facts(self) -> None:
-        """Literal facts of the patient: through a rule of kind 'patient' (one resource each)."""
+        """Facts of the patient (literals, or terms such as a coded result) through a rule of kind 'patient'
+        (one resource each)."""
         for rule in self.rules.rules:
             if rule["node"].get("kind") != "patient":
                 continue
             terms = [self.rev.x(t) for t in rule.get("terms", [])]
             for p, o in self.facts_of(self.patient):
-                if p not in terms or not isinstance(o, tuple):
+                if p not in terms:
                     continue
                 codes = self.concept([p])
                 if codes is None:

@@ -127,7 +127,7 @@ class CohortEvaluator:
         summary = CohortSummary()
         clock = time.perf_counter
         t = clock()
-        for shard in iter_shards(Path(path), shard_size, self.context):
+        for shard in iter_shards(Path(path), shard_size, self.context, self.project):
             summary.seconds["load"] += clock() - t
             summary.shards += 1
             if remote is not None:

@@ -15,9 +15,13 @@ from pathlib import Path
 from typing import Iterator
 
 import pyoxigraph as ox
+from rdflib import Graph
 
+from guideline_kg.cases import fhir_in
 from guideline_kg.cohort.generate import MARKER
 from guideline_kg.core.errors import InputError
+from guideline_kg.core.project import Project
+from guideline_kg.store.stores import graph_to_ntriples
 
 __all__ = ["Shard", "Unreadable", "iter_shards", "cohort_format"]
 
@@ -124,12 +128,7 @@ def _make_shard(path: Path, header: bytes, batch: list[tuple[str, int, list[byte
     return shard
 
 
-def _fhir_shards(path: Path, size: int, context: bytes) -> Iterator[Shard]:
-    from rdflib import Graph
-
-    from guideline_kg.cases import fhir_in  # the FHIR R4 mapping
-    from guideline_kg.store.stores import graph_to_ntriples
-
+def _fhir_shards(path: Path, size: int, context: bytes, project: Project | None) -> Iterator[Shard]:
     def flush(graph: Graph, n: int, bad: list[Unreadable]) -> Shard:
         store = ox.Store()
         store.bulk_load(graph_to_ntriples(graph), format=ox.RdfFormat.N_TRIPLES)
@@ -145,7 +144,7 @@ def _fhir_shards(path: Path, size: int, context: bytes) -> Iterator[Shard]:
             try:
                 bundle = json.loads(line)
                 name = str(bundle.get("id") or name)
-                case = fhir_in.bundle_to_case(bundle, name)
+                case = fhir_in.bundle_to_case(bundle, name, project=project)
             except (json.JSONDecodeError, InputError, ValueError, KeyError) as exc:
                 bad.append(Unreadable(name, lineno, f"{path}:{lineno}: bundle cannot be read: {exc}"))
                 continue
@@ -158,9 +157,11 @@ def _fhir_shards(path: Path, size: int, context: bytes) -> Iterator[Shard]:
         yield flush(graph, n, bad)
 
 
-def iter_shards(path: Path, size: int = 10_000, context: bytes = b"") -> Iterator[Shard]:
+def iter_shards(path: Path, size: int = 10_000, context: bytes = b"",
+                project: Project | None = None) -> Iterator[Shard]:
     """The cohort in ``path`` as shards of at most ``size`` cases; ``context`` (N-Triples) is added to each
-    shard's store (the ontology's class hierarchy, which validation needs)."""
+    shard's store (the ontology's class hierarchy, which validation needs). FHIR Bundles are read with the FHIR
+    case mapping of ``project``'s guideline package (default: this checkout's)."""
     path = Path(path)
     if not path.is_file():
         raise InputError("no such file", path=str(path))
@@ -168,7 +169,7 @@ def iter_shards(path: Path, size: int = 10_000, context: bytes = b"") -> Iterato
         raise InputError(f"--shard-size must be at least 1 (got {size})")
     fmt = cohort_format(path)
     if fmt == "fhir-ndjson":
-        yield from _fhir_shards(path, size, context)
+        yield from _fhir_shards(path, size, context, project)
     else:
         yield from _rdf_shards(path, size, ox.RdfFormat.TURTLE if fmt == "turtle" else ox.RdfFormat.N_TRIPLES,
                                context)
