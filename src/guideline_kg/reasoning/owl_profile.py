@@ -1,7 +1,17 @@
-"""OWL 2 DL profile check, with the OWL API that ships inside owlready2's HermiT.jar (no extra download)."""
+"""OWL 2 DL profile check, with the OWL API that ships inside owlready2's HermiT.jar (no extra download).
+
+The check is a small Java class (``java/ProfileCheck.java``), compiled once with the JDK's ``javac`` into a per-user
+cache folder, ``$XDG_CACHE_HOME/guideline-kg/java-<hash>`` (default ``~/.cache/guideline-kg/...``), keyed by a hash
+of the source and of the jar it compiles against, so a new source or a new owlready2 gets its own build. The build
+goes to a temporary folder beside it and is renamed into place, so concurrent runs never see half a build. A missing
+``javac`` or a failed compilation is a :class:`ReasonerUnavailable` (exit 2) with the reason, never a traceback.
+"""
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -13,33 +23,78 @@ from rdflib.namespace import OWL
 
 from guideline_kg.reasoning.hermit import ReasonerUnavailable
 
-__all__ = ["owl2_dl_violations"]
+__all__ = ["cache_root", "owl2_dl_violations"]
 
 _SOURCE = Path(__file__).with_name("java") / "ProfileCheck.java"
+_CLASS = "ProfileCheck.class"
 
 
 def _hermit_jar() -> Path:
-    import owlready2
+    """owlready2's HermiT.jar, found without importing owlready2 (a heavy import the check does not need)."""
+    spec = importlib.util.find_spec("owlready2")
+    if spec is None or spec.origin is None:
+        raise ReasonerUnavailable("owlready2 is not installed: the OWL 2 DL profile check uses its HermiT.jar")
+    return Path(spec.origin).with_name("hermit") / "HermiT.jar"
 
-    return Path(owlready2.__file__).with_name("hermit") / "HermiT.jar"
+
+def cache_root() -> Path:
+    """This user's cache folder of guideline-kg: ``$XDG_CACHE_HOME/guideline-kg``, else ``~/.cache/guideline-kg``
+    (a relative $XDG_CACHE_HOME is ignored, as the XDG specification says)."""
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
+    return base / "guideline-kg"
 
 
-def _compiled(workdir: Path) -> Path:
-    """Compile ProfileCheck.java once per cache folder (javac comes with the JDK the reasoner needs)."""
-    target = workdir / "ProfileCheck.class"
-    if not target.exists() or target.stat().st_mtime < _SOURCE.stat().st_mtime:
-        javac = shutil.which("javac")
-        if javac is None:
-            raise ReasonerUnavailable("javac not found: the OWL 2 DL profile check needs a JDK")
-        workdir.mkdir(parents=True, exist_ok=True)
-        subprocess.run([javac, "-nowarn", "-cp", str(_hermit_jar()), "-d", str(workdir), str(_SOURCE)],
-                       check=True, capture_output=True)
-    return workdir
+@functools.lru_cache(maxsize=4)
+def _build_key(source: Path, jar: Path, mtimes: tuple[int, int]) -> str:
+    """A short hash of the Java source and the jar's bytes (recomputed only when either file changes)."""
+    digest = hashlib.sha256(source.read_bytes())
+    digest.update(jar.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _compiled(cache: Path | None = None) -> Path:
+    """The folder holding ProfileCheck.class, compiled on first use (``cache`` overrides the per-user folder)."""
+    jar = _hermit_jar()
+    try:
+        key = _build_key(_SOURCE, jar, (_SOURCE.stat().st_mtime_ns, jar.stat().st_mtime_ns))
+    except OSError as exc:
+        raise ReasonerUnavailable(f"cannot read {exc.filename}: {exc.strerror} (the OWL 2 DL profile check needs "
+                                  "its Java source and owlready2's HermiT.jar)") from None
+    root = cache or cache_root()
+    target = root / f"java-{key}"
+    if (target / _CLASS).is_file():
+        return target
+    javac = shutil.which("javac")
+    if javac is None:
+        raise ReasonerUnavailable("javac not found on PATH: the OWL 2 DL profile check compiles a small Java class "
+                                  "and needs a JDK (e.g. Debian's default-jdk-headless), not only a JRE")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
+    except OSError as exc:
+        raise ReasonerUnavailable(f"cannot create the Java build folder in {root}: {exc.strerror} "
+                                  "(set XDG_CACHE_HOME to a writable folder)") from None
+    try:
+        proc = subprocess.run([javac, "-nowarn", "-cp", str(jar), "-d", str(work), str(_SOURCE)],
+                              check=False, capture_output=True, text=True)
+        if proc.returncode != 0 or not (work / _CLASS).is_file():
+            detail = " ".join((proc.stderr or proc.stdout).split())[:500] or "no output"
+            raise ReasonerUnavailable(f"javac failed (exit {proc.returncode}) compiling {_SOURCE} against {jar}: "
+                                      f"{detail}")
+        try:
+            work.rename(target)  # atomic; fails when another run put its build there first, which is as good
+        except OSError:
+            if not (target / _CLASS).is_file():
+                raise ReasonerUnavailable(f"cannot move the compiled profile check into {target}") from None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target
 
 
 def owl2_dl_violations(graph: Graph, cache: Path | None = None) -> list[str]:
-    """The OWL 2 DL profile violations of ``graph`` as reported by the OWL API (empty when in profile)."""
-    cache = cache or Path(tempfile.gettempdir()) / "guideline-kg-java"
+    """The OWL 2 DL profile violations of ``graph`` as reported by the OWL API (empty when in profile).
+    ``cache`` is the folder for the compiled check (default: :func:`cache_root`)."""
     classes = _compiled(cache)
     data = Graph()
     for t in graph:
@@ -48,8 +103,11 @@ def owl2_dl_violations(graph: Graph, cache: Path | None = None) -> list[str]:
     with tempfile.TemporaryDirectory(prefix="gkg-profile-") as tmp:
         path = os.path.join(tmp, "merged.rdf")
         data.serialize(destination=path, format="xml")
-        proc = subprocess.run(["java", "-cp", f"{_hermit_jar()}{os.pathsep}{classes}", "ProfileCheck", path],
-                              capture_output=True, text=True)
+        try:
+            proc = subprocess.run(["java", "-cp", f"{_hermit_jar()}{os.pathsep}{classes}", "ProfileCheck", path],
+                                  check=False, capture_output=True, text=True)
+        except OSError as exc:
+            raise ReasonerUnavailable(f"cannot start Java for the OWL 2 DL profile check: {exc.strerror}") from None
     if proc.returncode not in (0, 1):
         raise ReasonerUnavailable("OWL API profile check failed: " + proc.stderr.strip()[:500])
     return [line for line in proc.stdout.splitlines() if line.strip()]
