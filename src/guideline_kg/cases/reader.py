@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from rdflib import Graph, URIRef
@@ -10,7 +9,9 @@ from rdflib import Graph, URIRef
 from guideline_kg.cases import fhir_in
 from guideline_kg.cases.model import Case
 from guideline_kg.core.errors import InputError
+from guideline_kg.core.files import load_json
 from guideline_kg.core.namespaces import GK, RDF, bind_prefixes
+from guideline_kg.core.project import Project
 from guideline_kg.core.rdfio import FORMATS, read_graph
 
 __all__ = ["Case", "load_cases", "case_files", "EXPECTED_SUFFIX"]
@@ -43,17 +44,14 @@ def _case_name(path: Path) -> str:
     return path.stem
 
 
-def _load_file(path: Path) -> list[Case]:
+def _load_file(path: Path, project: Project | None = None) -> list[Case]:
     if path.suffix.lower() == ".json":
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise InputError(f"malformed JSON: {exc.msg}", path=str(path), line=exc.lineno,
-                             column=exc.colno) from None
+            data = load_json(path.read_text(encoding="utf-8"), path)
         except UnicodeDecodeError as exc:
             raise InputError(f"not UTF-8 text ({exc.reason})", path=str(path)) from None
         if isinstance(data, dict) and data.get("resourceType") is not None:
-            return [fhir_in.bundle_to_case(data, _case_name(path), source=path)]
+            return [fhir_in.bundle_to_case(data, _case_name(path), source=path, project=project)]
     graph = read_graph(path, bind_prefixes(Graph()))
     patients = sorted(set(graph.subjects(RDF.type, GK.Patient)))
     if not patients:
@@ -64,9 +62,9 @@ def _load_file(path: Path) -> list[Case]:
                  path, graph, URIRef(p)) for p in patients]
 
 
-def load_cases(paths: list[Path]) -> list[Case]:
+def load_cases(paths: list[Path], project: Project | None = None) -> list[Case]:
     """Every case in the given files and folders, in a stable order."""
     cases: list[Case] = []
     for f in case_files(paths):
-        cases += _load_file(f)
+        cases += _load_file(f, project)
     return cases

@@ -18,7 +18,7 @@ __all__ = ["competency_graph", "competency_store", "tsv_rows", "read_expected", 
 def competency_graph(project: Project) -> Graph:
     """Knowledge, every example case and the fast path's results for them, as one graph."""
     knowledge = load_knowledge(project)
-    cases = load_cases([project.cases_dir])
+    cases = load_cases([project.cases_dir], project)
     evaluator = Evaluator(knowledge, project)
     graph = Graph()
     graph += knowledge

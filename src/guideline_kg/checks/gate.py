@@ -312,7 +312,7 @@ class Gate:
     def read(self, paths: Sequence[Path | str], **options: Any) -> list[GateResult]:
         """Read the case files and folders (one reader; an unreadable file is an InputError before anything
         is validated), then :meth:`admit` every case."""
-        return self.admit(load_cases([Path(p) for p in paths]), **options)
+        return self.admit(load_cases([Path(p) for p in paths], self.project), **options)
 
     def bundle(self, bundle: dict[str, Any], name: str, **options: Any) -> GateResult:
         """A FHIR R4 Bundle received in memory (CDS Hooks prefetch): mapped as the reader maps a

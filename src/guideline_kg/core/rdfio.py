@@ -1,18 +1,42 @@
-"""Reading and writing RDF files with messages that name the file, the place and the defect."""
+"""Reading and writing RDF files with messages that name the file, the place and the defect.
+
+Nothing is fetched while reading: a JSON-LD ``@context`` (or ``@import``) that names a URL or a file is refused
+before parsing, except the project's own shipped contexts, matched by their published IRI and read from the local
+file (:func:`shipped_contexts`). rdflib's own context loader is replaced by one that refuses everything, so no
+JSON-LD parse anywhere in the process can reach the network or the file system on a document's say-so.
+"""
 
 from __future__ import annotations
 
+import copy
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import rdflib.plugins.shared.jsonld.context as _jsonld_context
 from rdflib import Graph
+from rdflib.parser import PythonInputSource
 from rdflib.plugins.parsers.notation3 import BadSyntax
 
-from guideline_kg.core.errors import InputError
+from guideline_kg.core.errors import GuidelineKGError, InputError
+from guideline_kg.core.files import TOO_DEEP, load_json, write_atomic
 from guideline_kg.core.namespaces import PREFIXES, bind_prefixes
+from guideline_kg.core.project import Project
 
-__all__ = ["EXTENSIONS", "FORMATS", "guess_format", "read_graph", "read_graphs", "write_graph"]
+__all__ = [
+    "CONTEXT_IRI",
+    "EXTENSIONS",
+    "FORMATS",
+    "guess_format",
+    "localise_contexts",
+    "read_graph",
+    "read_graphs",
+    "register_context",
+    "shipped_contexts",
+    "write_graph",
+]
 
 #: rdflib format names by file extension.
 FORMATS: dict[str, str] = {
@@ -28,6 +52,109 @@ FORMATS: dict[str, str] = {
 }
 #: File extensions of each output syntax.
 EXTENSIONS: dict[str, str] = {"turtle": ".ttl", "nt": ".nt", "xml": ".rdf", "json-ld": ".jsonld"}
+
+
+#: The published IRI of the guideline package's JSON-LD context (manifest part ``jsonld_context``, see
+#: docs/export.md); a document that names it gets the local file's context, never a download.
+CONTEXT_IRI = "https://w3id.org/guideline-kg/context.jsonld"
+#: JSON-LD contexts a document may name, by IRI: the local file that stands for each.
+_SHIPPED: dict[str, Path] = {}
+_SHIPPED_CONTENT: dict[str, Any] = {}
+
+
+class _FetchRefused(Exception):
+    """Raised by the replacement of rdflib's JSON-LD context loader: the IRI it was asked to load."""
+
+
+def _refuse_fetch(source: Any, *args: Any, **kwargs: Any) -> Any:
+    raise _FetchRefused(str(source))
+
+
+# Defence in depth: rdflib loads remote and file: contexts with this function; nothing of this project needs it.
+_jsonld_context.source_to_json = _refuse_fetch
+
+
+def register_context(iri: str, path: Path | str) -> None:
+    """Let JSON-LD documents name the context ``iri``; its content is read from the local file ``path``."""
+    _SHIPPED[iri] = Path(path)
+    _SHIPPED_CONTENT.pop(iri, None)
+
+
+def shipped_contexts() -> dict[str, Path]:
+    """The contexts a JSON-LD document may name (IRI -> local file): the default guideline package's context
+    under :data:`CONTEXT_IRI` (and its own ``file:`` URL), plus any :func:`register_context` added."""
+    if CONTEXT_IRI not in _SHIPPED:
+        try:
+            local = Project.at().part("jsonld_context")
+        except GuidelineKGError:
+            local = None
+        if local is not None:
+            register_context(CONTEXT_IRI, local)
+            register_context(local.resolve().as_uri(), local)
+    return dict(_SHIPPED)
+
+
+def _line_of(text: str, value: str) -> int | None:
+    """The line of the first occurrence of the JSON string ``value`` in ``text`` (for messages)."""
+    at = text.find(json.dumps(value))
+    return None if at < 0 else text.count("\n", 0, at) + 1
+
+
+def _shipped_context(iri: Any, key: str, path: Path, text: str) -> Any:
+    """The content (the ``@context`` value) of the shipped context ``iri``; InputError for anything else."""
+    if not isinstance(iri, str):
+        raise InputError(f"JSON-LD {key} must be a string, an object or a list, not {type(iri).__name__}",
+                         path=str(path))
+    shipped = shipped_contexts()
+    if iri not in shipped:
+        allowed = ", ".join(sorted(i for i in shipped if not i.startswith("file:"))) or "none"
+        raise InputError(f"JSON-LD {key} {iri!r} is not allowed: contexts are never fetched from the network "
+                         f"or read from other files; embed the context in the document (shipped contexts "
+                         f"that may be named: {allowed})", path=str(path), line=_line_of(text, iri))
+    if iri not in _SHIPPED_CONTENT:
+        local = shipped[iri]
+        try:
+            doc = load_json(local.read_text(encoding="utf-8"), local)
+        except OSError as exc:
+            raise InputError(f"cannot read the shipped JSON-LD context {iri}: {exc.strerror or exc}",
+                             path=str(local)) from None
+        if not isinstance(doc, dict) or "@context" not in doc:
+            raise InputError(f"the shipped JSON-LD context {iri} has no \"@context\"", path=str(local))
+        _SHIPPED_CONTENT[iri] = doc["@context"]
+    return copy.deepcopy(_SHIPPED_CONTENT[iri])
+
+
+def _objects(doc: Any) -> Iterator[dict[str, Any]]:
+    """Every JSON object in ``doc``, depth first, without recursion (documents may be deep)."""
+    stack = [doc]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            yield node
+            stack.extend(node.values())
+
+
+def localise_contexts(doc: Any, path: Path, text: str = "") -> Any:
+    """``doc`` with every ``@context`` and ``@import`` that names a context by IRI replaced by the shipped
+    context's content; any other IRI (remote, ``file:``, relative) is an InputError naming the file and IRI."""
+    for node in _objects(doc):
+        if "@context" in node:
+            value = node["@context"]
+            if isinstance(value, str):
+                node["@context"] = _shipped_context(value, "@context", path, text)
+            elif isinstance(value, list):
+                node["@context"] = [_shipped_context(v, "@context", path, text) if isinstance(v, str) else v
+                                    for v in value]
+        if "@import" in node:
+            merged = _shipped_context(node.pop("@import"), "@import", path, text)
+            if not isinstance(merged, dict):
+                raise InputError("JSON-LD @import must name a context object", path=str(path))
+            merged.update(node)
+            node.clear()
+            node.update(merged)
+    return doc
 
 
 def guess_format(path: Path) -> str:
@@ -76,14 +203,17 @@ def read_graph(path: Path | str, graph: Graph | None = None, fmt: str | None = N
         raise InputError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", path=str(path)) from None
     try:
         if fmt == "json-ld":
-            try:
-                json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"malformed JSON: {exc.msg}", path=str(path), line=exc.lineno,
-                                 column=exc.colno) from None
-        graph.parse(data=text, format=fmt, publicID=path.resolve().as_uri())
+            doc = localise_contexts(load_json(text, path), path, text)
+            graph.parse(source=PythonInputSource(doc, path.resolve().as_uri()), format=fmt)
+        else:
+            graph.parse(data=text, format=fmt, publicID=path.resolve().as_uri())
     except InputError:
         raise
+    except _FetchRefused as exc:
+        raise InputError(f"JSON-LD context {exc} is not allowed: contexts are never fetched from the network or "
+                         "read from other files", path=str(path)) from None
+    except RecursionError:
+        raise InputError(f"malformed {fmt}: {TOO_DEEP}", path=str(path)) from None
     except BadSyntax as exc:
         line, col = _bad_syntax_position(exc, text)
         message = re.sub(r"\s+", " ", str(getattr(exc, "_why", None) or exc)).strip()
@@ -108,13 +238,11 @@ def read_graphs(paths: list[Path], graph: Graph | None = None) -> Graph:
 
 
 def write_graph(graph: Graph, path: Path | str, fmt: str) -> Path:
-    """Serialise ``graph`` to ``path`` in rdflib format ``fmt`` (folders are created)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Serialise ``graph`` to ``path`` in rdflib format ``fmt``, atomically (folders are created)."""
     bind_prefixes(graph)
     if fmt == "json-ld":
         context = {p: str(ns) for p, ns in PREFIXES.items()}
-        graph.serialize(destination=str(path), format=fmt, context=context, auto_compact=True)
+        data = graph.serialize(format=fmt, context=context, auto_compact=True, encoding="utf-8")
     else:
-        graph.serialize(destination=str(path), format=fmt, encoding="utf-8")
-    return path
+        data = graph.serialize(format=fmt, encoding="utf-8")
+    return write_atomic(path, data)

@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         title = f"{name}\ntreatment algorithm"
     if args.case is not None:
         gate = Gate(knowledge, project)
-        cases = load_cases([args.case])
+        cases = load_cases([args.case], project)
         if len(cases) != 1:
             raise InputError(f"expected one patient case, found {len(cases)}", path=str(args.case))
         [gated] = gate.admit(cases, reasoner=args.reasoner)

@@ -78,7 +78,7 @@ def _line(f: Finding) -> str:
 
 def run(args: argparse.Namespace) -> int:
     project = project_of(args)
-    loaded = load_cases(list(args.cases)) if args.cases else []  # unreadable input fails first, before any output
+    loaded = load_cases(list(args.cases), project) if args.cases else []  # unreadable input fails first, before any output
     knowledge = load_knowledge(project)
     result = validate_knowledge(knowledge, project, reasoner=None if args.no_reasoner else run_hermit)
     cases, n_cases = _validate_cases(loaded, knowledge, project)
