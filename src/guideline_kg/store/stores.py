@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 import pyoxigraph as ox
@@ -21,8 +21,10 @@ __all__ = [
     "EmbeddedStore",
     "RemoteStore",
     "Rows",
+    "ServiceRefused",
     "SparqlSyntaxError",
     "Store",
+    "check_service",
     "graph_to_ntriples",
     "open_store",
     "to_rdflib",
@@ -33,6 +35,68 @@ __all__ = [
 
 class SparqlSyntaxError(InputError):
     """A query that does not parse; the message carries the parser's line and column."""
+
+
+class ServiceRefused(InputError):
+    """A query with a ``SERVICE`` clause whose endpoint is not on the allow-list (exit 2, HTTP 400)."""
+
+
+# One token of SPARQL, enough to find SERVICE keywords: comments, strings and IRIs are single tokens, so a
+# "SERVICE" inside them is not a keyword; prefixed names and variables are single tokens too (ex:SERVICE, ?service).
+_TOKEN = re.compile(r"""
+    (?P<comment>\#[^\n]*)
+  | (?P<string>'{3}(?:[^'\\]|\\.|'(?!''))*'{3}|"{3}(?:[^"\\]|\\.|"(?!""))*"{3}
+              |'(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*")
+  | (?P<iri><[^<>"{}|^`\\\x00-\x20]*>)
+  | (?P<var>[?$][\w\u00b7]+)
+  | (?P<name>(?:[^\W\d][\w\-.]*)?:(?:[\w\-.:%]|\\.)*|[^\W\d][\w\-]*)
+  | (?P<other>\S)
+""", re.VERBOSE)
+
+
+_CODEPOINT = re.compile(r"\\u([0-9A-Fa-f]{4})|\\U([0-9A-Fa-f]{8})")
+
+
+def _tokens(text: str) -> list[tuple[str, str]]:
+    # SPARQL processes \u and \U escapes before parsing (SPARQL 1.1, 19.2): so must the scan
+    text = _CODEPOINT.sub(lambda m: chr(min(int(m.group(1) or m.group(2), 16), 0x10FFFF)), text)
+    return [(m.lastgroup or "other", m.group()) for m in _TOKEN.finditer(text) if m.lastgroup != "comment"]
+
+
+def check_service(query: str, allowed: Collection[str] = ()) -> None:
+    """Refuse ``query`` (ServiceRefused) when it has a ``SERVICE`` clause whose endpoint is not in ``allowed``
+    (full IRIs). Runs before the query reaches any store, so a refused endpoint is never contacted. A variable
+    endpoint (``SERVICE ?x``) is always refused: it cannot be checked before the query runs."""
+    tokens = _tokens(query)
+    prefixes: dict[str, str] = {}
+    base = ""
+    for i, (kind, value) in enumerate(tokens):
+        if kind != "name":
+            continue
+        word = value.upper()
+        nxt = tokens[i + 1: i + 4]
+        if word == "PREFIX" and len(nxt) >= 2 and nxt[0][0] == "name" and nxt[1][0] == "iri":
+            prefixes[nxt[0][1].rstrip(":")] = urljoin(base, nxt[1][1][1:-1])
+        elif word == "BASE" and nxt and nxt[0][0] == "iri":
+            base = urljoin(base, nxt[0][1][1:-1])
+        elif word == "SERVICE":
+            if nxt and nxt[0][0] == "name" and nxt[0][1].upper() == "SILENT":
+                nxt = nxt[1:]
+            if not nxt:
+                continue
+            endpoint_kind, endpoint = nxt[0]
+            iri: str | None = None
+            if endpoint_kind == "iri":
+                iri = urljoin(base, endpoint[1:-1])
+            elif endpoint_kind == "name" and ":" in endpoint:
+                prefix, local = endpoint.split(":", 1)
+                iri = prefixes[prefix] + local if prefix in prefixes else None
+            if iri is not None and iri in allowed:
+                continue
+            shown = f"<{iri}>" if iri is not None else endpoint
+            why = ("federated queries are off; allow this endpoint with `query --allow-service URL`"
+                   if iri is not None else "a SERVICE endpoint must be a literal IRI to be checked")
+            raise ServiceRefused(f"SERVICE {shown} is not allowed ({why})")
 
 
 def to_rdflib(term: Any) -> Node | None:
@@ -97,6 +161,8 @@ class EmbeddedStore:
 
     def __init__(self) -> None:
         self.ox = ox.Store()
+        #: SERVICE endpoints a query may call (full IRIs); empty: every SERVICE clause is refused.
+        self.allowed_services: frozenset[str] = frozenset()
 
     @classmethod
     def from_graph(cls, graph: Graph) -> EmbeddedStore:
@@ -112,6 +178,7 @@ class EmbeddedStore:
 
     def _run(self, query: str) -> Any:
         text = sparql_prologue() + query
+        check_service(text, self.allowed_services)
         try:
             return self.ox.query(text)
         except SyntaxError as exc:
@@ -174,6 +241,8 @@ class RemoteStore:
     def __init__(self, url: str, data_url: str | None = None, timeout: float = 60.0) -> None:
         self.url, self.data_url = remote_endpoints(url, data_url)
         self.timeout = timeout
+        #: SERVICE endpoints a query may call (full IRIs); empty: every SERVICE clause is refused.
+        self.allowed_services: frozenset[str] = frozenset()
         self.client = httpx.Client(timeout=timeout, headers={"User-Agent": "guideline-kg"})
 
     def __repr__(self) -> str:
@@ -217,6 +286,7 @@ class RemoteStore:
 
     def result(self, query: str, limit: int | None = None) -> QueryResult:
         """Run any query form on the server; the materialised result (at most ``limit`` items)."""
+        check_service(sparql_prologue() + query, self.allowed_services)
         resp = self._request("POST", self.url, content=(sparql_prologue() + query).encode("utf-8"), headers={
             "Content-Type": "application/sparql-query; charset=utf-8",
             "Accept": "application/sparql-results+json, application/n-triples;q=0.9"})
