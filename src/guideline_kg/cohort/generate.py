@@ -29,6 +29,7 @@ from typing import Any, TextIO
 from guideline_kg.cases.fhir_out import BundleOut, ReverseRules, bundle_line, facts_to_bundle, reverse_rules
 from guideline_kg.core.dates import months_between
 from guideline_kg.core.errors import InputError
+from guideline_kg.core.files import TOO_DEEP
 from guideline_kg.core.namespaces import PREFIXES
 
 __all__ = ["Profile", "Record", "load_profile", "generate", "write_cohort", "plant_defect", "FORMATS", "MARKER",
@@ -624,6 +625,8 @@ def load_profile(path: Path) -> Profile:
         raise InputError("not UTF-8 text", path=str(path)) from None
     except json.JSONDecodeError as exc:
         raise InputError(f"malformed JSON: {exc.msg}", path=str(path), line=exc.lineno, column=exc.colno) from None
+    except RecursionError:
+        raise InputError(f"malformed JSON: {TOO_DEEP}", path=str(path)) from None
     profile = Profile(data, str(path))
     profile.compile()
     return profile

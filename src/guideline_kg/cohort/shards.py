@@ -20,6 +20,7 @@ from rdflib import Graph
 from guideline_kg.cases import fhir_in
 from guideline_kg.cohort.generate import MARKER
 from guideline_kg.core.errors import InputError
+from guideline_kg.core.files import TOO_DEEP
 from guideline_kg.core.project import Project
 from guideline_kg.store.stores import graph_to_ntriples
 
@@ -147,6 +148,9 @@ def _fhir_shards(path: Path, size: int, context: bytes, project: Project | None)
                 case = fhir_in.bundle_to_case(bundle, name, project=project)
             except (json.JSONDecodeError, InputError, ValueError, KeyError) as exc:
                 bad.append(Unreadable(name, lineno, f"{path}:{lineno}: bundle cannot be read: {exc}"))
+                continue
+            except RecursionError:
+                bad.append(Unreadable(name, lineno, f"{path}:{lineno}: bundle cannot be read: {TOO_DEEP}"))
                 continue
             graph += case.graph
             n += 1

@@ -37,6 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=FORMATS, default=None,
                    help="table (default for SELECT/ASK), json, xml, csv, tsv; turtle (default for "
                         "CONSTRUCT/DESCRIBE), nt, jsonld, rdfxml")
+    p.add_argument("--allow-service", action="append", default=[], metavar="URL",
+                   help="let a SERVICE clause call this endpoint (repeatable; exact IRI). Without it every "
+                        "SERVICE is refused before any connection (exit 2)")
     add_store_arguments(p)
     p.set_defaults(handler=run)
 
@@ -87,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
     if args.inferred:
         note(f"HermiT: {data.inferred} inferred rdf:type triples added")
     store = store_of(args)
+    store.allowed_services = frozenset(args.allow_service)
     load_into(store, data)
     try:
         result = store.result(text)
