@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from rdflib import Graph
+from rdflib import Graph, Namespace
 
 from guideline_kg.knowledge.graph import load_knowledge
 from guideline_kg.core.project import Project
@@ -26,6 +26,8 @@ from guideline_kg.store.stores import EmbeddedStore
 
 #: The repository root (tests/..).
 REPO = Path(__file__).resolve().parents[1]
+#: This guideline's namespace, as its manifest (guidelines/plbp/guideline.toml) declares it.
+PLBP = Namespace("https://w3id.org/guideline-kg/plbp/")
 #: The second, tiny guideline that proves no guideline content hides in Python.
 MINI_HOME = REPO / "tests" / "fixtures" / "mini-guideline"
 

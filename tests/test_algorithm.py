@@ -11,8 +11,10 @@ from rdflib import Graph, Literal
 
 from guideline_kg.knowledge.algorithm import NODE_KINDS, build_graph, check, ordered_nodes
 from guideline_kg.knowledge.graph import load_knowledge
-from guideline_kg.core.namespaces import GK, PLBP, RDF, RDFS
+from guideline_kg.core.namespaces import GK, RDF, RDFS
 from guideline_kg.core.project import Project
+
+from conftest import PLBP
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,7 +88,7 @@ def test_every_transition_has_a_label_and_provenance(knowledge: Graph) -> None:
 
 def test_changing_a_transition_in_the_data_changes_the_graph(tmp_path: Path, project: Project) -> None:
     kg = tmp_path / "kg"
-    shutil.copytree(project.kg_dir, kg, ignore=shutil.ignore_patterns("cases"))
+    shutil.copytree(project.kg_dir, kg)
     text = (kg / "algorithm.ttl").read_text(encoding="utf-8")
     changed = text.replace("gk:fromNode plbp:sec-advanced ; gk:toNode plbp:L32 ;",
                            "gk:fromNode plbp:sec-advanced ; gk:toNode plbp:L31 ;")

@@ -11,8 +11,10 @@ from rdflib import Graph, URIRef
 from guideline_kg.cases.reader import EXPECTED_SUFFIX, Case, load_cases
 from guideline_kg.reasoning.derive import Evaluator, results_graph
 from guideline_kg.knowledge.graph import load_knowledge
-from guideline_kg.core.namespaces import GK, PLBP, PROV, RDF
+from guideline_kg.core.namespaces import GK, PROV, RDF
 from guideline_kg.core.project import Project
+
+from conftest import PLBP
 
 PROJECT = Project.at()
 CASES = load_cases([PROJECT.cases_dir])
@@ -156,7 +158,7 @@ def test_second_guideline_changes_nothing_in_code(tmp_path) -> None:
     import shutil
 
     kg = tmp_path / "kg"
-    shutil.copytree(PROJECT.kg_dir, kg, ignore=shutil.ignore_patterns("cases"))
+    shutil.copytree(PROJECT.kg_dir, kg)
     defs = kg / "definitions.ttl"
     defs.write_text(defs.read_text().replace("xsd:minInclusive 3.0", "xsd:minInclusive 12.0")
                     .replace("xsd:maxExclusive 3.0", "xsd:maxExclusive 12.0"))

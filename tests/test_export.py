@@ -19,7 +19,7 @@ from guideline_kg.outputs.export import RDF_FORMATS, csv_tables, jsonld_context,
 from guideline_kg.outputs.fhir_cpg import (CPG, OWL_CLASS_LANGUAGE, careplan, fhir_id, pathway_bundle, read_pathway,
                                    recommendations_from_bundle, validate_resource)
 from guideline_kg.knowledge.graph import load_knowledge
-from guideline_kg.core.namespaces import PREFIXES
+from guideline_kg.core.namespaces import GENERIC_PREFIXES
 from guideline_kg.core.project import Project
 from guideline_kg.knowledge.statements import list_statements
 from guideline_kg.store.stores import EmbeddedStore
@@ -83,7 +83,11 @@ def test_jsonld_refers_to_the_published_context_by_url(knowledge: Graph, canonic
 
 
 def test_committed_context_declares_exactly_the_project_prefixes() -> None:
-    assert jsonld_context(PROJECT) == {p: str(ns) for p, ns in PREFIXES.items()}
+    """The generic prefixes and the guideline's own (from its manifest), nothing else."""
+    assert PROJECT.namespace is not None
+    prefix, namespace = PROJECT.namespace
+    assert jsonld_context(PROJECT) == {**{p: str(ns) for p, ns in GENERIC_PREFIXES.items()}, prefix: namespace}
+
 
 
 def test_csv_tables_have_neo4j_headers_and_every_edge_ends_at_a_node(store: EmbeddedStore) -> None:

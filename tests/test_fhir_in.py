@@ -13,7 +13,7 @@ from rdflib import Graph, Literal, URIRef
 from guideline_kg.cases.reader import Case, load_cases
 from guideline_kg.reasoning.derive import Evaluator
 from guideline_kg.core.errors import InputError
-from guideline_kg.cases.fhir_in import RULES_FILE, bundle_to_case, is_fhir_bundle, load_rules, read_sssom
+from guideline_kg.cases.fhir_in import bundle_to_case, is_fhir_bundle, load_rules, read_sssom
 from guideline_kg.knowledge.graph import load_knowledge
 from guideline_kg.core.namespaces import CASE, GK, RDF, RDFS, SKOS, XSD
 from guideline_kg.core.project import Project
@@ -154,7 +154,7 @@ def test_mapping_rule_gives_its_case_facts(resources: list[dict], triples: list)
 
 
 def test_every_rule_of_the_rules_file_has_a_test_row() -> None:
-    rules = load_rules(PROJECT.kg_dir / RULES_FILE)
+    rules = load_rules(PROJECT.require("fhir_case_mapping", "this test"))
     tested = {row[0].split(":")[0] for row in RULE_CASES}
     assert {r["id"] for r in rules.rules} <= tested
 
@@ -279,7 +279,7 @@ def test_sssom_header_has_the_required_metadata() -> None:
 @pytest.mark.skipif(not CODES_TSV.exists(), reason="shared terminology list not present")
 def test_every_standard_code_is_one_of_the_verified_codes_and_cites_where_it_was_seen(sssom) -> None:
     curie_map, rows = sssom
-    rules = load_rules(PROJECT.kg_dir / RULES_FILE)
+    rules = load_rules(PROJECT.require("fhir_case_mapping", "this test"))
     prefix_of = {system: prefix for system, prefix in rules.code_systems.items()}
     with CODES_TSV.open() as f:
         verified = {(f"{prefix_of[r['system']]}:{r['code']}", r["seen_in"]) for r in csv.DictReader(f, delimiter="\t")}

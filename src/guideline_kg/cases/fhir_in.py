@@ -1,4 +1,4 @@
-"""FHIR R4 Bundles in: generic machinery that applies the mapping rules of guidelines/plbp/mappings/ to make a patient case.
+"""FHIR R4 Bundles in: generic machinery that applies the guideline package's FHIR case mapping rules to make a patient case.
 
 Which resource types, codes and ontology terms make which case facts is data: ``fhir-case-mapping.json`` (the
 rules) and the SSSOM mapping set it names (codes to terms). Nothing clinical is written here.
@@ -23,10 +23,10 @@ from guideline_kg.core.errors import InputError
 from guideline_kg.core.namespaces import CASE, GK, RDF, RDFS, XSD, bind_prefixes
 from guideline_kg.core.project import Project
 
-__all__ = ["MappingRules", "load_rules", "read_sssom", "is_fhir_bundle", "bundle_to_case", "RULES_FILE"]
+__all__ = ["MappingRules", "load_rules", "project_rules", "read_sssom", "is_fhir_bundle", "bundle_to_case", "RULES_PART"]
 
-#: The rules file, relative to the project's guidelines/plbp/ folder.
-RULES_FILE = Path("mappings") / "fhir-case-mapping.json"
+#: The manifest part naming the package's rules file (``[parts] fhir_case_mapping``).
+RULES_PART = "fhir_case_mapping"
 
 _DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(T[0-9:.]+(Z|[+-]\d{2}:\d{2})?)?$")
 _PARTIAL_DATE = re.compile(r"^\d{4}(-\d{2})?$")
@@ -53,6 +53,12 @@ class MappingRules:
         if not sep or prefix not in self.prefixes:
             raise InputError(f"unknown prefix in {curie!r} (declare it in the SSSOM curie_map)", path=str(self.path))
         return URIRef(self.prefixes[prefix] + local)
+
+
+def project_rules(project: Project, purpose: str) -> "MappingRules":
+    """The mapping rules the guideline package names (``[parts] fhir_case_mapping``); an InputError (exit 2)
+    saying that ``purpose`` needs them when the package has none."""
+    return load_rules(project.require(RULES_PART, purpose))
 
 
 def read_sssom(path: Path) -> tuple[dict[str, str], list[dict[str, str]]]:
@@ -489,7 +495,7 @@ def bundle_to_case(bundle: dict, name: str, source: Path | None = None, *,
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         got = bundle.get("resourceType") if isinstance(bundle, dict) else type(bundle).__name__
         raise InputError(f"not a FHIR Bundle (resourceType is {json.dumps(got)})", path=where)
-    rules = load_rules((project or Project.at()).kg_dir / RULES_FILE)
+    rules = project_rules(project or Project.at(), "reading a FHIR case")
     graph = bind_prefixes(Graph())
     patient = URIRef(f"{CASE}{name}")
     mapper = _Mapper(rules, name, where, graph, patient)

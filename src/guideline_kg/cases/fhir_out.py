@@ -1,4 +1,4 @@
-"""Case facts out as a FHIR R4 Bundle: the mapping rules of guidelines/plbp/mappings/ read in reverse.
+"""Case facts out as a FHIR R4 Bundle: the guideline package's FHIR case mapping rules read in reverse.
 
 The inverse of :func:`fhir_in.bundle_to_case`. Which resource type, code path, value path and code carry a fact
 is read from ``fhir-case-mapping.json`` and the SSSOM set (a term's code is a row whose predicate the rules
@@ -18,7 +18,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any, Iterable
 
-from guideline_kg.cases.fhir_in import RULES_FILE, MappingRules, load_rules
+from guideline_kg.cases.fhir_in import MappingRules, load_rules, project_rules
 from guideline_kg.core.dates import months_between
 from guideline_kg.core.project import Project
 
@@ -61,7 +61,7 @@ _REVERSE_CACHE: dict[int, ReverseRules] = {}
 
 def reverse_rules(project: Project | None = None, path: Path | None = None) -> ReverseRules:
     """The project's FHIR mapping rules, indexed for case -> FHIR (cached with the rules)."""
-    rules = load_rules(path or (project or Project.at()).kg_dir / RULES_FILE)
+    rules = load_rules(path) if path else project_rules(project or Project.at(), "writing cases as FHIR")
     cached = _REVERSE_CACHE.get(id(rules))
     if cached is not None and cached.rules is rules:
         return cached

@@ -1,4 +1,10 @@
-"""The project's namespaces, declared once, and the one function that binds them on a graph."""
+"""The project's namespaces, declared once, and the one function that binds them on a graph.
+
+The generic namespaces (the ontology, cases, results and the reused vocabularies) are fixed here. A guideline's own
+namespace is data: its package manifest declares it (``[guideline] prefix`` and ``namespace``), or its content's
+Turtle prefixes do, and :func:`declare_namespace` adds it to :data:`PREFIXES` when the package is opened, so that
+every graph, query and export of that guideline uses it.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,6 @@ from rdflib.namespace import DCTERMS, OWL, PROV, RDF, RDFS, SH, SKOS, XSD
 
 __all__ = [
     "GK",
-    "PLBP",
     "CASE",
     "RESULT",
     "SSSOM",
@@ -20,14 +25,14 @@ __all__ = [
     "SKOS",
     "XSD",
     "PREFIXES",
+    "GENERIC_PREFIXES",
+    "declare_namespace",
     "bind_prefixes",
     "sparql_prologue",
 ]
 
 #: The ontology of guideline entities (classes and properties; generic across guidelines).
 GK = Namespace("https://w3id.org/guideline-kg/ontology#")
-#: This guideline's content: statements, definitions, algorithm ("persistent lower back pain").
-PLBP = Namespace("https://w3id.org/guideline-kg/plbp/")
 #: Patient cases shipped as examples.
 CASE = Namespace("https://w3id.org/guideline-kg/case/")
 #: Results of a derivation (one per case and statement).
@@ -36,7 +41,6 @@ SSSOM = Namespace("https://w3id.org/sssom/")
 
 PREFIXES: dict[str, Namespace] = {
     "gk": GK,
-    "plbp": PLBP,
     "case": CASE,
     "result": RESULT,
     "sssom": SSSOM,
@@ -49,6 +53,23 @@ PREFIXES: dict[str, Namespace] = {
     "prov": PROV,
     "sh": SH,
 }
+
+
+#: The generic prefixes only (no guideline's); :data:`PREFIXES` is these plus the declared guideline namespaces.
+GENERIC_PREFIXES: dict[str, Namespace] = dict(PREFIXES)
+
+
+def declare_namespace(prefix: str, iri: str) -> Namespace:
+    """Add a guideline's namespace to :data:`PREFIXES` (bound on graphs, predeclared in queries) and return it.
+
+    A generic prefix cannot be redeclared (ValueError); declaring a guideline prefix again replaces its IRI.
+    """
+    if prefix in GENERIC_PREFIXES:
+        if str(GENERIC_PREFIXES[prefix]) == iri:
+            return GENERIC_PREFIXES[prefix]
+        raise ValueError(f"prefix {prefix!r} is reserved for {GENERIC_PREFIXES[prefix]}")
+    PREFIXES[prefix] = Namespace(iri)
+    return PREFIXES[prefix]
 
 
 def bind_prefixes(graph: Graph) -> Graph:

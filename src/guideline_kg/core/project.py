@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from guideline_kg.core.errors import InputError
+from guideline_kg.core.namespaces import GENERIC_PREFIXES, declare_namespace
 
 __all__ = ["Project", "Manifest", "PartSpec", "PARTS", "MANIFEST_FILE", "default_home", "read_manifest"]
 
@@ -130,6 +131,8 @@ def _guideline_table(path: Path, table: Any) -> dict[str, str]:
             raise _fail(path, f"[guideline] {key}: must be a non-empty string")
     if ("prefix" in table) != ("namespace" in table):
         raise _fail(path, "[guideline] prefix and namespace go together: give both or neither")
+    if table.get("prefix") in GENERIC_PREFIXES:
+        raise _fail(path, f"[guideline] prefix: {table['prefix']!r} is reserved for {GENERIC_PREFIXES[table['prefix']]}")
     ns = table.get("namespace", "")
     if ns and not (ns.startswith(("https://", "http://", "urn:")) and ns[-1] in "/#:"):
         raise _fail(path, f"[guideline] namespace: {ns!r} is not an IRI base ending in '/', '#' or ':'")
@@ -190,6 +193,8 @@ class Project:
         kg_dir = Path(kg).resolve() if kg else root / "guidelines" / "plbp"
         manifest = read_manifest(kg_dir) if kg_dir.is_dir() else Manifest(kg_dir, None, {}, {"content": []})
         cases = manifest.parts.get("cases")
+        if "prefix" in manifest.guideline:
+            declare_namespace(manifest.guideline["prefix"], manifest.guideline["namespace"])
         return cls(
             home=root,
             ontology_dir=Path(ontology).resolve() if ontology else root / "ontology",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rdflib import Graph, URIRef
 
 from guideline_kg.core.errors import InputError
-from guideline_kg.core.namespaces import GK, RDF, bind_prefixes
+from guideline_kg.core.namespaces import GK, PREFIXES, RDF, bind_prefixes, declare_namespace
 from guideline_kg.core.project import Project
 from guideline_kg.core.rdfio import read_graphs
 
@@ -20,7 +20,27 @@ def load_knowledge(project: Project) -> Graph:
     if not project.parts("content"):
         raise InputError("no content files (*.ttl) found (guideline.toml [parts] content)",
                          path=project.manifest.where)
-    return read_graphs(files, bind_prefixes(Graph()))
+    graph = read_graphs(files, bind_prefixes(Graph()))
+    if project.namespace is None:
+        _declare_from_content(graph)
+    return graph
+
+
+def _declare_from_content(graph: Graph) -> None:
+    """Without a namespace in the manifest, the guideline's is the content's prefix for its gk:Guideline IRI."""
+    found = sorted(set(graph.subjects(RDF.type, GK.Guideline)))
+    if len(found) != 1:
+        return
+    iri = str(found[0])
+    known = {str(ns) for ns in PREFIXES.values()}
+    candidates = [(p, str(ns)) for p, ns in graph.namespaces()
+                  if iri.startswith(str(ns)) and len(iri) > len(str(ns)) and str(ns) not in known and p]
+    if candidates:
+        prefix, ns = max(candidates, key=lambda c: len(c[1]))
+        try:
+            declare_namespace(prefix, ns)
+        except ValueError:
+            pass  # the content uses a reserved prefix for its own IRIs; leave the generic one bound
 
 
 def guideline_iri(graph: Graph) -> URIRef:

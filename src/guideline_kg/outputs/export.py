@@ -15,14 +15,14 @@ from typing import Any
 from rdflib import Graph
 
 from guideline_kg.core.errors import InputError
-from guideline_kg.core.namespaces import PREFIXES, bind_prefixes, sparql_prologue
+from guideline_kg.core.namespaces import GENERIC_PREFIXES, PREFIXES, bind_prefixes, sparql_prologue
 from guideline_kg.core.project import Project
 from guideline_kg.core.queries import load_query
 from guideline_kg.store.stores import EmbeddedStore
 
 __all__ = [
     "RDF_FORMATS",
-    "CONTEXT_FILE",
+    "CONTEXT_PART",
     "export_graph",
     "rdf_export",
     "jsonld_context",
@@ -38,8 +38,8 @@ RDF_FORMATS: dict[str, tuple[str, str]] = {
     "rdfxml": ("xml", ".rdf"),
     "jsonld": ("json-ld", ".jsonld"),
 }
-#: The published JSON-LD context, relative to the project's guidelines/plbp/ folder.
-CONTEXT_FILE = "context.jsonld"
+#: The manifest part naming the package's JSON-LD context (``[parts] jsonld_context``).
+CONTEXT_PART = "jsonld_context"
 
 
 def short_name(iri: str) -> str:
@@ -62,8 +62,9 @@ def export_graph(knowledge: Graph, project: Project) -> Graph:
 
 
 def jsonld_context(project: Project) -> dict[str, Any]:
-    """The committed JSON-LD context (``guidelines/plbp/context.jsonld``), its ``@context`` object."""
-    path = project.kg_dir / CONTEXT_FILE
+    """The package's JSON-LD context (its manifest's ``[parts] jsonld_context``), its ``@context`` object; an
+    InputError (exit 2) when the package names none."""
+    path = project.require(CONTEXT_PART, "`export --format jsonld`")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -80,7 +81,7 @@ def rdf_export(knowledge: Graph, project: Project, fmt: str, context_url: str | 
     """The knowledge graph in one RDF syntax (``turtle``, ``ntriples``, ``rdfxml``, ``jsonld``).
 
     JSON-LD is compacted with the committed context; the document embeds it, or, given ``context_url``,
-    refers to it by that URL (the published copy of ``guidelines/plbp/context.jsonld``).
+    refers to it by that URL (the published copy of the package's context).
     """
     if fmt not in RDF_FORMATS:
         raise InputError(f"unknown RDF export format {fmt!r} (expected one of {', '.join(RDF_FORMATS)})")
@@ -108,10 +109,12 @@ def _value(term: Any) -> str:
 
 
 def _prefixed(iri: str) -> str:
-    """``prefix_localname`` for IRIs in a project namespace, else the local name (a property-graph label)."""
+    """A property-graph label: the local name for IRIs of the ontology (gk:) or of a guideline's namespace,
+    ``prefix_localname`` in another known namespace, else the local name."""
     for prefix, ns in PREFIXES.items():
         if iri.startswith(str(ns)) and iri != str(ns):
-            return iri[len(str(ns)):] if prefix in ("gk", "plbp") else f"{prefix}_{iri[len(str(ns)):]}"
+            own = prefix == "gk" or prefix not in GENERIC_PREFIXES
+            return iri[len(str(ns)):] if own else f"{prefix}_{iri[len(str(ns)):]}"
     return short_name(iri)
 
 

@@ -13,9 +13,6 @@ from guideline_kg.cli.common import emit, emit_json, note, project_of
 from guideline_kg.cohort.generate import FORMATS, generate, load_profile, write_cohort
 from guideline_kg.core.errors import EXIT_FAILED, EXIT_OK, InputError
 
-PROFILE = "cohort-profile.json"
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("cohort", help="synthetic populations; validate and derive a whole population",
                        description="Population-scale runs. `generate` writes a synthetic cohort; `evaluate` "
@@ -23,11 +20,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     csub = p.add_subparsers(dest="cohort_command", metavar="ACTION")
     g = csub.add_parser("generate", help="write a synthetic cohort (streamed; deterministic for a seed)",
                         description="Write N synthetic cases drawn from the cohort profile (distributions and rates "
-                                    "of synthetic data, guidelines/plbp/cohort-profile.json). Exit 0 written, 2 bad input.")
+                                    "of synthetic data named by the guideline package's manifest, [parts] cohort_profile). "
+                                    "Exit 0 written, 2 bad input.")
     g.add_argument("--n", type=int, required=True, help="number of cases")
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g.add_argument("--format", choices=FORMATS, default="turtle")
-    g.add_argument("--profile", type=Path, help="cohort profile JSON (default: KG/cohort-profile.json)")
+    g.add_argument("--profile", type=Path, help="cohort profile JSON (default: the package's [parts] cohort_profile)")
     g.add_argument("--out", type=Path, required=True, help="output file")
     g.set_defaults(handler=run_generate)
     e = csub.add_parser("evaluate", help="validate and derive every case of a cohort file; JSON Lines out",
@@ -72,7 +70,7 @@ def _atomic_open(path: Path):
 
 def run_generate(args: argparse.Namespace) -> int:
     project = project_of(args)
-    profile = load_profile(args.profile or project.kg_dir / PROFILE)
+    profile = load_profile(args.profile or project.require("cohort_profile", "`cohort generate`"))
     if args.n < 0:
         raise InputError(f"--n must not be negative (got {args.n})")
     handle, tmp = _atomic_open(args.out)
@@ -91,7 +89,7 @@ def run_generate(args: argparse.Namespace) -> int:
          f"to {args.out}")
     lost = counts.get("unexpressed") or {}
     if lost:
-        note(f"{sum(lost.values())} facts have no FHIR form under guidelines/plbp/mappings/fhir-case-mapping.json and are not in "
+        note(f"{sum(lost.values())} facts have no FHIR form under the package's FHIR case mapping and are not in "
              "the Bundles (docs/cohort.md, FHIR NDJSON): "
              + ", ".join(f"{p.rsplit('#', 1)[-1].rsplit('/', 1)[-1]} {n}" for p, n in sorted(lost.items())))
     return EXIT_OK

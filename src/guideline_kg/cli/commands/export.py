@@ -38,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="case file or folder (careplan, cds-cards); repeatable")
     p.add_argument("--out", type=Path, metavar="FILE|DIR", help="output file (or folder) instead of stdout")
     p.add_argument("--jsonld-context", metavar="URL",
-                   help="jsonld: refer to the context by this URL instead of embedding guidelines/plbp/context.jsonld")
+                   help="jsonld: refer to the context by this URL instead of embedding the guideline package's "
+                        "context (guideline.toml [parts] jsonld_context)")
     p.add_argument("--reasoner", choices=["fast", "hermit"], default="fast",
                    help="careplan, cds-cards: derivation path (default fast)")
     p.set_defaults(handler=run)
@@ -95,7 +96,11 @@ def _outputs(args: argparse.Namespace, project: Project) -> tuple[dict[str, str]
         from guideline_kg.knowledge.algorithm import build_graph
         from guideline_kg.outputs.render import render
 
-        return {"": render(build_graph(knowledge, project), fmt).decode("utf-8")}, []
+        algorithm = project.require("algorithm", f"`export --format {fmt}`")
+        graph = build_graph(knowledge, project)
+        if len(graph) == 0:
+            raise InputError("the treatment algorithm has no gk:Transition", path=str(algorithm))
+        return {"": render(graph, fmt).decode("utf-8")}, []
     if fmt == "fhir":
         from guideline_kg.outputs.fhir_cpg import pathway_bundle
 

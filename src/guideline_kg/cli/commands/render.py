@@ -40,10 +40,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     project = project_of(args)
+    algorithm = project.require("algorithm", "`render`")
     knowledge = load_knowledge(project)
     graph = build_graph(knowledge, project)
     if len(graph) == 0:
-        raise InputError("the knowledge graph has no treatment algorithm (no gk:Transition)", path=str(project.kg_dir))
+        raise InputError("the treatment algorithm has no gk:Transition", path=str(algorithm))
     view, title = None, "Treatment algorithm"
     name = knowledge.value(guideline_iri(knowledge), DCTERMS.title)
     if name is not None:
