@@ -12,26 +12,27 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import pyoxigraph as ox
 from rdflib import Graph, Literal, URIRef
 from rdflib.term import Node
 
 from guideline_kg.cases.reader import Case
-from guideline_kg.core.errors import InputError
-from guideline_kg.knowledge.graph import guideline_iri
-from guideline_kg.core.namespaces import GK, PROV, RDF, RDFS, RESULT, bind_prefixes
 from guideline_kg.compile.owl2sparql import Compiler, Pattern
+from guideline_kg.core.errors import InputError
+from guideline_kg.core.namespaces import GK, PROV, RDF, RDFS, RESULT, bind_prefixes
 from guideline_kg.core.project import Project
 from guideline_kg.core.queries import load_query
-from guideline_kg.reasoning.hermit import classify
+from guideline_kg.knowledge.graph import guideline_iri
 from guideline_kg.knowledge.statements import list_statements
+from guideline_kg.reasoning.hermit import classify
 from guideline_kg.store.stores import EmbeddedStore, Store
 
-__all__ = ["Condition", "CaseResult", "Evaluator", "results_graph", "STATUSES"]
+__all__ = ["STATUSES", "CaseResult", "Condition", "Evaluator", "results_graph"]
 
 _MEMO_LIMIT = 10_000  # distinct membership signatures kept (~14 KB each); beyond it the memo starts afresh
 STATUSES = {"applicable": GK.Applicable, "not-applicable": GK.NotApplicable, "undetermined": GK.Undetermined}
@@ -50,13 +51,17 @@ class Condition:
     urgent: bool
 
 
+#: How one fact of a witness is rendered: subject position (or None), verb, object position (or None), constant.
+FactPlan = tuple[int | None, str, int | None, str]
+
+
 class Witness:
     """The facts of a case that witness its membership of a class: one solution of the class's SPARQL
     pattern, rendered to readable facts (``node property value``) only when first read."""
 
-    __slots__ = ("_solution", "_plan", "_subjects", "_label", "_facts", "_nodes")
+    __slots__ = ("_facts", "_label", "_nodes", "_plan", "_solution", "_subjects")
 
-    def __init__(self, solution: Any = None, plan: list | None = None, subjects: list[int] | None = None,
+    def __init__(self, solution: Any = None, plan: list[FactPlan] | None = None, subjects: list[int] | None = None,
                  label: Any = None, facts: list[str] | None = None, nodes: list[str] | None = None) -> None:
         self._solution, self._plan, self._subjects, self._label = solution, plan, subjects, label
         self._facts, self._nodes = facts, nodes
@@ -66,13 +71,13 @@ class Witness:
         if self._facts is None:
             sol, label = self._solution, self._label
             self._facts = [f"{label(sol[si]) if si is not None else '?'} {verb} "
-                           f"{label(sol[oi]) if oi is not None else const}" for si, verb, oi, const in self._plan]
+                           f"{label(sol[oi]) if oi is not None else const}" for si, verb, oi, const in self._plan or []]
         return self._facts
 
     @property
     def nodes(self) -> list[str]:
         if self._nodes is None:
-            self._nodes = list(dict.fromkeys(self._solution[i].value for i in self._subjects))
+            self._nodes = list(dict.fromkeys(self._solution[i].value for i in self._subjects or []))
         return self._nodes
 
 
@@ -132,10 +137,10 @@ class CaseResult:
     The statuses are decided when the result is made; the per-statement objects (``scope``, ``results``)
     are assembled from them on first use, so a batch run pays for them only when it writes them."""
 
-    __slots__ = ("case", "patient", "reasoner", "_signature", "_explain", "_evaluator", "_built")
+    __slots__ = ("_built", "_evaluator", "_explain", "_signature", "case", "patient", "reasoner")
 
     def __init__(self, case: str, patient: URIRef, reasoner: str, signature: list,
-                 explain: dict[str, Witness], evaluator: "Evaluator") -> None:
+                 explain: dict[str, Witness], evaluator: Evaluator) -> None:
         self.case, self.patient, self.reasoner = case, patient, reasoner
         self._signature, self._explain, self._evaluator = signature, explain, evaluator
         self._built: list[StatementResult] | None = None
@@ -210,10 +215,11 @@ class Evaluator:
         self.conditions: dict[str, list[Condition]] = defaultdict(list)
         for r in rows.dicts():
             sid = str(r["statement"])
-            self.populations[sid] = URIRef(r["population"])
-            cond = Condition(URIRef(r["condition"]), URIRef(r["negation"]),
+            self.populations[sid] = URIRef(str(r["population"]))
+            urgent = r["urgent"]
+            cond = Condition(URIRef(str(r["condition"])), URIRef(str(r["negation"])),
                              str(r["conditionLabel"] or r["condition"]), str(r["negationLabel"] or r["negation"]),
-                             str(r["missing"] or ""), bool(r["urgent"] and r["urgent"].toPython() is True))
+                             str(r["missing"] or ""), isinstance(urgent, Literal) and urgent.toPython() is True)
             if cond not in self.conditions[sid]:
                 self.conditions[sid].append(cond)
         if str(self.guideline) not in self.conditions:
@@ -232,7 +238,7 @@ class Evaluator:
         self._sort_key = {sid: (st["source_lines"], sid) for sid, st in self.statements.items()}
         self._condition_keys = {sid: [(c, str(c.iri), str(c.negation)) for c in cs]
                                 for sid, cs in self.conditions.items()}
-        self._scope_statement = {"id": self._gid, "source_lines": [], "text": "", "action": None,
+        self._scope_statement: dict[str, Any] = {"id": self._gid, "source_lines": [], "text": "", "action": None,
                                  "direction": None, "strength": None, "line_of_therapy": None, "citations": [],
                                  "kind": "guideline"}
 
@@ -254,7 +260,7 @@ class Evaluator:
             plan.append((s[1:] if s.startswith("?") else None, verb, o[1:] if o.startswith("?") else None, const))
         return plan
 
-    def witnesses(self, store: "Store", cls: URIRef, patient: URIRef | None = None
+    def witnesses(self, store: Store, cls: URIRef, patient: URIRef | None = None
                   ) -> dict[str, Witness]:
         """Members of ``cls`` in ``store`` (or just ``patient``), by IRI, each with one witnessing solution."""
         found: dict[str, Witness] = {}
@@ -350,7 +356,8 @@ class Evaluator:
             plan = self._json_memo[key] = (scope, statements, signature)
         return plan[0], plan[1]
 
-    def _reason(self, cond: Condition, kind: str, explain: dict[str, Witness], cache: dict) -> str:
+    def _reason(self, cond: Condition, kind: str, explain: dict[str, Witness],
+                cache: dict[tuple[Condition, str], str]) -> str:
         """The wording of one met or failed condition with its facts (once per case and condition)."""
         text = cache.get((cond, kind))
         if text is None:
@@ -363,7 +370,8 @@ class Evaluator:
 
     def _json(self, result: CaseResult) -> dict[str, Any]:
         scope, statements = self._json_plan(result._signature)
-        explain, cache = result._explain, {}
+        explain = result._explain
+        cache: dict[tuple[Condition, str], str] = {}
         if scope[1] == "applicable":
             reason = None
         elif scope[1] == "not-applicable":
@@ -399,18 +407,20 @@ class Evaluator:
                                  path=str(case.source) if case.source else case.name)
             fast_members = members
             members = result.types.get(str(case.patient), set()) & {str(c) for c in self.classes}
-            for cls in members - fast_members:
-                explain[cls] = Witness(facts=[f"entailed by the reasoner for {self._label(case.patient)}"], nodes=[])
+            for entailed in members - fast_members:
+                why = f"entailed by the reasoner for {self._label(case.patient)}"
+                explain[entailed] = Witness(facts=[why], nodes=[])
         return self._case_result(case.name, case.patient, reasoner, members, explain)
 
-    def evaluate_store(self, store: "Store", patients: Iterable[URIRef] | None = None,
+    def evaluate_store(self, store: Store, patients: Iterable[URIRef] | None = None,
                        names: dict[URIRef, str] | None = None) -> Iterator[CaseResult]:
         """Fast path in batch: every patient of ``store`` (one SPARQL query per condition class)."""
         membership: dict[str, dict[str, Witness]] = defaultdict(dict)
         workers = (os.cpu_count() or 1) if isinstance(store, EmbeddedStore) else 1
         # pyoxigraph releases the GIL while it evaluates, so the class queries overlap on several cores
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            for cls, found in zip(self.classes, pool.map(lambda c: self.witnesses(store, c), self.classes)):
+            found_by_class = pool.map(lambda c: self.witnesses(store, c), self.classes)
+            for cls, found in zip(self.classes, found_by_class, strict=True):
                 key = str(cls)
                 for patient, explained in found.items():
                     membership[patient][key] = explained
@@ -435,7 +445,7 @@ def results_graph(results: Iterable[CaseResult], knowledge: Graph | None = None)
         g.add((activity, PROV.used, cr.patient))
         g.add((activity, RDFS.label, Literal(f"derivation for case {cr.case} ({cr.reasoner} path)")))
         g.add((cr.patient, GK.inScope, Literal(cr.in_scope)))
-        for r in [cr.scope] + cr.results:
+        for r in [cr.scope, *cr.results]:
             sid = r.statement["id"]
             node = RESULT[f"{case_key}/{sid.rsplit('/', 1)[-1]}"]
             g.add((node, RDF.type, GK.RecommendationResult))

@@ -7,25 +7,33 @@ import io
 import os
 import tempfile
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from rdflib import Graph, Literal, URIRef
 from rdflib.namespace import OWL, RDF, XSD
 
 from guideline_kg.core.errors import GuidelineKGError
 
-__all__ = ["OWL2_DATATYPES", "ReasonerResult", "reasoner_input", "run_hermit", "check_consistency",
-           "classify", "ReasonerUnavailable"]
+__all__ = [
+    "OWL2_DATATYPES",
+    "ReasonerResult",
+    "ReasonerUnavailable",
+    "check_consistency",
+    "classify",
+    "reasoner_input",
+    "run_hermit",
+]
 
 #: The OWL 2 datatype map (OWL 2 Syntax, section 4); literals of other datatypes cannot be given to HermiT.
-OWL2_DATATYPES = {
-    XSD[n] for n in (
-        "decimal integer nonNegativeInteger nonPositiveInteger positiveInteger negativeInteger long int short "
-        "byte unsignedLong unsignedInt unsignedShort unsignedByte double float string normalizedString token "
-        "language Name NCName NMTOKEN boolean hexBinary base64Binary anyURI dateTime dateTimeStamp"
-    ).split()
-} | {RDF.PlainLiteral, RDF.XMLLiteral, URIRef("http://www.w3.org/2000/01/rdf-schema#Literal"), RDF.langString}
+_OWL2_XSD_NAMES = [
+    "decimal", "integer", "nonNegativeInteger", "nonPositiveInteger", "positiveInteger", "negativeInteger", "long",
+    "int", "short", "byte", "unsignedLong", "unsignedInt", "unsignedShort", "unsignedByte", "double", "float",
+    "string", "normalizedString", "token", "language", "Name", "NCName", "NMTOKEN", "boolean", "hexBinary",
+    "base64Binary", "anyURI", "dateTime", "dateTimeStamp",
+]
+OWL2_DATATYPES = {XSD[n] for n in _OWL2_XSD_NAMES} | {
+    RDF.PlainLiteral, RDF.XMLLiteral, URIRef("http://www.w3.org/2000/01/rdf-schema#Literal"), RDF.langString}
 
 
 class ReasonerUnavailable(GuidelineKGError):
@@ -39,7 +47,6 @@ class ReasonerResult:
     consistent: bool
     unsatisfiable: list[str] = field(default_factory=list)
     types: dict[str, set[str]] = field(default_factory=dict)
-    dropped_literals: int = 0
 
 
 def reasoner_input(graph: Graph) -> tuple[Graph, int]:
@@ -60,9 +67,9 @@ def reasoner_input(graph: Graph) -> tuple[Graph, int]:
 def run_hermit(graph: Graph, individuals: Iterable[URIRef] = (), extra: Graph | None = None) -> ReasonerResult:
     """Run HermiT on ``graph`` (+ ``extra``); report consistency, unsatisfiable classes and the inferred
     named types (direct and indirect) of ``individuals``."""
-    import owlready2
+    import owlready2  # noqa: PLC0415 - heavy (~0.2 s, sets up its quadstore); only HermiT runs need it
 
-    data, dropped = reasoner_input(graph + extra if extra is not None else graph)
+    data, _dropped = reasoner_input(graph + extra if extra is not None else graph)
     with tempfile.TemporaryDirectory(prefix="gkg-hermit-") as tmp:
         path = os.path.join(tmp, "merged.nt")
         data.serialize(destination=path, format="nt", encoding="utf-8")
@@ -76,7 +83,7 @@ def run_hermit(graph: Graph, individuals: Iterable[URIRef] = (), extra: Graph | 
                     owlready2.sync_reasoner_hermit(world, infer_property_values=False, debug=0)
             except owlready2.base.OwlReadyInconsistentOntologyError:
                 world.close()
-                return ReasonerResult(consistent=False, dropped_literals=dropped)
+                return ReasonerResult(consistent=False)
             except FileNotFoundError as exc:
                 raise ReasonerUnavailable(f"cannot start Java for HermiT: {exc}") from None
             except Exception as exc:  # owlready2 wraps Java failures in CalledProcessError
@@ -94,7 +101,7 @@ def run_hermit(graph: Graph, individuals: Iterable[URIRef] = (), extra: Graph | 
             types[str(ind)] = {c.iri for c in entity.INDIRECT_is_a
                                if isinstance(c, owlready2.ThingClass) and c.iri != str(OWL.Thing)}
         world.close()
-        return ReasonerResult(consistent=True, unsatisfiable=unsat, types=types, dropped_literals=dropped)
+        return ReasonerResult(consistent=True, unsatisfiable=unsat, types=types)
 
 
 def check_consistency(graph: Graph) -> ReasonerResult:
