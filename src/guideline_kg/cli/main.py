@@ -8,17 +8,23 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
+import re
 import sys
+import traceback
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
 
 from guideline_kg import __version__
-from guideline_kg.core.errors import EXIT_ERROR, EXIT_OK, GuidelineKGError
 from guideline_kg.cli import commands
 from guideline_kg.cli.common import note
+from guideline_kg.core.errors import EXIT_ERROR, EXIT_OK, GuidelineKGError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["DEBUG_VARIABLE", "build_parser", "main"]
+
+#: Set to 1 to get the traceback of an internal error (for a bug report) after its one-line message.
+DEBUG_VARIABLE = "GUIDELINE_KG_DEBUG"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +49,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exit_code(exc: BaseException, command: str) -> int:
+    """The one-line message (on stderr) and exit code of a failure of ``command``; never a traceback, except
+    for an internal error when $GUIDELINE_KG_DEBUG is 1."""
+    prefix = f"guideline-kg {command}"
+    if isinstance(exc, GuidelineKGError):
+        note(f"{prefix}: error: {exc}")
+        return exc.exit_code
+    if isinstance(exc, KeyboardInterrupt):
+        note("guideline-kg: interrupted")
+        return EXIT_ERROR
+    if isinstance(exc, BrokenPipeError):
+        return EXIT_OK
+    if isinstance(exc, OSError):  # an output folder that cannot be made, a file that cannot be written
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        note(f"{prefix}: error: {where}{exc.strerror or exc}")
+        return EXIT_ERROR
+    if isinstance(exc, RecursionError):  # a reader that let a deeply nested input through
+        note(f"{prefix}: error: an input is nested too deeply (arrays, objects or brackets inside each other "
+             "beyond the parser's limit)")
+        return EXIT_ERROR
+    if os.environ.get(DEBUG_VARIABLE) == "1":
+        traceback.print_exception(exc)
+    message = re.sub(r"\s+", " ", str(exc)).strip()[:500]
+    note(f"{prefix}: internal error: {type(exc).__name__}: {message} (please report)")
+    return EXIT_ERROR
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return its exit code."""
     parser = build_parser()
@@ -52,18 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     try:
         return int(args.handler(args))
-    except GuidelineKGError as exc:
-        note(f"guideline-kg {args.command}: error: {exc}")
-        return exc.exit_code
-    except KeyboardInterrupt:
-        note("guideline-kg: interrupted")
-        return EXIT_ERROR
-    except BrokenPipeError:
-        return EXIT_OK
-    except OSError as exc:  # an output folder that cannot be made, a file that cannot be written
-        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
-        note(f"guideline-kg {args.command}: error: {where}{exc.strerror or exc}")
-        return EXIT_ERROR
+    except (Exception, KeyboardInterrupt) as exc:  # every failure: one line and an exit code
+        return _exit_code(exc, args.command)
 
 
 if __name__ == "__main__":  # pragma: no cover

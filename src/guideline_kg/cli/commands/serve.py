@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "port is taken.")
     p.add_argument("cases", nargs="*", type=Path, metavar="CASE", help="case files or folders to serve")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    p.add_argument("--port", type=_port, default=8000, help="port, 1 to 65535 (default: 8000)")
     p.add_argument("--timeout", type=float, default=10.0, metavar="S",
                    help="query time limit in seconds; longer queries are stopped, HTTP 503 (default: 10)")
     p.add_argument("--max-results", type=int, default=10000, metavar="N",
@@ -32,6 +32,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--inferred", action="store_true", help="also serve HermiT's inferred rdf:type triples")
     add_store_arguments(p)
     p.set_defaults(handler=run)
+
+
+def _port(text: str) -> int:
+    """A TCP port number for argparse (1..65535); anything else is a usage error (exit 2)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is out of range (1 to 65535)")
+    return port
 
 
 def _check_port(host: str, port: int) -> None:
