@@ -7,6 +7,7 @@ pyoxigraph (:mod:`sparql_results`), chosen by the request's Accept header.
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import logging
@@ -24,6 +25,8 @@ from guideline_kg.checks.gate import Gate, GateResult
 from guideline_kg.core.errors import InputError
 from guideline_kg.core.project import Project
 from guideline_kg.core.queries import NamedQuery, list_queries
+from guideline_kg.knowledge.algorithm import build_graph
+from guideline_kg.outputs.render import render
 from guideline_kg.store.results import MEDIA_TYPES, QueryResult, QueryTimeout, ResultTooLarge, serialise
 from guideline_kg.service.page import PAGE as _PAGE
 from guideline_kg.store.stores import SparqlSyntaxError
@@ -134,7 +137,7 @@ def _page(config: ServerConfig, examples: list[NamedQuery]) -> str:
 def create_app(config: ServerConfig) -> Any:
     """The FastAPI application for ``config``."""
     app = FastAPI(title="guideline-kg", docs_url=None, redoc_url=None, openapi_url=None)
-    examples = list_queries(config.project.queries_dir)
+    examples = list_queries(config.project.query_folders())
 
     @app.middleware("http")
     async def log_requests(request: Request, call_next: Any) -> Any:
@@ -162,18 +165,21 @@ def create_app(config: ServerConfig) -> Any:
     def queries() -> list[dict[str, str]]:
         return [{"name": q.name, "purpose": q.purpose, "text": q.text} for q in examples]
 
+    @functools.lru_cache(maxsize=1)
+    def algorithm_svg() -> bytes:
+        """The served guideline's treatment algorithm drawn as by `guideline-kg render` (once per process)."""
+        graph = build_graph(config.knowledge, config.project) if config.project.part("algorithm") else None
+        if not graph:
+            raise LookupError(f"the guideline package at {config.project.kg_dir} has no treatment algorithm "
+                              "(guideline.toml [parts] algorithm, with gk:Transition edges)")
+        return render(graph, "svg", title=f"{_guideline_title(config)}\ntreatment algorithm")
+
     @app.get("/algorithm.svg")
     def algorithm() -> Response:
-        built = config.project.home / "build" / "algorithm.svg"
-        if built.is_file():
-            return Response(built.read_bytes(), media_type="image/svg+xml")
         try:
-            from guideline_kg.knowledge.algorithm import build_graph
-            from guideline_kg.outputs.render import render
-
-            svg = render(build_graph(config.knowledge, config.project), "svg", title=_guideline_title(config))
-        except ImportError:
-            return problem(404, "no build/algorithm.svg and no renderer installed: run `guideline-kg render`")
+            svg = algorithm_svg()
+        except LookupError as exc:
+            return problem(404, str(exc))
         except Exception as exc:  # Graphviz missing or failing: say so, do not crash the server
             return problem(500, f"cannot render the algorithm: {exc}")
         return Response(svg, media_type="image/svg+xml")
