@@ -10,6 +10,7 @@ graph plus one case's derivation results.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable
@@ -18,6 +19,7 @@ from rdflib import BNode, Graph, Literal, URIRef
 from rdflib.collection import Collection
 from rdflib.term import Node
 
+from guideline_kg.compile.shacl2sparql import compile_shapes, hierarchy_context, run_constraints
 from guideline_kg.core.errors import InputError
 from guideline_kg.core.findings import KINDS, SEVERITIES, Finding, severity_rank
 from guideline_kg.core.namespaces import DCTERMS, GK, OWL, RDF, RESULT, SH, XSD, bind_prefixes
@@ -73,15 +75,25 @@ class ValidationResult:
 def shape_files(project: Project, prefix: str = "") -> list[Path]:
     """The shape files applied to data: ``shapes/<prefix>*-shapes.ttl``, sorted. Case shapes are the files
     named ``case*-shapes.ttl``; applying only those to a case keeps one case's validation fast."""
-    return sorted(project.shapes_dir.glob(prefix + "*" + SHAPES_SUFFIX))
+    files = sorted(project.shapes_dir.glob(prefix + "*" + SHAPES_SUFFIX))
+    if prefix in ("", CASE_SHAPES_PREFIX):  # the guideline package's own case shapes (guideline.toml)
+        files += project.case_shape_files()
+    return files
 
 
-_SHAPES_CACHE: dict[tuple, Graph] = {}
-_ONTOLOGY_CACHE: dict[tuple, Graph] = {}
+#: How many versions of a set of RDF files (shapes, ontology) stay parsed, and of compiled case shapes: a few
+#: projects per process; a long-running process that sees many file versions drops the oldest.
+CACHE_SIZE = 8
 
 
 def _stamp(paths: Iterable[Path]) -> tuple:
     return tuple((str(p), p.stat().st_mtime_ns) for p in paths)
+
+
+@functools.lru_cache(maxsize=CACHE_SIZE)
+def _parsed(stamp: tuple) -> Graph:
+    """The files of ``stamp`` (paths with their modification times) in one graph, parsed once per version."""
+    return read_graphs([Path(path) for path, _ in stamp])
 
 
 def load_shapes(project: Project, prefix: str = "") -> Graph:
@@ -90,20 +102,14 @@ def load_shapes(project: Project, prefix: str = "") -> Graph:
     files = shape_files(project, prefix)
     if not files:
         raise InputError(f"no shape files (*{SHAPES_SUFFIX}) found", path=str(project.shapes_dir))
-    key = _stamp(files)
-    if key not in _SHAPES_CACHE:
-        _SHAPES_CACHE[key] = read_graphs(files)
-    return _SHAPES_CACHE[key]
+    return _parsed(_stamp(files))
 
 
 def _ontology(project: Project) -> Graph:
-    files = sorted(project.ontology_dir.glob("*.ttl"))
+    files = project.vocabulary_files()  # the ontology and the package's patient vocabulary
     if not files:
         raise InputError("no ontology files (*.ttl) found", path=str(project.ontology_dir))
-    key = _stamp(files)
-    if key not in _ONTOLOGY_CACHE:
-        _ONTOLOGY_CACHE[key] = read_graphs(files)
-    return _ONTOLOGY_CACHE[key]
+    return _parsed(_stamp(files))
 
 
 def _role(query: NamedQuery) -> str:
@@ -359,7 +365,12 @@ def validate_case(case_graph: Graph, project: Project, engine: str = "pyshacl") 
     return case_report(case_graph, project).findings
 
 
-_COMPILED_CACHE: dict[tuple, tuple[list, bytes]] = {}
+@functools.lru_cache(maxsize=CACHE_SIZE)
+def _compiled_case_shapes(shapes: tuple, ontology: tuple) -> tuple[list, bytes]:
+    """The case shapes of ``shapes`` compiled to SPARQL, and the class hierarchy of ``ontology`` as N-Triples
+    (both stamps: paths with modification times)."""
+    context = hierarchy_context(_parsed(ontology)).serialize(format="nt", encoding="utf-8")
+    return compile_shapes(_parsed(shapes)), context
 
 
 def compiled_case_findings(case_graph: Graph, project: Project) -> list[Finding]:
@@ -367,14 +378,10 @@ def compiled_case_findings(case_graph: Graph, project: Project) -> list[Finding]
     and the ontology's class hierarchy; findings as pySHACL's would be (tests/test_validate.py compares)."""
     import pyoxigraph as ox
 
-    from guideline_kg.compile.shacl2sparql import compile_shapes, hierarchy_context, run_constraints
-
-    files = shape_files(project, CASE_SHAPES_PREFIX) + sorted(project.ontology_dir.glob("*.ttl"))
-    key = _stamp(files)
-    if key not in _COMPILED_CACHE:
-        context = hierarchy_context(_ontology(project)).serialize(format="nt", encoding="utf-8")
-        _COMPILED_CACHE[key] = (compile_shapes(load_shapes(project, CASE_SHAPES_PREFIX)), context)
-    constraints, context = _COMPILED_CACHE[key]
+    load_shapes(project, CASE_SHAPES_PREFIX)  # an InputError naming the folder when it has no case shapes
+    _ontology(project)  # the same for the ontology
+    constraints, context = _compiled_case_shapes(_stamp(shape_files(project, CASE_SHAPES_PREFIX)),
+                                                 _stamp(project.vocabulary_files()))
     store = ox.Store()
     store.bulk_load(context, format=ox.RdfFormat.N_TRIPLES)
     store.bulk_load(case_graph.serialize(format="nt", encoding="utf-8"), format=ox.RdfFormat.N_TRIPLES)
