@@ -7,6 +7,7 @@ rules) and the SSSOM mapping set it names (codes to terms). Nothing clinical is 
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -88,17 +89,24 @@ def read_sssom(path: Path) -> tuple[dict[str, str], list[dict[str, str]]]:
     return curie_map, rows
 
 
-_RULES_CACHE: dict[Path, tuple[float, MappingRules]] = {}
+#: How many versions of mapping-rule files stay loaded (a few packages per process; the oldest is dropped).
+RULES_CACHE_SIZE = 8
 
 
 def load_rules(path: Path) -> MappingRules:
     """The mapping rules at ``path`` with their SSSOM code index (cached until the file changes)."""
     path = Path(path).resolve()
     try:
-        mtime = path.stat().st_mtime
-        cached = _RULES_CACHE.get(path)
-        if cached and cached[0] == mtime:
-            return cached[1]
+        mtime = path.stat().st_mtime_ns
+    except OSError as exc:
+        raise InputError(f"cannot read the FHIR mapping rules ({exc.strerror})", path=str(path)) from None
+    return _load_rules(path, mtime)
+
+
+@functools.lru_cache(maxsize=RULES_CACHE_SIZE)
+def _load_rules(path: Path, mtime: int) -> MappingRules:
+    """The rules file at ``path`` as it is at ``mtime`` (nanoseconds), parsed and indexed once."""
+    try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise InputError(f"cannot read the FHIR mapping rules ({exc.strerror})", path=str(path)) from None
@@ -121,7 +129,6 @@ def load_rules(path: Path) -> MappingRules:
     for i, rule in enumerate(rules.rules):
         if not isinstance(rule, dict) or not isinstance(rule.get("resources"), dict) or "node" not in rule:
             raise InputError(f'rule {i + 1} needs "resources" (type -> code path) and "node"', path=str(path))
-    _RULES_CACHE[path] = (mtime, rules)
     return rules
 
 
