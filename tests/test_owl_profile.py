@@ -58,7 +58,7 @@ def test_cache_root_follows_xdg_cache_home_else_home(monkeypatch: pytest.MonkeyP
 
 def test_missing_javac_is_a_clear_error(empty_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", _bin(tmp_path))
-    with pytest.raises(ReasonerUnavailable, match="javac not found on PATH.*needs a JDK") as err:
+    with pytest.raises(ReasonerUnavailable, match=r"javac not found on PATH.*needs a JDK") as err:
         owl2_dl_violations(Graph())
     assert err.value.exit_code == 2
 
@@ -85,7 +85,7 @@ def test_unwritable_cache_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.M
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
-    with pytest.raises(ReasonerUnavailable, match="cannot create the Java build folder.*XDG_CACHE_HOME"):
+    with pytest.raises(ReasonerUnavailable, match=r"cannot create the Java build folder.*XDG_CACHE_HOME"):
         owl2_dl_violations(Graph())
 
 
