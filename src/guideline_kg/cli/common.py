@@ -5,13 +5,27 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from guideline_kg.checks.gate import GateResult
+from guideline_kg.core.errors import InputError
+from guideline_kg.core.files import overlapping_input
 from guideline_kg.core.project import Project
 from guideline_kg.store.stores import open_store
 
-__all__ = ["emit", "emit_json", "note", "project_of", "report_gate", "add_store_arguments", "store_of"]
+__all__ = [
+    "add_store_arguments",
+    "emit",
+    "emit_json",
+    "note",
+    "project_inputs",
+    "project_of",
+    "refuse_overwriting_inputs",
+    "report_gate",
+    "store_of",
+]
 
 
 def emit(text: str) -> None:
@@ -60,3 +74,18 @@ def store_of(args: argparse.Namespace) -> Any:
     return open_store(getattr(args, "store", None), getattr(args, "store_data", None))
 
 
+def project_inputs(project: Project) -> list[Path]:
+    """The folders every command reads: ontology, shapes, queries and the guideline package."""
+    return [project.ontology_dir, project.shapes_dir, project.queries_dir, project.package_dir]
+
+
+def refuse_overwriting_inputs(out: Path | str | None, inputs: Iterable[Path | str], option: str = "--out") -> None:
+    """InputError (exit 2), before anything is written, when ``out`` is one of ``inputs``, inside an input
+    folder, or an input folder itself. ``None`` and ``-`` (standard output) are always safe."""
+    if out is None or str(out) == "-":
+        return
+    hit = overlapping_input(out, inputs)
+    if hit is not None:
+        same = Path(out).resolve() == hit.resolve()
+        where = "is the input" if same else "lies in the input folder"
+        raise InputError(f"{option} {out} {where} {hit}; inputs are never written: choose another output")

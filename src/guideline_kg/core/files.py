@@ -14,13 +14,13 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from guideline_kg.core.errors import InputError
 
-__all__ = ["OUTPUT_MODE", "TOO_DEEP", "load_json", "overlapping_input", "write_atomic"]
+__all__ = ["OUTPUT_MODE", "TOO_DEEP", "atomic_output", "load_json", "overlapping_input", "write_atomic"]
 
 #: Permissions of every file the project writes (rw-r--r--).
 OUTPUT_MODE = 0o644
@@ -61,6 +61,24 @@ def write_atomic(path: Path | str, data: str | bytes, mode: int = OUTPUT_MODE) -
             os.unlink(tmp)
         raise
     return path
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path | str, mode: int = OUTPUT_MODE) -> Iterator[TextIO]:
+    """A text handle (UTF-8) on a temporary file beside ``path``, renamed onto ``path`` with ``mode`` only when
+    the ``with`` block completes; on any failure the temporary file is removed and ``path`` is untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            yield fh
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _resolved(path: Path | str) -> Path:

@@ -15,6 +15,7 @@ from typing import Any
 from rdflib import Graph
 
 from guideline_kg.core.errors import InputError
+from guideline_kg.core.files import write_atomic
 from guideline_kg.core.namespaces import GENERIC_PREFIXES, PREFIXES, bind_prefixes, sparql_prologue
 from guideline_kg.core.project import Project
 from guideline_kg.core.queries import load_query
@@ -140,9 +141,6 @@ def csv_tables(store: EmbeddedStore, project: Project) -> dict[str, str]:
 
 
 def write_text(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` whole or not at all (a temporary file renamed into place)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    """Write ``text`` to ``path`` whole or not at all (:func:`core.files.write_atomic`: a temporary file renamed
+    into place, mode 0644)."""
+    return write_atomic(path, text)

@@ -5,10 +5,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from guideline_kg.outputs.build import build, summarise
-from guideline_kg.cli.common import add_store_arguments, emit, emit_json, note, project_of, store_of
+from guideline_kg.cli.common import (
+    add_store_arguments,
+    emit,
+    emit_json,
+    note,
+    project_inputs,
+    project_of,
+    refuse_overwriting_inputs,
+    store_of,
+)
 from guideline_kg.core.errors import EXIT_FAILED, EXIT_OK
 from guideline_kg.knowledge.graph import load_knowledge
+from guideline_kg.outputs.build import build, summarise
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     project = project_of(args)
+    refuse_overwriting_inputs(args.out, project_inputs(project))
     graph = load_knowledge(project)
     result = build(graph, args.out)
     summary = summarise(graph)

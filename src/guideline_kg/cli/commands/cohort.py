@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
-from guideline_kg.cli.common import emit, emit_json, note, project_of
+from guideline_kg.cli.common import emit, emit_json, note, project_inputs, project_of, refuse_overwriting_inputs
 from guideline_kg.cohort.generate import FORMATS, generate, load_profile, write_cohort
 from guideline_kg.core.errors import EXIT_FAILED, EXIT_OK, InputError
+from guideline_kg.core.files import atomic_output
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("cohort", help="synthetic populations; validate and derive a whole population",
@@ -61,27 +61,16 @@ def _progress(total: int | None, unit: str):
     return bar, bar.update
 
 
-def _atomic_open(path: Path):
-    """A temporary file beside ``path``, renamed onto it only when the run completes (no partial output)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    return os.fdopen(fd, "w", encoding="utf-8"), Path(tmp)
-
-
 def run_generate(args: argparse.Namespace) -> int:
     project = project_of(args)
     profile = load_profile(args.profile or project.require("cohort_profile", "`cohort generate`"))
     if args.n < 0:
         raise InputError(f"--n must not be negative (got {args.n})")
-    handle, tmp = _atomic_open(args.out)
+    refuse_overwriting_inputs(args.out, [*project_inputs(project), *([args.profile] if args.profile else [])])
     bar, update = _progress(args.n, "case")
     try:
-        with handle:
+        with atomic_output(args.out) as handle:
             counts = write_cohort(generate(profile, args.n, args.seed), handle, args.format, update, project)
-        tmp.replace(args.out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     finally:
         if bar:
             bar.close()
@@ -102,6 +91,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     project = project_of(args)
     if not args.input.is_file():
         raise InputError("no such file", path=str(args.input))
+    refuse_overwriting_inputs(args.out, [*project_inputs(project), args.input])
     remote = None
     if args.store:
         from guideline_kg.store.stores import RemoteStore
@@ -114,14 +104,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     bar, update = _progress(None, "case")
     try:
         if args.out:
-            handle, tmp = _atomic_open(args.out)
-            try:
-                with handle:
-                    summary = runner(ce, handle, update)
-                tmp.replace(args.out)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
+            with atomic_output(args.out) as handle:
+                summary = runner(ce, handle, update)
         else:
             summary = runner(ce, sys.stdout, update)
     finally:

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from guideline_kg.checks.gate import Gate
-from guideline_kg.cli.common import emit, note, project_of, report_gate
+from guideline_kg.cli.common import emit, note, project_inputs, project_of, refuse_overwriting_inputs, report_gate
 from guideline_kg.core.errors import EXIT_FAILED, EXIT_OK, InputError
-from guideline_kg.outputs.export import RDF_FORMATS, csv_tables, rdf_export, write_text
-from guideline_kg.knowledge.graph import load_knowledge
 from guideline_kg.core.project import Project
+from guideline_kg.knowledge.graph import load_knowledge
+from guideline_kg.outputs.export import RDF_FORMATS, csv_tables, rdf_export, write_text
 from guideline_kg.store.stores import EmbeddedStore
 
 KNOWLEDGE_FORMATS = ("fhir", *RDF_FORMATS, "graphml", "cytoscape", "csv")
@@ -58,10 +58,7 @@ def _check_args(args: argparse.Namespace) -> None:
         raise InputError("--format csv writes two tables (nodes.csv, edges.csv): give --out DIR")
     if args.jsonld_context and args.format != "jsonld":
         raise InputError("--jsonld-context applies to --format jsonld only")
-    if args.out is not None and args.case:
-        inputs = {c.resolve() for c in args.case}
-        if args.out.resolve() in inputs:
-            raise InputError("--out names an input case file; refusing to overwrite it", path=str(args.out))
+    refuse_overwriting_inputs(args.out, [*project_inputs(project_of(args)), *(args.case or [])])
 
 
 def _valid(resource: dict[str, Any]) -> list[str]:

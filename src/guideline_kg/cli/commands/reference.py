@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from guideline_kg.cli.common import emit, note, project_of
+from guideline_kg.cli.common import emit, note, project_inputs, project_of, refuse_overwriting_inputs
 from guideline_kg.core.errors import EXIT_FAILED, EXIT_OK
+from guideline_kg.core.files import write_atomic
 from guideline_kg.outputs.reference import load_ontology, ontology_reference
 
 
@@ -23,7 +24,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    text = ontology_reference(load_ontology(project_of(args)))
+    project = project_of(args)
+    if not args.check:
+        refuse_overwriting_inputs(args.out, project_inputs(project))
+    text = ontology_reference(load_ontology(project))
     if args.check:
         if args.out is None:
             note("guideline-kg reference: error: --check needs --out FILE")
@@ -37,7 +41,6 @@ def run(args: argparse.Namespace) -> int:
     if args.out is None:
         emit(text)
         return EXIT_OK
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text, encoding="utf-8")
+    write_atomic(args.out, text)
     note(f"wrote {args.out}")
     return EXIT_OK

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from guideline_kg.knowledge.algorithm import build_graph
 from guideline_kg.cases.reader import load_cases
 from guideline_kg.checks.gate import Gate
-from guideline_kg.cli.common import emit, note, project_of, report_gate
+from guideline_kg.cli.common import emit, note, project_inputs, project_of, refuse_overwriting_inputs, report_gate
 from guideline_kg.core.errors import EXIT_FAILED, EXIT_OK, InputError
-from guideline_kg.knowledge.graph import guideline_iri, load_knowledge
+from guideline_kg.core.files import write_atomic
 from guideline_kg.core.namespaces import DCTERMS
+from guideline_kg.knowledge.algorithm import build_graph
+from guideline_kg.knowledge.graph import guideline_iri, load_knowledge
 from guideline_kg.outputs.render import FORMATS, case_view, render
 
 EXTENSIONS = {"svg": "svg", "png": "png", "dot": "dot", "mermaid": "mmd", "graphml": "graphml",
@@ -40,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     project = project_of(args)
+    refuse_overwriting_inputs(args.out, [*project_inputs(project), *([args.case] if args.case else [])])
     algorithm = project.require("algorithm", "`render`")
     knowledge = load_knowledge(project)
     graph = build_graph(knowledge, project)
@@ -72,10 +74,7 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or Path("build") / (f"algorithm-{view.case}" if view else "algorithm")
     if args.out is None:
         out = out.with_name(out.name + "." + EXTENSIONS[args.format])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".part")
-    tmp.write_bytes(data)
-    tmp.replace(out)
+    write_atomic(out, data)
     note(f"wrote {out} ({args.format}, {graph.number_of_nodes()} nodes, {graph.number_of_edges()} transitions"
          + (f"; case {view.case}: {len(view.applicable())} applicable" if view else "") + ")")
     return EXIT_OK
