@@ -18,7 +18,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any, Iterable
 
-from guideline_kg.cases.fhir_in import MappingRules, load_rules, project_rules
+from guideline_kg.cases.fhir_in import RULES_CACHE_SIZE, MappingRules, load_rules, project_rules
 from guideline_kg.core.dates import months_between
 from guideline_kg.core.project import Project
 
@@ -56,14 +56,17 @@ class ReverseRules:
         return str(self.rules.expand(curie))
 
 
+#: Reverse indexes by the identity of their rules, least recently used first; at most RULES_CACHE_SIZE, like the
+#: rules themselves (an entry holds its rules, so an id is not reused while cached).
 _REVERSE_CACHE: dict[int, ReverseRules] = {}
 
 
 def reverse_rules(project: Project | None = None, path: Path | None = None) -> ReverseRules:
     """The project's FHIR mapping rules, indexed for case -> FHIR (cached with the rules)."""
     rules = load_rules(path) if path else project_rules(project or Project.at(), "writing cases as FHIR")
-    cached = _REVERSE_CACHE.get(id(rules))
+    cached = _REVERSE_CACHE.pop(id(rules), None)
     if cached is not None and cached.rules is rules:
+        _REVERSE_CACHE[id(rules)] = cached  # now the most recently used
         return cached
     recognise = {str(p) for p in rules.recognise}
     rank = {str(rules.expand(p)): i for i, p in enumerate(_PREDICATE_RANK)}
@@ -78,6 +81,8 @@ def reverse_rules(project: Project | None = None, path: Path | None = None) -> R
         found.sort(key=lambda c: (rank.get(c[2], 9), ambiguity[(c[0], c[1])]))
     rev = ReverseRules(rules, codes)
     _REVERSE_CACHE[id(rules)] = rev
+    while len(_REVERSE_CACHE) > RULES_CACHE_SIZE:
+        del _REVERSE_CACHE[next(iter(_REVERSE_CACHE))]
     return rev
 
 
