@@ -33,9 +33,10 @@ MINI_HOME = REPO / "tests" / "fixtures" / "mini-guideline"
 
 
 def source_path() -> Path:
-    """The guideline source text: $GUIDELINE_SOURCE, else ../shared/source/guideline.txt beside the repo."""
+    """The guideline source text: $GUIDELINE_SOURCE (another copy), else the package's own copy, as its manifest
+    names it (guidelines/plbp/source/guideline.txt)."""
     env = os.environ.get("GUIDELINE_SOURCE")
-    return Path(env) if env else REPO.parent / "shared" / "source" / "guideline.txt"
+    return Path(env) if env else Project.at(REPO).require("source", "the content tests")
 
 
 @pytest.fixture(scope="session")

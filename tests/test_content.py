@@ -19,7 +19,8 @@ from guideline_kg.core.rdfio import read_graph
 
 from conftest import REPO
 
-CODES_TSV = REPO.parent / "shared" / "terminology" / "codes.tsv"
+#: The codes seen in public sources, as the package names them (guideline.toml [parts] terminology_codes).
+CODES_TSV = Project.at(REPO).require("terminology_codes", "the terminology tests")
 #: Code systems of codes.tsv whose codes appear in the graph as IRIs <system>/<code>.
 CODE_SYSTEMS = ("http://snomed.info/sct", "http://loinc.org", "http://hl7.org/fhir/sid/icd-10-cm",
                 "http://www.nlm.nih.gov/research/umls/rxnorm")

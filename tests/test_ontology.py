@@ -152,4 +152,16 @@ def test_protege_catalog_maps_every_imported_iri_to_the_local_ontology_file(fold
     wanted = imported | {str(ONTOLOGY_IRI), str(ONTOLOGY.value(ONTOLOGY_IRI, OWL.versionIRI))}
     assert wanted <= set(catalog)
     for iri in wanted:
-        assert (REPO / folder / catalog[iri]).resolve() == ONTOLOGY_FILE.resolve(), iri
+        target = (REPO / folder / catalog[iri]).resolve()
+        assert target.is_file(), iri
+        # the file the catalog names is the ontology of that IRI (or, for a version IRI, of its ontology)
+        declared = {str(s) for s in read_graph(target).subjects(RDF.type, OWL.Ontology)}
+        declared |= {str(v) for v in read_graph(target).objects(None, OWL.versionIRI)}
+        assert iri in declared, iri
+
+
+def test_the_package_catalog_resolves_the_package_vocabulary() -> None:
+    catalog = _catalog("guidelines/plbp")
+    assert (REPO / "guidelines" / "plbp" / catalog["https://w3id.org/guideline-kg/plbp/vocabulary"]).resolve() == \
+        (REPO / "guidelines" / "plbp" / "vocabulary.ttl").resolve()
+    assert (REPO / "guidelines" / "plbp" / catalog[str(ONTOLOGY_IRI)]).resolve() == ONTOLOGY_FILE.resolve()

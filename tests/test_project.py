@@ -13,6 +13,7 @@ from conftest import REPO
 
 
 def test_default_folders_sit_under_home(tmp_path: Path) -> None:
+    (tmp_path / "guidelines" / "plbp").mkdir(parents=True)
     project = Project.at(tmp_path)
     assert (project.ontology_dir, project.kg_dir, project.shapes_dir, project.queries_dir, project.cases_dir) == (
         tmp_path / "ontology", tmp_path / "guidelines" / "plbp", tmp_path / "shapes", tmp_path / "queries",
@@ -114,3 +115,17 @@ def test_a_package_without_manifest_follows_the_old_conventions(tmp_path: Path) 
     assert project.parts("content") == [pkg / "algorithm.ttl", pkg / "b.ttl"]
     assert project.part("algorithm") == pkg / "algorithm.ttl" and project.part("jsonld_context") == pkg / "context.jsonld"
     assert project.part("cohort_profile") is None and project.cases_dir == pkg / "cases"
+
+
+def test_the_default_package_is_the_one_under_guidelines(tmp_path: Path) -> None:
+    assert Project.at(tmp_path).kg_dir == tmp_path / "guidelines"  # none: commands needing content say so
+    (tmp_path / "guidelines" / "one").mkdir(parents=True)
+    assert Project.at(tmp_path).kg_dir == tmp_path / "guidelines" / "one"
+    (tmp_path / "guidelines" / "two").mkdir()
+    (tmp_path / "guidelines" / "two" / "content.ttl").write_text("")
+    (tmp_path / "guidelines" / "two" / "guideline.toml").write_text('[parts]\ncontent = "content.ttl"\n')
+    assert Project.at(tmp_path).kg_dir == tmp_path / "guidelines" / "two"  # the one with a manifest
+    (tmp_path / "guidelines" / "one" / "content.ttl").write_text("")
+    (tmp_path / "guidelines" / "one" / "guideline.toml").write_text('[parts]\ncontent = "content.ttl"\n')
+    with pytest.raises(InputError, match="2 guideline packages \\(one, two\\): choose one with --kg"):
+        Project.at(tmp_path)

@@ -273,7 +273,7 @@ def test_negotiate(accept, kind, fmt) -> None:
 def test_query_page_in_headless_chromium(server) -> None:
     url, _ = server
     name = "cites-reference"
-    expected = read_expected(PROJECT.queries_dir / "cq" / f"{name}.expected.tsv")[1]
+    expected = read_expected(PROJECT.require("competency_questions", "this test") / f"{name}.expected.tsv")[1]
     with tempfile.TemporaryDirectory(prefix="gkg-chromium-") as profile:
         proc = subprocess.run(
             [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -46,8 +46,9 @@ def read_expected(path: Path) -> tuple[list[str], set[tuple[str, ...]]]:
 
 
 def cq_files(project: Project) -> list[Path]:
-    """Every competency question file of queries/cq/."""
-    return sorted((project.queries_dir / "cq").glob("*.rq"))
+    """Every competency question file of the guideline package (its manifest's ``[parts] competency_questions``
+    folder); none when the package names no such folder."""
+    return sorted(p for folder in project.parts("competency_questions") for p in folder.glob("*.rq"))
 
 
 def answer(store: Store, path: Path) -> Rows:

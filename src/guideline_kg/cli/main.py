@@ -36,10 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "recommend, query, render, export, serve.",
         epilog="Exit codes: 0 pass, 1 a check or validation failed, 2 bad input or error.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("--home", type=Path, help="project root holding ontology/, kg/, shapes/, queries/ "
+    parser.add_argument("--home", type=Path, help="project root holding ontology/, shapes/, queries/ and guidelines/ "
                         "(default: $GUIDELINE_KG_HOME or this checkout)")
     parser.add_argument("--ontology", type=Path, help="folder of ontology Turtle files (default: HOME/ontology)")
-    parser.add_argument("--kg", type=Path, help="folder of guideline content Turtle files (default: HOME/kg)")
+    parser.add_argument("--kg", type=Path, help="a guideline package folder, its parts named by its guideline.toml "
+                        "(default: the one package under HOME/guidelines/; docs/guideline-package.md)")
     parser.add_argument("--shapes", type=Path, help="folder of SHACL shapes (default: HOME/shapes)")
     parser.add_argument("--queries", type=Path, help="folder of SPARQL queries (default: HOME/queries)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

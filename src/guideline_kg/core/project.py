@@ -1,6 +1,6 @@
 """Where a guideline project's data lives: the generic ontology/, shapes/, queries/ and one guideline package.
 
-A guideline package is a folder (default ``guidelines/plbp/``) whose manifest, ``guideline.toml``, names its parts
+A guideline package is a folder (by default the one package under ``guidelines/``) whose manifest, ``guideline.toml``, names its parts
 by relative path: content, patient vocabulary, case shapes, competency questions, algorithm, FHIR mappings, JSON-LD
 context, cohort profile, example cases and the source document (the format: ``docs/guideline-package.md``). A folder
 without a manifest is read by the conventions of earlier versions (every ``*.ttl`` is content, ``algorithm.ttl``,
@@ -18,7 +18,8 @@ from typing import Any
 from guideline_kg.core.errors import InputError
 from guideline_kg.core.namespaces import GENERIC_PREFIXES, declare_namespace
 
-__all__ = ["Project", "Manifest", "PartSpec", "PARTS", "MANIFEST_FILE", "default_home", "read_manifest"]
+__all__ = ["Project", "Manifest", "PartSpec", "PARTS", "MANIFEST_FILE", "default_home", "default_package",
+           "read_manifest"]
 
 #: The manifest's file name, at the root of a guideline package.
 MANIFEST_FILE = "guideline.toml"
@@ -60,6 +61,22 @@ CONVENTIONS = {"algorithm": "algorithm.ttl", "fhir_cpg_mapping": "fhir-cpg-mappi
                "fhir_case_mapping": "mappings/fhir-case-mapping.json", "code_mappings": "mappings/codes.sssom.tsv",
                "jsonld_context": "context.jsonld", "cohort_profile": "cohort-profile.json", "cases": "cases",
                "source": "source/guideline.txt"}
+
+
+def default_package(home: Path) -> Path:
+    """The guideline package of ``home`` when none is named: the one folder under ``home/guidelines/`` (or, if
+    there are several, the one with a manifest); ``home/guidelines`` itself when there is none; an InputError
+    (exit 2) when several packages have a manifest."""
+    root = home / "guidelines"
+    folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    if len(folders) > 1:
+        folders = [p for p in folders if (p / MANIFEST_FILE).is_file()]
+    if len(folders) == 1:
+        return folders[0]
+    if not folders:  # commands that need content say so (no content files found)
+        return root
+    raise InputError(f"{len(folders)} guideline packages ({', '.join(p.name for p in folders)}): choose one with "
+                     "--kg", path=str(root))
 
 
 def default_home() -> Path:
@@ -188,9 +205,9 @@ class Project:
            kg: Path | str | None = None, shapes: Path | str | None = None,
            queries: Path | str | None = None) -> "Project":
         """The project rooted at ``home`` (default: :func:`default_home`), with optional folder overrides;
-        ``kg`` is a guideline package folder. The package's manifest is read and validated here (exit 2)."""
+        ``kg`` is a guideline package folder (default: :func:`default_package`). The package's manifest is read and validated here (exit 2)."""
         root = Path(home).resolve() if home else default_home()
-        kg_dir = Path(kg).resolve() if kg else root / "guidelines" / "plbp"
+        kg_dir = Path(kg).resolve() if kg else default_package(root)
         manifest = read_manifest(kg_dir) if kg_dir.is_dir() else Manifest(kg_dir, None, {}, {"content": []})
         cases = manifest.parts.get("cases")
         if "prefix" in manifest.guideline:
@@ -245,6 +262,14 @@ class Project:
     def case_shape_files(self) -> list[Path]:
         """The package's case shapes (SHACL files)."""
         return self.parts("case_shapes")
+
+    def query_folders(self) -> list[Path]:
+        """Where named queries are found: the generic queries/, then the package's competency questions."""
+        return [self.queries_dir] + self.parts("competency_questions")
+
+    def vocabulary_files(self) -> list[Path]:
+        """The terms a case may use: the ontology and the package's patient vocabulary (no content)."""
+        return sorted(self.ontology_dir.glob("*.ttl")) + self.parts("vocabulary")
 
     def knowledge_files(self) -> list[Path]:
         """The ontology and the package's Turtle parts (vocabulary, content, algorithm, CPG mapping), each once,

@@ -1,7 +1,9 @@
-"""The named SPARQL files of queries/: loading, their one-line purpose, and running them."""
+"""The named SPARQL files (the generic queries/ and a guideline package's competency questions): loading and
+their one-line purpose."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,19 +40,25 @@ def _purpose(text: str) -> str:
     return ""
 
 
-def load_query(queries_dir: Path, name: str) -> NamedQuery:
-    """The query ``name`` (file stem, or a path to an .rq file)."""
+def _folders(queries_dir: Path | Sequence[Path]) -> list[Path]:
+    return [queries_dir] if isinstance(queries_dir, Path) else list(queries_dir)
+
+
+def load_query(queries_dir: Path | Sequence[Path], name: str) -> NamedQuery:
+    """The query ``name`` (file stem, or a path to an .rq file), looked for in ``queries_dir`` (one folder, or
+    several searched in order: the first holding ``<name>.rq`` at its top, else anywhere in its tree)."""
     path = Path(name)
+    folders = _folders(queries_dir)
     if path.suffix != ".rq" or not path.exists():
-        path = queries_dir / f"{name}.rq"
-        if not path.exists():
-            path = next(iter(sorted(queries_dir.rglob(f"{name}.rq"))), path)
-    if not path.exists():
-        raise InputError(f"no query named {name!r} in {queries_dir}")
+        found = [f / f"{name}.rq" for f in folders if (f / f"{name}.rq").is_file()]
+        found += [p for f in folders if f.is_dir() for p in sorted(f.rglob(f"{name}.rq"))]
+        if not found:
+            raise InputError(f"no query named {name!r} in {', '.join(str(f) for f in folders)}")
+        path = found[0]
     text = path.read_text(encoding="utf-8")
     return NamedQuery(path.stem, path, _purpose(text), text)
 
 
-def list_queries(queries_dir: Path) -> list[NamedQuery]:
-    """Every query of the folder tree, sorted by name."""
-    return [load_query(queries_dir, str(p)) for p in sorted(queries_dir.rglob("*.rq"))]
+def list_queries(queries_dir: Path | Sequence[Path]) -> list[NamedQuery]:
+    """Every query of the folder tree(s), folder by folder, each sorted by path."""
+    return [load_query(queries_dir, str(p)) for f in _folders(queries_dir) if f.is_dir() for p in sorted(f.rglob("*.rq"))]

@@ -15,7 +15,7 @@ th{background:#eee} #status{color:#444} .error{color:#a00;white-space:pre-wrap}
 <h1>{{TITLE}}</h1>
 <p>SPARQL 1.1 endpoint: <code>/sparql</code> (read-only) &middot; <a href="/algorithm.svg">treatment algorithm (SVG)</a>
 &middot; <a href="/cds-services">CDS Hooks discovery</a> &middot; <a href="/health">health</a></p>
-<p><small>{{INFO}}. Prefixes gk:, plbp:, case:, result:, owl:, rdf:, rdfs:, skos:, prov:, dcterms: are predeclared.</small></p>
+<p><small>{{INFO}}. Prefixes gk:, case:, result:, owl:, rdf:, rdfs:, skos:, prov:, dcterms: and the guideline's own (its manifest's) are predeclared.</small></p>
 <label>Example: <select id="examples"><option value="">(choose a named query)</option>
 {{OPTIONS}}
 </select></label>

@@ -9,6 +9,7 @@ from pathlib import Path
 from guideline_kg.cli.common import add_store_arguments, emit, emit_json, note, project_of, store_of
 from guideline_kg.outputs.dataset import load_into, query_data
 from guideline_kg.core.errors import EXIT_FAILED, EXIT_OK, InputError
+from guideline_kg.core.project import Project
 from guideline_kg.core.queries import list_queries, load_query
 from guideline_kg.store.stores import SparqlSyntaxError
 from guideline_kg.store.results import GRAPH_FORMATS, SOLUTION_FORMATS, serialise
@@ -20,13 +21,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("query", help="run a SPARQL query on the knowledge graph and cases",
                        description="Run a SPARQL 1.1 query (a file, the name of a query of queries/, or --query "
                                    "TEXT) on the knowledge graph plus the given cases. The project's prefixes "
-                                   "(gk:, plbp:, case:, result:, owl:, rdfs:, skos:, prov:, ...) are predeclared. "
+                                   "(gk:, case:, result:, owl:, rdfs:, skos:, prov:, ..., and the guideline's own, "
+                                   "from its manifest) are predeclared. "
                                    "--results adds the derivation results of the cases, --inferred HermiT's "
                                    "inferred rdf:type of every named individual. A case that fails the case "
                                    "shapes is left out (no facts, results or inferences) and its violations are "
                                    "reported. Exit 0 answered, 1 answered without an invalid case, 2 bad query "
                                    "or input (syntax errors give line and column).")
-    p.add_argument("query", nargs="?", metavar="QUERY", help="an .rq file or the name of a query of queries/")
+    p.add_argument("query", nargs="?", metavar="QUERY", help="an .rq file or the name of a query of queries/ or of the guideline's "
+                        "competency questions")
     p.add_argument("cases", nargs="*", type=Path, metavar="CASE", help="case files or folders to query with")
     p.add_argument("--query", dest="text", metavar="TEXT", help="the query text itself")
     p.add_argument("--list", action="store_true", help="list the named queries with their purpose")
@@ -44,11 +47,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
+def _relative(path: Path, project: Project) -> str:
+    """A named query's path: relative to queries/, or to the project home (the package's competency questions)."""
+    for base in (project.queries_dir, project.home):
+        if path.is_relative_to(base):
+            return str(path.relative_to(base))
+    return str(path)
+
+
 def _list(args: argparse.Namespace) -> int:
     project = project_of(args)
-    named = list_queries(project.queries_dir)
+    named = list_queries(project.query_folders())
     if args.format == "json":
-        emit_json([{"name": q.name, "path": str(q.path.relative_to(project.queries_dir)), "purpose": q.purpose}
+        emit_json([{"name": q.name, "path": _relative(q.path, project), "purpose": q.purpose}
                    for q in named])
         return EXIT_OK
     width = max((len(q.name) for q in named), default=0)
@@ -65,7 +76,8 @@ def _query_text(args: argparse.Namespace) -> tuple[str, str]:
             args.cases.insert(0, Path(args.query))
         return args.text, "--query"
     if args.query is None:
-        raise InputError("give a query: an .rq file, the name of a query of queries/ (see --list), "
+        raise InputError("give a query: an .rq file, the name of a query of queries/ or of the guideline's competency "
+                         "questions (see --list), "
                          "or --query TEXT")
     path = Path(args.query)
     if path.suffix == ".rq" and not path.exists():
@@ -75,7 +87,7 @@ def _query_text(args: argparse.Namespace) -> tuple[str, str]:
             return path.read_text(encoding="utf-8"), str(path)
         except (OSError, UnicodeDecodeError) as exc:
             raise InputError(f"cannot read the query: {exc}", path=str(path)) from None
-    named = load_query(project.queries_dir, args.query)
+    named = load_query(project.query_folders(), args.query)
     return named.text, str(named.path)
 
 
