@@ -8,11 +8,11 @@ from pathlib import Path
 
 from rdflib import Graph
 
-from guideline_kg.knowledge.graph import guideline_iri
 from guideline_kg.core.namespaces import DCTERMS, GK, OWL, RDF, SKOS
 from guideline_kg.core.rdfio import EXTENSIONS, write_graph
-from guideline_kg.reasoning.owl_profile import owl2_dl_violations
+from guideline_kg.knowledge.graph import guideline_iri
 from guideline_kg.reasoning.hermit import ReasonerResult, check_consistency
+from guideline_kg.reasoning.owl_profile import owl2_dl_violations
 
 __all__ = ["BuildResult", "build", "summarise"]
 

@@ -16,7 +16,7 @@ from guideline_kg.core.project import Project
 from guideline_kg.core.queries import load_query
 from guideline_kg.store.stores import EmbeddedStore
 
-__all__ = ["cards_for", "SUMMARY_LIMIT", "CARD_NAMESPACE"]
+__all__ = ["CARD_NAMESPACE", "SUMMARY_LIMIT", "cards_for"]
 
 #: CDS Hooks: a card's summary is at most 140 characters.
 SUMMARY_LIMIT = 140
@@ -60,10 +60,10 @@ def _summary(text: str, urgent: bool) -> str:
 def _detail(rec: dict[str, Any], kind: str) -> str:
     lines = ", ".join(str(n) for n in rec["source_lines"])
     head = f"**{kind.replace('-', ' ').capitalize()}** (source line {lines})"
-    facts = [f"direction: {rec['direction']}" if rec.get("direction") else None,
-             f"strength as worded: *{rec['strength']}*" if rec.get("strength") else None,
-             f"line of therapy: {rec['line_of_therapy']}" if rec.get("line_of_therapy") else None]
-    facts = [f for f in facts if f]
+    candidates = [f"direction: {rec['direction']}" if rec.get("direction") else None,
+                  f"strength as worded: *{rec['strength']}*" if rec.get("strength") else None,
+                  f"line of therapy: {rec['line_of_therapy']}" if rec.get("line_of_therapy") else None]
+    facts = [f for f in candidates if f]
     out = [head + (": " + "; ".join(facts) if facts else ""), "", f"> {rec['text']}", ""]
     out.append("**Why this applies to the patient**")
     out += [f"- {b}" for b in rec.get("because") or ["every condition of its population is met"]]
@@ -80,7 +80,7 @@ def cards_for(case_result: Any, knowledge_graph: Graph, project: Project | None 
     project = project or Project.at()
     title, facts = _facts(knowledge_graph, project)
     data = case_result.to_json() if hasattr(case_result, "to_json") else case_result
-    cards = []
+    cards: list[dict[str, Any]] = []
     for rec in data["recommendations"]:
         if rec["status"] != "applicable":
             continue

@@ -15,22 +15,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from guideline_kg.core.errors import InputError
-from guideline_kg.outputs.export import short_name
 from guideline_kg.core.project import Project
 from guideline_kg.core.queries import load_query
+from guideline_kg.outputs.export import short_name
 from guideline_kg.store.stores import EmbeddedStore
 
 __all__ = [
     "CPG",
     "OWL_CLASS_LANGUAGE",
     "Pathway",
-    "read_pathway",
-    "pathway_bundle",
     "careplan",
     "careplan_bundle",
+    "fhir_id",
+    "pathway_bundle",
+    "read_pathway",
     "recommendations_from_bundle",
     "validate_resource",
-    "fhir_id",
 ]
 
 CPG = "http://hl7.org/fhir/uv/cpg/StructureDefinition/"
@@ -141,7 +141,7 @@ def read_pathway(store: EmbeddedStore, project: Project) -> Pathway:
         a = actions.setdefault(str(r["action"]), {"label": _s(r["label"]), "definition": _s(r["definition"]),
                                                   "codes": set()})
         a["codes"].update(str(r["codes"] or "").split())
-    refs = {int(r["number"]): {"iri": _s(r["reference"]), "label": _s(r["label"]), "note": _s(r["note"])}
+    refs = {int(str(r["number"])): {"iri": _s(r["reference"]), "label": _s(r["label"]), "note": _s(r["note"])}
             for r in store.select(load_query(q, "export-references").text).dicts()}
     kinds = {str(r["statement"]): str(r["kind"]) for r in store.select(load_query(q, "export-cards").text).dicts()}
     return Pathway(base, g, steps, recs, actions, refs, kinds)
@@ -214,11 +214,12 @@ def _recommendation_plan(p: Pathway, rec: Recommendation) -> dict[str, Any]:
         action["groupingBehavior"] = "logical-group"
         action["selectionBehavior"] = "any"
         action["action"] = [{"title": p.actions.get(a, {}).get("label") or short_name(a), "definitionCanonical": c}
-                            for a, c in zip(rec.actions, canonicals)]
+                            for a, c in zip(rec.actions, canonicals, strict=True)]
     artifacts = []
     for n in rec.citations:
         ref = p.references.get(n, {})
-        art: dict[str, Any] = {"type": "citation", "label": f"Reference {n}", "display": ref.get("label") or f"reference {n}"}
+        art: dict[str, Any] = {"type": "citation", "label": f"Reference {n}",
+                               "display": ref.get("label") or f"reference {n}"}
         if ref.get("note"):
             art["citation"] = ref["note"]
         artifacts.append(art)
@@ -261,7 +262,7 @@ def pathway_resources(p: Pathway) -> list[dict[str, Any]]:
     gl = p.guideline
     first_line = {s["step"]: min((r.lines[0] for r in recs_by_step.get(s["step"], [])), default=0) for s in p.steps}
     ordered = [(first_line[step["step"]], {"title": s["title"], "definitionCanonical": s["url"]})
-               for step, s in zip(p.steps, strategies)]
+               for step, s in zip(p.steps, strategies, strict=True)]
     ordered += [(r.lines[0], {"title": f"Line {', '.join(map(str, r.lines))}", "description": r.text,
                               "definitionCanonical": p.canonical("PlanDefinition", r.iri)})
                 for r in recs_by_step.get(None, [])]
@@ -380,7 +381,8 @@ def validate_resource(resource: dict[str, Any]) -> None:
     fhir.resources 8 ships R5 as its default models and R4B (4.3, wire-compatible with R4 for these resources)
     in ``fhir.resources.R4B``; the R4B models are the R4-family check available.
     """
-    from fhir.resources.R4B import get_fhir_model_class
+    # fhir.resources' R4B models take ~0.9 s to import; only validation needs them.
+    from fhir.resources.R4B import get_fhir_model_class  # noqa: PLC0415 - heavy dependency, see above
 
     kind = resource.get("resourceType")
     try:

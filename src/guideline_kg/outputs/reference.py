@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 
 from rdflib import Graph, Literal, URIRef
 from rdflib.collection import Collection
-from rdflib.term import Node
+from rdflib.term import Identifier, Node
 
 from guideline_kg.core.errors import InputError
 from guideline_kg.core.namespaces import DCTERMS, GK, OWL, PREFIXES, RDF, RDFS, SKOS, bind_prefixes
 from guideline_kg.core.project import Project
 from guideline_kg.core.rdfio import read_graphs
 
-__all__ = ["load_ontology", "ontology_reference", "CPG"]
+__all__ = ["CPG", "load_ontology", "ontology_reference"]
 
 #: The annotation that records a term's HL7 CPG-on-FHIR correspondence.
 CPG = GK.cpgCorrespondence
 _KINDS = [(OWL.ObjectProperty, "Object properties"), (OWL.DatatypeProperty, "Datatype properties"),
           (OWL.AnnotationProperty, "Annotation properties")]
+
+
+def _sorted_terms(nodes: Iterable[Node]) -> list[Identifier]:
+    """RDF terms in rdflib's term order (graph-valued nodes, which never occur here, left out)."""
+    return sorted(n for n in nodes if isinstance(n, Identifier))
 
 
 def load_ontology(project: Project) -> Graph:
@@ -84,17 +90,17 @@ def _entry(graph: Graph, term: URIRef, own: set[URIRef], level: str = "###") -> 
         facts.append(("Subclasses", ", ".join(_link(s, own) for s in subs)))
     for eq in graph.objects(term, OWL.equivalentClass):
         facts.append(("Equivalent to", _expression(graph, eq, own)))
-    disjoint = sorted(set(graph.objects(term, OWL.disjointWith)) | set(graph.subjects(OWL.disjointWith, term)))
+    disjoint = _sorted_terms(set(graph.objects(term, OWL.disjointWith)) | set(graph.subjects(OWL.disjointWith, term)))
     if disjoint:
         facts.append(("Disjoint with", ", ".join(_link(d, own) for d in disjoint if isinstance(d, URIRef))))
     for prop, name in ((RDFS.subPropertyOf, "Subproperty of"), (RDFS.domain, "Domain"), (RDFS.range, "Range")):
-        values = sorted(graph.objects(term, prop))
+        values = _sorted_terms(graph.objects(term, prop))
         if values:
             facts.append((name, ", ".join(_expression(graph, v, own) for v in values)))
     if (term, RDF.type, OWL.FunctionalProperty) in graph:
         facts.append(("Characteristics", "functional"))
-    types = sorted(t for t in graph.objects(term, RDF.type) if t != OWL.NamedIndividual and not
-                   str(t).startswith(str(OWL)))
+    types = _sorted_terms(t for t in graph.objects(term, RDF.type) if t != OWL.NamedIndividual and not
+                          str(t).startswith(str(OWL)))
     if types and (term, RDF.type, OWL.NamedIndividual) in graph:
         facts.append(("Type", ", ".join(_link(t, own) for t in types)))
     for prop, name in ((SKOS.notation, "Notation"), (CPG, "CPG-on-FHIR"), (SKOS.scopeNote, "Scope note")):
@@ -103,7 +109,7 @@ def _entry(graph: Graph, term: URIRef, own: set[URIRef], level: str = "###") -> 
             facts.append((name, f"`{value}`" if prop == SKOS.notation else value))
     for prop, name in ((SKOS.exactMatch, "Exact match"), (SKOS.closeMatch, "Close match"),
                        (SKOS.broader, "Broader")):
-        values = sorted(graph.objects(term, prop))
+        values = _sorted_terms(graph.objects(term, prop))
         if values:
             facts.append((name, ", ".join(_link(v, own) if v in own else f"<{v}>" for v in values)))
     lines += [f"- **{name}:** {value}" for name, value in facts]
@@ -114,7 +120,7 @@ def _tree(graph: Graph, classes: set[URIRef], own: set[URIRef]) -> list[str]:
     children: dict[URIRef, list[URIRef]] = defaultdict(list)
     roots = []
     for c in sorted(classes):
-        parents = [p for p in graph.objects(c, RDFS.subClassOf) if p in classes]
+        parents = [p for p in graph.objects(c, RDFS.subClassOf) if isinstance(p, URIRef) and p in classes]
         for p in parents:
             children[p].append(c)
         if not parents:
@@ -158,7 +164,7 @@ def ontology_reference(graph: Graph) -> str:
     lines += [f"- [{n}](#{n.lower().replace(' ', '-')})" for _, n in _KINDS]
     lines += ["- [Individuals by class](#individuals-by-class)", "- [Reused terms](#reused-terms)", "",
               "## Class hierarchy", ""]
-    lines += _tree(graph, classes, own) + ["", "## Classes", ""]
+    lines += [*_tree(graph, classes, own), "", "## Classes", ""]
     for c in sorted(classes, key=_curie):
         lines += _entry(graph, c, own)
     for kind, name in _KINDS:

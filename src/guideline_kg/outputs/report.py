@@ -6,11 +6,11 @@ import textwrap
 
 from rdflib import URIRef
 
-from guideline_kg.reasoning.derive import CaseResult, Evaluator, StatementResult
 from guideline_kg.core.namespaces import GK, RDFS, SKOS
 from guideline_kg.core.queries import load_query
+from guideline_kg.reasoning.derive import CaseResult, Evaluator, StatementResult
 
-__all__ = ["text_report", "json_report", "summary_table"]
+__all__ = ["json_report", "summary_table", "text_report"]
 
 _MARK = {"applicable": "[x]", "not-applicable": "[ ]", "undetermined": "[?]"}
 
