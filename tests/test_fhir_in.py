@@ -22,7 +22,7 @@ PROJECT = Project.at()
 SCT, ICD, LOINC = "http://snomed.info/sct", "http://hl7.org/fhir/sid/icd-10-cm", "http://loinc.org"
 RX, GKC = "http://www.nlm.nih.gov/research/umls/rxnorm", "https://w3id.org/guideline-kg/codes"
 #: The codes seen in public sources, as the package names them (guideline.toml [parts] terminology_codes).
-CODES_TSV = Project.at(REPO).require("terminology_codes", "the terminology tests")
+CODES_TSV = PROJECT.require("terminology_codes", "the terminology tests")
 TWINS = sorted(PROJECT.cases_dir.glob("fhir-*.fhir.json"))
 #: Facts a FHIR twin may add to its Turtle twin (the bundle carries them; the Turtle cases leave them out).
 EXTRA_FHIR_FACTS = {GK.birthDate, GK.startDate, GK.medicationCode, RDFS.label}
