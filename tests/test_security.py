@@ -248,9 +248,27 @@ def test_deeply_nested_cohort_profile_and_ndjson_line(capsys: pytest.CaptureFixt
     code, _, err = run(capsys, "cohort", "generate", "--n", "1", "--profile", profile, "--out", tmp_path / "c.ttl")
     assert code == 2 and str(profile) in err and "nested too deeply" in err
     assert not (tmp_path / "c.ttl").exists()
+    cohort = tmp_path / "mixed.ndjson"
+    code, _, err = run(capsys, "cohort", "generate", "--n", "1", "--format", "fhir-ndjson", "--out", cohort)
+    assert code == 0, err
+    with cohort.open("a", encoding="utf-8") as handle:
+        handle.write(DEEP + "\n")
+    code, _, err = run(capsys, "cohort", "evaluate", cohort, "--out", tmp_path / "results.jsonl")
+    lines = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert code == 1 and len(lines) == 2 and "invalid" not in lines[0]  # the good record still evaluated
+    assert lines[1]["invalid"] is True
+    assert lines[1]["violations"][0]["message"].startswith(f"{cohort}:2: bundle cannot be read: nested too deeply")
+
     assert load_json("[[1]]") == [[1]]
     with pytest.raises(InputError, match="nested too deeply"):
         load_json(DEEP, "x.json")
+
+
+def test_deeply_nested_cds_request_is_400(knowledge: Graph, project: Project) -> None:
+    store = EmbeddedStore.from_graph(knowledge)
+    client = TestClient(create_app(ServerConfig(project, knowledge, lambda q, t, n: store.result(q, n))))
+    resp = client.post("/cds-services/" + client.get("/cds-services").json()["services"][0]["id"], content=DEEP)
+    assert resp.status_code == 400 and "nested too deeply" in resp.text
 
 
 def test_an_unexpected_exception_is_one_line_exit_2(capsys: pytest.CaptureFixture[str],

@@ -23,6 +23,7 @@ from rdflib import Graph
 from guideline_kg.cases.reader import Case
 from guideline_kg.checks.gate import Gate, GateResult
 from guideline_kg.core.errors import InputError
+from guideline_kg.core.files import load_json
 from guideline_kg.core.project import Project
 from guideline_kg.core.queries import NamedQuery, list_queries
 from guideline_kg.knowledge.algorithm import build_graph
@@ -248,8 +249,8 @@ def create_app(config: ServerConfig) -> Any:
         if service_id != CDS_SERVICE_ID:
             return problem(404, f"no CDS service {service_id!r}; see /cds-services")
         try:
-            body = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            body = load_json(await request.body())
+        except InputError as exc:  # malformed, not UTF-8, or nested too deeply
             return problem(400, f"the request body is not JSON: {exc}")
         try:
             bundle = _prefetch_bundle(body)
