@@ -9,6 +9,7 @@ without a manifest is read by the conventions of earlier versions (every ``*.ttl
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -80,11 +81,21 @@ def default_package(home: Path) -> Path:
 
 
 def default_home() -> Path:
-    """The project root: $GUIDELINE_KG_HOME, else the checkout this package was installed from."""
+    """The project root, the folder holding ``ontology/``, ``shapes/``, ``queries/`` and ``guidelines/``:
+    $GUIDELINE_KG_HOME; else the data installed with the package (``guideline_kg/data/`` of a wheel, where
+    pyproject.toml maps those folders as package data), found by importlib.resources; else the checkout that an
+    editable install runs from (``src/guideline_kg`` inside it). Neither: an InputError (exit 2) saying so."""
     env = os.environ.get("GUIDELINE_KG_HOME")
     if env:
         return Path(env).resolve()
-    return Path(__file__).resolve().parents[3]
+    package = Path(str(importlib.resources.files("guideline_kg")))
+    installed, checkout = package / "data", package.parent.parent
+    if (installed / "ontology").is_dir():
+        return installed.resolve()
+    if (checkout / "pyproject.toml").is_file() and (checkout / "ontology").is_dir():
+        return checkout.resolve()
+    raise InputError("no data folders (ontology/, shapes/, queries/, guidelines/) installed with the package or in "
+                     "a checkout around it; set GUIDELINE_KG_HOME to a guideline-kg checkout", path=str(package))
 
 
 @dataclass(frozen=True)
