@@ -14,7 +14,7 @@ from guideline_kg.core.namespaces import GK, RDF, bind_prefixes
 from guideline_kg.core.project import Project
 from guideline_kg.core.rdfio import FORMATS, read_graph
 
-__all__ = ["Case", "load_cases", "case_files", "EXPECTED_SUFFIX"]
+__all__ = ["EXPECTED_SUFFIX", "Case", "case_files", "load_cases"]
 
 #: Sidecar files holding a case's expected results; never read as cases.
 EXPECTED_SUFFIX = ".expected.json"
@@ -53,13 +53,13 @@ def _load_file(path: Path, project: Project | None = None) -> list[Case]:
         if isinstance(data, dict) and data.get("resourceType") is not None:
             return [fhir_in.bundle_to_case(data, _case_name(path), source=path, project=project)]
     graph = read_graph(path, bind_prefixes(Graph()))
-    patients = sorted(set(graph.subjects(RDF.type, GK.Patient)))
+    patients = sorted({URIRef(str(p)) for p in graph.subjects(RDF.type, GK.Patient)})
     if not patients:
         raise InputError("no gk:Patient in the file (a case needs one node typed "
                          f"<{GK.Patient}>)", path=str(path))
     name = _case_name(path)
-    return [Case(name if len(patients) == 1 else f"{name}#{URIRef(p).fragment or str(p).rsplit('/', 1)[-1]}",
-                 path, graph, URIRef(p)) for p in patients]
+    return [Case(name if len(patients) == 1 else f"{name}#{p.fragment or str(p).rsplit('/', 1)[-1]}",
+                 path, graph, p) for p in patients]
 
 
 def load_cases(paths: list[Path], project: Project | None = None) -> list[Case]:

@@ -10,9 +10,9 @@ the rest of its shard is still read.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import pyoxigraph as ox
 from rdflib import Graph
@@ -24,7 +24,7 @@ from guideline_kg.core.files import TOO_DEEP
 from guideline_kg.core.project import Project
 from guideline_kg.store.stores import graph_to_ntriples
 
-__all__ = ["Shard", "Unreadable", "iter_shards", "cohort_format"]
+__all__ = ["Shard", "Unreadable", "cohort_format", "iter_shards"]
 
 _MARK = MARKER.encode()
 
@@ -63,9 +63,10 @@ def _load(store: ox.Store, data: bytes, fmt: ox.RdfFormat) -> None:
     store.bulk_load(data, format=fmt)
 
 
-def _records(handle, header_out: list[bytes]) -> Iterator[tuple[str, int, list[bytes]]]:
+def _records(handle: Iterable[bytes], header_out: list[bytes]) -> Iterator[tuple[str, int, list[bytes]]]:
     """(name, first line number, lines) of each marked record; lines before the first marker go to header_out."""
-    name, start, lines, seen = "", 1, [], False
+    lines: list[bytes] = []
+    name, start, seen = "", 1, False
     for lineno, line in enumerate(handle, 1):
         if line.startswith(_MARK):
             if seen:

@@ -15,7 +15,8 @@ th{background:#eee} #status{color:#444} .error{color:#a00;white-space:pre-wrap}
 <h1>{{TITLE}}</h1>
 <p>SPARQL 1.1 endpoint: <code>/sparql</code> (read-only) &middot; <a href="/algorithm.svg">treatment algorithm (SVG)</a>
 &middot; <a href="/cds-services">CDS Hooks discovery</a> &middot; <a href="/health">health</a></p>
-<p><small>{{INFO}}. Prefixes gk:, case:, result:, owl:, rdf:, rdfs:, skos:, prov:, dcterms: and the guideline's own (its manifest's) are predeclared.</small></p>
+<p><small>{{INFO}}. Prefixes gk:, case:, result:, owl:, rdf:, rdfs:, skos:, prov:, dcterms:
+and the guideline's own (its manifest's) are predeclared.</small></p>
 <label>Example: <select id="examples"><option value="">(choose a named query)</option>
 {{OPTIONS}}
 </select></label>
@@ -40,11 +41,17 @@ function cell(term) {
 }
 function show(data) {
   const out = $("out"); out.textContent = "";
-  if (typeof data === "string") { const pre = document.createElement("pre"); pre.textContent = data; out.appendChild(pre); return; }
-  if ("boolean" in data) { out.textContent = String(data.boolean); $("status").textContent = "answer: " + data.boolean; return; }
+  if (typeof data === "string") {
+    const pre = document.createElement("pre"); pre.textContent = data; out.appendChild(pre); return;
+  }
+  if ("boolean" in data) {
+    out.textContent = String(data.boolean); $("status").textContent = "answer: " + data.boolean; return;
+  }
   const table = document.createElement("table"); table.id = "results";
   const head = table.insertRow();
-  for (const v of data.head.vars) { const th = document.createElement("th"); th.textContent = v; head.appendChild(th); }
+  for (const v of data.head.vars) {
+    const th = document.createElement("th"); th.textContent = v; head.appendChild(th);
+  }
   for (const b of data.results.bindings) {
     const row = table.insertRow();
     for (const v of data.head.vars) row.insertCell().textContent = cell(b[v]);
@@ -56,11 +63,13 @@ async function run() {
   $("status").textContent = "running..."; $("out").textContent = "";
   try {
     const resp = await fetch("/sparql", {method: "POST",
-      headers: {"Content-Type": "application/sparql-query", "Accept": "application/sparql-results+json, text/turtle;q=0.9"},
+      headers: {"Content-Type": "application/sparql-query",
+                "Accept": "application/sparql-results+json, text/turtle;q=0.9"},
       body: $("query").value});
     const text = await resp.text();
     if (!resp.ok) { $("status").textContent = "HTTP " + resp.status;
-      const p = document.createElement("p"); p.className = "error"; p.id = "error"; p.textContent = text; $("out").appendChild(p); return; }
+      const p = document.createElement("p"); p.className = "error"; p.id = "error"; p.textContent = text;
+      $("out").appendChild(p); return; }
     const ctype = resp.headers.get("content-type") || "";
     if (ctype.includes("json")) show(JSON.parse(text)); else { show(text); $("status").textContent = "graph result"; }
   } catch (e) { $("status").textContent = "failed: " + e; }
