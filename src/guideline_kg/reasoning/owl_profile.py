@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.resources
 import importlib.util
 import os
 import shutil
@@ -25,7 +26,8 @@ from guideline_kg.reasoning.hermit import ReasonerUnavailable
 
 __all__ = ["cache_root", "owl2_dl_violations"]
 
-_SOURCE = Path(__file__).with_name("java") / "ProfileCheck.java"
+#: The Java source, package data of this package (pyproject.toml [tool.setuptools.package-data]).
+_SOURCE = Path(str(importlib.resources.files("guideline_kg.reasoning") / "java" / "ProfileCheck.java"))
 _CLASS = "ProfileCheck.class"
 
 
