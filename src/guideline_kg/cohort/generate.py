@@ -32,8 +32,9 @@ from guideline_kg.core.errors import InputError
 from guideline_kg.core.files import TOO_DEEP
 from guideline_kg.core.namespaces import PREFIXES
 
-__all__ = ["Profile", "Record", "load_profile", "generate", "write_cohort", "plant_defect", "FORMATS", "MARKER",
-           "record_to_turtle", "record_to_ntriples", "record_facts", "record_to_bundle", "turtle_header", "expand"]
+__all__ = ["FORMATS", "MARKER", "Profile", "Record", "expand", "generate", "load_profile", "plant_defect",
+           "record_facts", "record_to_bundle", "record_to_ntriples", "record_to_turtle", "turtle_header",
+           "write_cohort"]
 
 #: Output formats of `cohort generate`.
 FORMATS = ("turtle", "ntriples", "fhir-ndjson")
@@ -67,7 +68,7 @@ class Record:
 class _Ctx:
     """What one record's steps share: the random stream, the anchor date, variables, node IRIs, the triples."""
 
-    __slots__ = ("rng", "anchor", "me", "vars", "triples")
+    __slots__ = ("anchor", "me", "rng", "triples", "vars")
 
     def __init__(self, rng: random.Random, anchor: date, me: str) -> None:
         self.rng, self.anchor, self.me = rng, anchor, me
@@ -276,7 +277,7 @@ class _Compiler:
         if not isinstance(ends, list) or len(ends) != 2:
             raise self.fail(where, "expected [start, end] (dates: \"anchor\", ISO dates or variables)")
         start, end = self.a_date(ends[0], f"{where}[0]"), self.a_date(ends[1], f"{where}[1]")
-        quantum = Decimal(1).scaleb(-int(spec.get("decimals", 1)))
+        quantum = Decimal(1).scaleb(-int(self.number(spec, "decimals", where[:-15]) if "decimals" in spec else 1))
 
         def fn(c: _Ctx) -> str | None:
             a, b = start(c), end(c)
@@ -357,7 +358,7 @@ class _Compiler:
         datatype = spec.get("datatype")
         if datatype is not None and datatype not in _LITERAL_TYPES:
             raise self.fail(f"{where}.datatype", f"expected one of {', '.join(_LITERAL_TYPES)}, got {datatype!r}")
-        decimals = int(spec.get("decimals", 1))
+        decimals = int(self.number(spec, "decimals", where)) if "decimals" in spec else 1
         self._check_constants(spec.get("value"), datatype, f"{where}.value")
 
         def make(v: Any) -> list[Term]:
@@ -375,7 +376,7 @@ class _Compiler:
                 return [("true" if v else "false", datatype)]
             if isinstance(v, (int, float)):
                 if datatype == "xsd:integer":
-                    return [(str(int(round(v))), datatype)]
+                    return [(str(round(v)), datatype)]
                 if datatype == "xsd:decimal":
                     return [(f"{v:.{decimals}f}", datatype)]
             return [(str(v), datatype)]
@@ -502,12 +503,24 @@ class _Compiler:
         return fn
 
 
+@dataclass
+class _Compiled:
+    """A checked profile: the anchor date, the case name prefix, the record's steps and the planted defects."""
+
+    anchor: date
+    case_prefix: str
+    steps: list[Step]
+    defect_rate: Value
+    choose_defect: Value
+    defects: dict[str, list[Step]]
+
+
 class Profile:
     """A cohort profile (parsed JSON), compiled once into the steps that draw a record."""
 
     def __init__(self, data: dict[str, Any], source: str = "<profile>") -> None:
         self.source = source
-        self._compiled: tuple[Any, ...] | None = None
+        self._compiled: _Compiled | None = None
         self.data = data
 
     @property
@@ -532,8 +545,8 @@ class Profile:
         extra = self.data.get("prefixes", {}) if isinstance(self.data, dict) else {}
         return {**_DEFAULT_NS, **(extra if isinstance(extra, dict) else {})}
 
-    def compile(self) -> tuple[Any, ...]:
-        """(anchor date, case prefix, root node, steps, defect rate, defect choice, defect steps by name)."""
+    def compile(self) -> _Compiled:
+        """The profile checked and turned into the steps that draw a record (once; again after ``data`` changes)."""
         if self._compiled is not None:
             return self._compiled
         comp = _Compiler(self)
@@ -564,9 +577,9 @@ class Profile:
             rate = comp.probability(comp.need(inv, "rate", "invalid"), "invalid.rate")
             defects = comp.obj(comp.need(inv, "defects", "invalid"), "invalid.defects")
             weights: dict[str, float] = {}
-            for name, d in defects.items():
+            for name, spec in defects.items():
                 where = f"invalid.defects.{name}"
-                d = comp.obj(d, where)
+                d = comp.obj(spec, where)
                 weights[name] = comp.number(d, "weight", where)
                 steps_of = comp.need(d, "steps", where)
                 if not isinstance(steps_of, list) or not steps_of:
@@ -574,29 +587,28 @@ class Profile:
                 plants[name] = [comp.step(s, f"{where}.steps[{i}]") for i, s in enumerate(steps_of)]
             if defects:
                 choose = comp.weighted(weights, "invalid.defects", allow_missing=False)
-        self._compiled = (anchor, case_prefix, comp.root, steps, rate, choose, plants)
+        self._compiled = _Compiled(anchor, case_prefix, steps, rate, choose, plants)
         return self._compiled
 
     def draw(self, rng: random.Random, name: str) -> Record:
         """One record drawn from the profile."""
-        anchor, _, root, steps, rate, choose, plants = self.compile()
-        c = _Ctx(rng, anchor, f"case:{name}")
-        for step in steps:
+        compiled = self.compile()
+        c = _Ctx(rng, compiled.anchor, f"case:{name}")
+        for step in compiled.steps:
             step(c)
         record = Record(name, c.me, c.triples, profile=self)
-        if rng.random() < rate(c):
-            defect = choose(c)
+        if rng.random() < compiled.defect_rate(c):
+            defect = compiled.choose_defect(c)
             if defect is not None:
                 self._plant(record, defect, c)
         return record
 
     def plant(self, record: Record, defect: str) -> None:
         """Break ``record`` in the named way of the profile's ``invalid.defects`` (the defect is kept on it)."""
-        anchor = self.compile()[0]
-        self._plant(record, defect, _Ctx(random.Random(0), anchor, record.patient))
+        self._plant(record, defect, _Ctx(random.Random(0), self.compile().anchor, record.patient))
 
     def _plant(self, record: Record, defect: str, c: _Ctx) -> None:
-        plants = self.compile()[6]
+        plants = self.compile().defects
         if defect not in plants:
             raise InputError(f"cohort profile has no defect {defect!r} under invalid.defects "
                              f"(known: {', '.join(sorted(plants)) or 'none'})", path=self.source)
@@ -628,7 +640,10 @@ def load_profile(path: Path) -> Profile:
     except RecursionError:
         raise InputError(f"malformed JSON: {TOO_DEEP}", path=str(path)) from None
     profile = Profile(data, str(path))
-    profile.compile()
+    try:
+        profile.compile()
+    except RecursionError:
+        raise InputError(f"cohort profile: {TOO_DEEP}", path=str(path)) from None
     return profile
 
 
@@ -636,7 +651,7 @@ def generate(profile: Profile, n: int, seed: int = 0) -> Iterator[Record]:
     """``n`` case records, one at a time; the same seed and profile give the same records."""
     if n < 0:
         raise InputError(f"--n must not be negative (got {n})")
-    prefix = f"{profile.compile()[1]}{seed}"
+    prefix = f"{profile.compile().case_prefix}{seed}"
     rng = random.Random(seed)
     width = max(7, len(str(n)))
     for i in range(1, n + 1):
