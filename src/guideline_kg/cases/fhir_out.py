@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import calendar
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from guideline_kg.cases.fhir_in import RULES_CACHE_SIZE, MappingRules, load_rules, project_rules
 from guideline_kg.core.dates import months_between
 from guideline_kg.core.project import Project
 
-__all__ = ["Fact", "ReverseRules", "reverse_rules", "facts_to_bundle", "BundleOut"]
+__all__ = ["BundleOut", "Fact", "ReverseRules", "facts_to_bundle", "reverse_rules"]
 
 Obj = str | tuple[str, str]
 Fact = tuple[str, str, Obj]
@@ -77,7 +78,7 @@ def reverse_rules(project: Project | None = None, path: Path | None = None) -> R
         for term, pred in mapped:
             if str(pred) in recognise:
                 codes.setdefault(str(term), []).append((system, code, str(pred)))
-    for term, found in codes.items():  # exact first; a code that means only this term before a shared one
+    for found in codes.values():  # exact first; a code that means only this term before a shared one
         found.sort(key=lambda c: (rank.get(c[2], 9), ambiguity[(c[0], c[1])]))
     rev = ReverseRules(rules, codes)
     _REVERSE_CACHE[id(rules)] = rev
@@ -95,7 +96,7 @@ class BundleOut:
 
 
 def _first_alt(path: str) -> list[str]:
-    return path.split("|")[0].split(".")
+    return path.split("|", maxsplit=1)[0].split(".")
 
 
 def _put(obj: dict[str, Any], path: str, value: Any) -> None:
@@ -249,10 +250,9 @@ class _Writer:
     def invert(self, spec: dict[str, Any], o: Obj, res: dict[str, Any], node: str) -> Any:
         """The FHIR value that ``convert`` of fhir_in turns into ``o`` (or _NO when the spec cannot give it)."""
         kind = spec.get("as", "string")
-        lex = o[0] if isinstance(o, tuple) else None
         if kind == "ref":
-            return None if lex is None else _NO
-        if lex is None:
+            return _NO if isinstance(o, tuple) else None
+        if not isinstance(o, tuple):  # an IRI
             if kind == "term":
                 allowed = {self.rev.x(t) for t in spec.get("terms", [])}
                 if allowed and o not in allowed:
@@ -263,6 +263,7 @@ class _Writer:
                     if self.rev.x(curie) == o:
                         return key == "true" if key in ("true", "false") else key
             return _NO
+        lex = o[0]
         if kind in ("date", "string"):
             return lex
         if kind in ("decimal", "integer"):
@@ -289,6 +290,9 @@ class _Writer:
 
     def months_date(self, spec: dict[str, Any], lex: str, res: dict[str, Any], node: str) -> Any:
         """The date whose months to the assessment round to ``lex``: the one already written, if it does."""
+        assessment = self.assessment
+        if assessment is None:
+            return _NO
         want = _decimal(float(lex), spec)
         steps = _first_alt(spec["path"])
         current: Any = res
@@ -296,11 +300,11 @@ class _Writer:
             current = current.get(step) if isinstance(current, dict) else None
         if isinstance(current, str):
             d = date.fromisoformat(current[:10])
-            return _SET if _decimal(months_between(d, self.assessment), spec) == want else _NO
-        guess = self.assessment - timedelta(days=round(float(lex) * 30.44))
+            return _SET if _decimal(months_between(d, assessment), spec) == want else _NO
+        guess = assessment - timedelta(days=round(float(lex) * 30.44))
         for delta in sorted(range(-40, 41), key=abs):
             d = guess + timedelta(days=delta)
-            if _decimal(months_between(d, self.assessment), spec) == want:
+            if _decimal(months_between(d, assessment), spec) == want:
                 return d.isoformat()
         return _NO
 
@@ -371,7 +375,7 @@ class _Writer:
             if spec.get("kind") != "referenced" or node not in self.node_ref:
                 continue
             terms = [self.rev.x(t) for t in rule.get("terms", [])]
-            for p, o in self.facts_of(node):
+            for p, _o in self.facts_of(node):
                 if p not in terms:
                     continue
                 codes = self.concept([p])

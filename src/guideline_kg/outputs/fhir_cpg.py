@@ -75,7 +75,6 @@ class Recommendation:
 
     iri: str
     text: str
-    kind: str | None
     lines: list[int]
     actions: list[str]
     citations: list[int]
@@ -83,10 +82,8 @@ class Recommendation:
     direction_code: str | None
     strength: str | None
     strength_code: str | None
-    line_of_therapy: str | None
     population: str
     population_label: str | None
-    population_definition: str | None
     step: str | None
     urgent: bool
     conditions: list[str] = field(default_factory=list)
@@ -126,14 +123,13 @@ def read_pathway(store: EmbeddedStore, project: Project) -> Pathway:
     for r in store.select(load_query(q, "export-recommendations").text).dicts():
         pop = str(r["population"])
         recs.append(Recommendation(
-            iri=str(r["statement"]), text=str(r["text"]), kind=_s(r["kind"]),
+            iri=str(r["statement"]), text=str(r["text"]),
             lines=sorted(int(x) for x in str(r["lines"]).split()),
             actions=sorted(str(r["actions"]).split()),
             citations=sorted(int(x) for x in str(r["citations"] or "").split()),
             direction=_s(r["direction"]), direction_code=_s(r["directionCode"]),
             strength=_s(r["strength"]), strength_code=_s(r["strengthCode"]),
-            line_of_therapy=_s(r["lineOfTherapy"]), population=pop,
-            population_label=_s(r["populationLabel"]), population_definition=_s(r["populationDefinition"]),
+            population=pop, population_label=_s(r["populationLabel"]),
             step=_s(r["step"]), urgent=str(r["urgent"]).lower() == "true", conditions=conditions.get(pop, [])))
     recs.sort(key=lambda x: (x.lines, x.iri))
     actions: dict[str, dict[str, Any]] = {}
