@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: run test install bench clean reference export serve validate
+.PHONY: run test lint install bench clean reference export serve validate
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -24,6 +24,12 @@ run: $(STAMP)
 	$(BIN)/guideline-kg render --format png --out build/algorithm.png
 	$(BIN)/guideline-kg render --case guidelines/plbp/cases/c04-urgent-deficit.ttl --format png --out build/algorithm-c04.png
 	@echo "full report: build/example-cases-report.txt; JSON: build/example-cases.json"
+
+## static checks: the import layers (import-linter), ruff, mypy (configuration in pyproject.toml)
+lint: $(STAMP)
+	$(BIN)/lint-imports
+	$(BIN)/ruff check src tests
+	$(BIN)/mypy
 
 ## the whole test suite
 test: $(STAMP)
