@@ -88,6 +88,21 @@ _VALUE_KINDS = ("const", "var", "node", "weights", "one_of", "normal", "lognorma
                 "months_between", "if")
 _COND_KINDS = ("var", "present", "all", "any", "not")
 _LITERAL_TYPES = ("xsd:integer", "xsd:decimal", "xsd:boolean", "xsd:date", "xsd:string")
+_GATE_KEYS = ("when", "missing", "present")
+_PROPERTY_KEYS = ("property", "value", "datatype", "decimals", "as", "required", "replace", *_GATE_KEYS)
+#: The keys each construct may have besides its kind (keys starting with "_" are comments, allowed anywhere).
+_KEYS = {
+    "top": ("anchor_date", "case_prefix", "record", "prefixes", "invalid"),
+    "invalid": ("rate", "defects"), "defect": ("weight", "steps"), "link": ("from", "property"),
+    "node": ("node", "link", "properties", *_GATE_KEYS), "subject": ("subject", *_PROPERTY_KEYS),
+    "let": ("let", "value"), "property": _PROPERTY_KEYS, "group": ("properties", *_GATE_KEYS),
+    "const": ("const",), "var": ("var",), "weights": ("weights",), "one_of": ("one_of",),
+    "normal": ("normal", "min", "max", "round"), "lognormal": ("lognormal", "min", "max", "round"),
+    "uniform": ("uniform", "min", "max", "round"), "date": ("date", "minus_months", "plus_months", "not_after"),
+    "months_between": ("months_between", "decimals"), "if": ("if", "then", "else"),
+    "cond:var": ("var", "equals", "in"), "cond:present": ("present",), "cond:all": ("all",), "cond:any": ("any",),
+    "cond:not": ("not",), "normal()": ("mean", "sd"), "lognormal()": ("mu", "sigma"), "uniform()": ("min", "max"),
+}
 
 
 class _Compiler:
@@ -111,9 +126,15 @@ class _Compiler:
             raise self.fail(where, f"missing required key {key!r}")
         return spec[key]
 
-    def obj(self, spec: Any, where: str) -> dict[str, Any]:
+    def obj(self, spec: Any, where: str, kind: str | None = None) -> dict[str, Any]:
+        """``spec`` as an object; with ``kind``, one that has only the keys of that construct."""
         if not isinstance(spec, dict):
             raise self.fail(where, f"expected a JSON object, got {json.dumps(spec)[:60]}")
+        if kind is not None:
+            allowed = _KEYS[kind]
+            unknown = [k for k in spec if k not in allowed and not str(k).startswith("_")]
+            if unknown:
+                raise self.fail(where, f"unknown key {unknown[0]!r} (allowed here: {', '.join(allowed)})")
         return spec
 
     def number(self, spec: Any, key: str, where: str) -> float:
@@ -157,6 +178,7 @@ class _Compiler:
             raise self.fail(where, f"a value needs exactly one of {', '.join(_VALUE_KINDS)}; got "
                                    f"{', '.join(spec) or 'nothing'}")
         kind = kinds[0]
+        self.obj(spec, where, kind)
         fn = getattr(self, "_v_" + kind)(spec, f"{where}.{kind}")
         return self._numeric_modifiers(spec, where, fn) if kind in ("normal", "lognormal", "uniform") else fn
 
@@ -202,17 +224,17 @@ class _Compiler:
         return lambda c: c.rng.choice(options)
 
     def _v_normal(self, spec: dict[str, Any], where: str) -> Value:
-        p = self.obj(spec["normal"], where)
+        p = self.obj(spec["normal"], where, "normal()")
         mean, sd = self.number(p, "mean", where), self.number(p, "sd", where)
         return lambda c: c.rng.gauss(mean, sd)
 
     def _v_lognormal(self, spec: dict[str, Any], where: str) -> Value:
-        p = self.obj(spec["lognormal"], where)
+        p = self.obj(spec["lognormal"], where, "lognormal()")
         mu, sigma = self.number(p, "mu", where), self.number(p, "sigma", where)
         return lambda c: c.rng.lognormvariate(mu, sigma)
 
     def _v_uniform(self, spec: dict[str, Any], where: str) -> Value:
-        p = self.obj(spec["uniform"], where)
+        p = self.obj(spec["uniform"], where, "uniform()")
         lo, hi = self.number(p, "min", where), self.number(p, "max", where)
         return lambda c: c.rng.uniform(lo, hi)
 
@@ -306,6 +328,7 @@ class _Compiler:
         if len(kinds) != 1:
             raise self.fail(where, f"a condition needs exactly one of {', '.join(_COND_KINDS)}")
         kind = kinds[0]
+        self.obj(spec, where, "cond:" + kind)
         if kind == "var":
             name = self.known_var(spec["var"], f"{where}.var")
             if "equals" in spec:
@@ -406,6 +429,7 @@ class _Compiler:
         gate = self.gate(spec, where)
         if "property" not in spec:
             items = self.need(spec, "properties", where + " (a property needs \"property\" and \"value\")")
+            self.obj(spec, where, "group")
             if not isinstance(items, list):
                 raise self.fail(f"{where}.properties", "expected a list")
             parts = [self.prop(p, f"{where}.properties[{i}]") for i, p in enumerate(items)]
@@ -417,6 +441,7 @@ class _Compiler:
                             return False
                 return True
             return group
+        self.obj(spec, where, "property")
         pred = self.curie(spec["property"], f"{where}.property")
         value = self.value(self.need(spec, "value", where), f"{where}.value")
         make = self.term_maker(spec, where)
@@ -450,6 +475,7 @@ class _Compiler:
             name = spec["let"]
             if not isinstance(name, str):
                 raise self.fail(f"{where}.let", "expected a variable name")
+            self.obj(spec, where, "let")
             value = self.value(self.need(spec, "value", where), f"{where}.value")
             self.vars.add(name)
 
@@ -459,6 +485,7 @@ class _Compiler:
         if "node" in spec:
             return self.node(spec, where)
         if "subject" in spec:
+            self.obj(spec, where, "subject")
             subject, root = self.known_node(spec["subject"], f"{where}.subject"), self.root
             prop = self.prop({k: v for k, v in spec.items() if k != "subject"}, where)
 
@@ -468,6 +495,7 @@ class _Compiler:
         raise self.fail(where, "a step needs \"node\", \"subject\" or \"let\"")
 
     def node(self, spec: dict[str, Any], where: str) -> Step:
+        self.obj(spec, where, "node")
         name = spec["node"]
         if not isinstance(name, str) or not name or not all(ch.isalnum() or ch in "-_" for ch in name):
             raise self.fail(f"{where}.node", f"a node name is letters, digits, - and _ (got {json.dumps(name)})")
@@ -476,7 +504,7 @@ class _Compiler:
             self.root = name
         link = None
         if "link" in spec:
-            link_spec = self.obj(spec["link"], f"{where}.link")
+            link_spec = self.obj(spec["link"], f"{where}.link", "link")
             link = (self.known_node(self.need(link_spec, "from", f"{where}.link"), f"{where}.link.from"),
                     self.curie(self.need(link_spec, "property", f"{where}.link"), f"{where}.link.property"))
         elif not is_root and name not in self.nodes:
@@ -550,7 +578,7 @@ class Profile:
         if self._compiled is not None:
             return self._compiled
         comp = _Compiler(self)
-        data = comp.obj(self.data, "(top level)")
+        data = comp.obj(self.data, "(top level)", "top")
         prefixes = data.get("prefixes", {})
         if not isinstance(prefixes, dict) or not all(isinstance(v, str) for v in prefixes.values()):
             raise comp.fail("prefixes", "expected an object of prefix -> namespace IRI")
@@ -573,13 +601,13 @@ class Profile:
         choose: Value = lambda c: None  # noqa: E731
         plants: dict[str, list[Step]] = {}
         if "invalid" in data:
-            inv = comp.obj(data["invalid"], "invalid")
+            inv = comp.obj(data["invalid"], "invalid", "invalid")
             rate = comp.probability(comp.need(inv, "rate", "invalid"), "invalid.rate")
             defects = comp.obj(comp.need(inv, "defects", "invalid"), "invalid.defects")
             weights: dict[str, float] = {}
             for name, spec in defects.items():
                 where = f"invalid.defects.{name}"
-                d = comp.obj(spec, where)
+                d = comp.obj(spec, where, "defect")
                 weights[name] = comp.number(d, "weight", where)
                 steps_of = comp.need(d, "steps", where)
                 if not isinstance(steps_of, list) or not steps_of:
