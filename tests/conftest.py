@@ -19,8 +19,8 @@ import httpx
 import pytest
 from rdflib import Graph, Namespace
 
-from guideline_kg.knowledge.graph import load_knowledge
 from guideline_kg.core.project import Project
+from guideline_kg.knowledge.graph import load_knowledge
 from guideline_kg.reasoning.hermit import ReasonerResult, check_consistency
 from guideline_kg.store.stores import EmbeddedStore
 

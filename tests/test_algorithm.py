@@ -9,12 +9,11 @@ import networkx as nx
 import pytest
 from rdflib import Graph, Literal
 
+from conftest import PLBP
+from guideline_kg.core.namespaces import GK, PROV, RDF, RDFS
+from guideline_kg.core.project import Project
 from guideline_kg.knowledge.algorithm import NODE_KINDS, build_graph, check, ordered_nodes
 from guideline_kg.knowledge.graph import load_knowledge
-from guideline_kg.core.namespaces import GK, RDF, RDFS
-from guideline_kg.core.project import Project
-
-from conftest import PLBP
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,8 +78,6 @@ def test_edge_attributes(graph: nx.DiGraph) -> None:
 
 
 def test_every_transition_has_a_label_and_provenance(knowledge: Graph) -> None:
-    from guideline_kg.core.namespaces import PROV
-
     for t in knowledge.subjects(RDF.type, GK.Transition):
         assert knowledge.value(t, RDFS.label) is not None, t
         assert list(knowledge.objects(t, PROV.wasDerivedFrom)), t

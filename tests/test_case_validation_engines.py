@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from guideline_kg.cases.reader import load_cases
-from guideline_kg.core.project import Project
 from guideline_kg.checks.validate import validate_case
+from guideline_kg.core.project import Project
 
 PROJECT = Project.at()
 INVALID = Path(__file__).with_name("data") / "invalid-cases"

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import MINI_HOME, REPO
 from guideline_kg.cli.main import main
 from guideline_kg.core.rdfio import read_graph
-
-from conftest import MINI_HOME, REPO
 
 FIXTURES = REPO / "tests" / "fixtures"
 WRITTEN = ["merged.ttl", "merged.nt", "merged.rdf", "merged.jsonld"]
@@ -55,7 +54,7 @@ def test_build_writes_four_syntaxes_that_reparse_to_the_same_graph(built) -> Non
 
 
 def test_build_on_a_contradiction_exits_1_names_it_and_writes_nothing(capsys, tmp_path: Path) -> None:
-    code, out, err = run(capsys, "--kg", FIXTURES / "inconsistent" / "kg", "build", "--out", tmp_path / "out")
+    code, _out, err = run(capsys, "--kg", FIXTURES / "inconsistent" / "kg", "build", "--out", tmp_path / "out")
     assert code == 1
     assert "INCONSISTENT" in err
     assert not (tmp_path / "out").exists()
@@ -119,6 +118,7 @@ CONSOLE = Path(sys.executable).with_name("guideline-kg")
 def test_console_script_never_prints_a_traceback(argv: list[str], tmp_path: Path) -> None:
     if not CONSOLE.exists():
         pytest.skip(f"console script not installed next to {sys.executable}")
-    proc = subprocess.run([str(CONSOLE), *argv], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    proc = subprocess.run([str(CONSOLE), *argv], capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                          check=False)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "error" in proc.stderr

@@ -15,13 +15,13 @@ from rdflib import Graph, URIRef
 
 from guideline_kg.cases.reader import Case
 from guideline_kg.cli.main import main
-from guideline_kg.cohort.generate import generate, load_profile, write_cohort
 from guideline_kg.cohort.evaluate import CohortEvaluator, case_shapes, hierarchy_context
+from guideline_kg.cohort.generate import generate, load_profile, write_cohort
 from guideline_kg.cohort.shards import iter_shards
-from guideline_kg.knowledge.graph import load_knowledge
+from guideline_kg.compile.shacl2sparql import compile_shapes, run_constraints
 from guideline_kg.core.namespaces import GK, RDF, SH
 from guideline_kg.core.project import Project
-from guideline_kg.compile.shacl2sparql import compile_shapes, run_constraints
+from guideline_kg.knowledge.graph import load_knowledge
 from guideline_kg.store.stores import to_rdflib
 
 PROJECT = Project.at()
@@ -179,7 +179,7 @@ def test_cli_bad_input_exits_2_without_output(tmp_path: Path, capsys) -> None:
     bad.write_text("# case x1\n<https://w3id.org/guideline-kg/case/x1> a <https://w3id.org/guideline-kg/ontology#Patient\n")
     res = tmp_path / "r.jsonl"
     code = main(["cohort", "evaluate", str(bad), "--out", str(res)])
-    _, err = capsys.readouterr()
+    _, _err = capsys.readouterr()
     assert code == 1 and "bad.ttl:1" in res.read_text()  # reported with file and line, not dropped
     assert main(["cohort", "generate", "--n", "-1", "--out", str(tmp_path / "x.ttl")]) == 2
     assert not (tmp_path / "x.ttl").exists()

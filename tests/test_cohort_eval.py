@@ -11,8 +11,8 @@ import pytest
 
 from conftest import free_port
 from guideline_kg.cli.main import main
-from guideline_kg.cohort.generate import generate, load_profile, write_cohort
 from guideline_kg.cohort.evaluate import CohortEvaluator
+from guideline_kg.cohort.generate import generate, load_profile, write_cohort
 from guideline_kg.store.stores import RemoteStore
 
 N = 80

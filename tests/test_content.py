@@ -12,12 +12,11 @@ import pytest
 from rdflib import Graph, Literal, URIRef
 from rdflib.collection import Collection
 
-from guideline_kg.knowledge.graph import load_knowledge
+from conftest import REPO
 from guideline_kg.core.namespaces import GK, OWL, RDF, RDFS
 from guideline_kg.core.project import Project
 from guideline_kg.core.rdfio import read_graph
-
-from conftest import REPO
+from guideline_kg.knowledge.graph import load_knowledge
 
 #: The codes seen in public sources, as the package names them (guideline.toml [parts] terminology_codes).
 CODES_TSV = Project.at(REPO).require("terminology_codes", "the terminology tests")

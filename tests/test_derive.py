@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 from rdflib import Graph, URIRef
 
+from conftest import PLBP
 from guideline_kg.cases.reader import EXPECTED_SUFFIX, Case, load_cases
-from guideline_kg.reasoning.derive import Evaluator, results_graph
-from guideline_kg.knowledge.graph import load_knowledge
 from guideline_kg.core.namespaces import GK, PROV, RDF
 from guideline_kg.core.project import Project
-
-from conftest import PLBP
+from guideline_kg.knowledge.graph import load_knowledge
+from guideline_kg.reasoning import derive
+from guideline_kg.reasoning.derive import Evaluator, results_graph
+from guideline_kg.store.stores import EmbeddedStore
 
 PROJECT = Project.at()
 CASES = load_cases([PROJECT.cases_dir])
@@ -131,8 +133,6 @@ def test_json_has_exactly_the_contract_keys(evaluator) -> None:
 
 
 def test_batch_evaluation_equals_single_case_evaluation(evaluator) -> None:
-    from guideline_kg.store.stores import EmbeddedStore
-
     graph = Graph()
     for c in CASES:
         graph += c.graph
@@ -155,8 +155,6 @@ def test_results_graph_links_result_to_case_statement_population_and_facts(evalu
 
 def test_second_guideline_changes_nothing_in_code(tmp_path) -> None:
     """A changed threshold in the data changes the result: the logic lives in guidelines/plbp/definitions.ttl."""
-    import shutil
-
     kg = tmp_path / "kg"
     shutil.copytree(PROJECT.kg_dir, kg)
     defs = kg / "definitions.ttl"
@@ -185,8 +183,6 @@ def test_has_urgent_agrees_with_the_urgent_findings(evaluator, case) -> None:
 
 
 def test_memo_is_bounded_and_results_stay_right_after_it_is_cleared(evaluator, monkeypatch) -> None:
-    import guideline_kg.reasoning.derive as derive
-
     monkeypatch.setattr(derive, "_MEMO_LIMIT", 2)
     small = Evaluator(load_knowledge(PROJECT), PROJECT)
     got = {c.name: small.evaluate(c).to_json() for c in CASES[:8]}

@@ -14,14 +14,22 @@ from rdflib.compare import to_isomorphic
 
 from guideline_kg.cases.reader import load_cases
 from guideline_kg.cli.main import main
-from guideline_kg.reasoning.derive import Evaluator
-from guideline_kg.outputs.export import RDF_FORMATS, csv_tables, jsonld_context, rdf_export
-from guideline_kg.outputs.fhir_cpg import (CPG, OWL_CLASS_LANGUAGE, careplan, fhir_id, pathway_bundle, read_pathway,
-                                   recommendations_from_bundle, validate_resource)
-from guideline_kg.knowledge.graph import load_knowledge
 from guideline_kg.core.namespaces import GENERIC_PREFIXES
 from guideline_kg.core.project import Project
+from guideline_kg.knowledge.graph import load_knowledge
 from guideline_kg.knowledge.statements import list_statements
+from guideline_kg.outputs.export import RDF_FORMATS, csv_tables, jsonld_context, rdf_export
+from guideline_kg.outputs.fhir_cpg import (
+    CPG,
+    OWL_CLASS_LANGUAGE,
+    careplan,
+    fhir_id,
+    pathway_bundle,
+    read_pathway,
+    recommendations_from_bundle,
+    validate_resource,
+)
+from guideline_kg.reasoning.derive import Evaluator
 from guideline_kg.store.stores import EmbeddedStore
 
 PROJECT = Project.at()
@@ -220,12 +228,12 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 
 
 def test_command_fhir_to_stdout_is_a_transaction_bundle(capsys) -> None:
-    code, out, err = run(capsys, "export", "--format", "fhir")
+    code, out, _err = run(capsys, "export", "--format", "fhir")
     assert code == 0 and json.loads(out)["type"] == "transaction"
 
 
 def test_command_csv_writes_two_tables_into_a_folder(capsys, tmp_path: Path) -> None:
-    code, out, err = run(capsys, "export", "--format", "csv", "--out", str(tmp_path / "csv"))
+    code, out, _err = run(capsys, "export", "--format", "csv", "--out", str(tmp_path / "csv"))
     assert code == 0 and out == ""
     assert sorted(p.name for p in (tmp_path / "csv").iterdir()) == ["edges.csv", "nodes.csv"]
 
@@ -260,7 +268,7 @@ def test_command_refuses_to_overwrite_its_input_and_leaves_it_alone(capsys, tmp_
     case = tmp_path / "c.ttl"
     case.write_bytes((PROJECT.cases_dir / "c01-first-visit.ttl").read_bytes())
     before = hashlib.sha256(case.read_bytes()).hexdigest()
-    code, out, err = run(capsys, "export", "--format", "careplan", "--case", str(case), "--out", str(case))
+    code, _out, err = run(capsys, "export", "--format", "careplan", "--case", str(case), "--out", str(case))
     assert code == 2 and "refusing to overwrite" in err
     assert hashlib.sha256(case.read_bytes()).hexdigest() == before
 
@@ -269,5 +277,5 @@ def test_command_malformed_case_exits_2_and_writes_nothing(capsys, tmp_path: Pat
     bad = tmp_path / "bad.ttl"
     bad.write_text("@prefix gk: <https://w3id.org/guideline-kg/ontology#> .\ngk:a gk:b .\n")
     target = tmp_path / "out.json"
-    code, out, err = run(capsys, "export", "--format", "cds-cards", "--case", str(bad), "--out", str(target))
+    code, _out, err = run(capsys, "export", "--format", "cds-cards", "--case", str(bad), "--out", str(target))
     assert code == 2 and "bad.ttl" in err and not target.exists()

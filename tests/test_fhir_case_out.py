@@ -9,12 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from guideline_kg.cli.main import main
-from guideline_kg.cohort.generate import (generate, load_profile, plant_defect, record_facts, record_to_bundle,
-                                          write_cohort)
-from guideline_kg.cohort.evaluate import CohortEvaluator
-from guideline_kg.cases.fhir_out import reverse_rules
 from guideline_kg.cases.fhir_in import bundle_to_case
+from guideline_kg.cases.fhir_out import reverse_rules
+from guideline_kg.cli.main import main
+from guideline_kg.cohort.evaluate import CohortEvaluator
+from guideline_kg.cohort.generate import (
+    generate,
+    load_profile,
+    plant_defect,
+    record_facts,
+    record_to_bundle,
+    write_cohort,
+)
 from guideline_kg.outputs.fhir_cpg import validate_resource
 
 N, SEED = 50, 21
@@ -105,7 +111,7 @@ def test_cli_generate_fhir_ndjson_then_evaluate(tmp_path: Path, capsys) -> None:
     out = tmp_path / "c.ndjson"
     assert main(["cohort", "generate", "--n", "20", "--seed", "3", "--format", "fhir-ndjson", "--out", str(out)]) == 0
     lines = out.read_text().splitlines()
-    assert len(lines) == 20 and all(json.loads(l)["resourceType"] == "Bundle" for l in lines)
+    assert len(lines) == 20 and all(json.loads(line)["resourceType"] == "Bundle" for line in lines)
     results = tmp_path / "r.jsonl"
     assert main(["cohort", "evaluate", str(out), "--out", str(results)]) == 0
     assert len(results.read_text().splitlines()) == 20

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from rdflib import Graph, Literal, URIRef
 
-from guideline_kg.cases.reader import Case, load_cases
-from guideline_kg.reasoning.derive import Evaluator
-from guideline_kg.core.errors import InputError
 from guideline_kg.cases.fhir_in import bundle_to_case, is_fhir_bundle, load_rules, read_sssom
-from guideline_kg.knowledge.graph import load_knowledge
+from guideline_kg.cases.reader import Case, load_cases
+from guideline_kg.core.errors import InputError
 from guideline_kg.core.namespaces import CASE, GK, RDF, RDFS, SKOS, XSD
 from guideline_kg.core.project import Project
+from guideline_kg.knowledge.graph import load_knowledge
+from guideline_kg.reasoning.derive import Evaluator
 
 PROJECT = Project.at()
 SCT, ICD, LOINC = "http://snomed.info/sct", "http://hl7.org/fhir/sid/icd-10-cm", "http://loinc.org"
@@ -272,13 +272,14 @@ def sssom() -> tuple[dict[str, str], list[dict[str, str]]]:
 
 
 def test_sssom_header_has_the_required_metadata() -> None:
-    header = [l for l in (PROJECT.kg_dir / "mappings" / "codes.sssom.tsv").read_text().splitlines() if l.startswith("#")]
-    keys = {l[1:].split(":")[0].strip() for l in header if not l.startswith("#  ")}
+    text = (PROJECT.kg_dir / "mappings" / "codes.sssom.tsv").read_text()
+    header = [line for line in text.splitlines() if line.startswith("#")]
+    keys = {line[1:].split(":")[0].strip() for line in header if not line.startswith("#  ")}
     assert {"curie_map", "mapping_set_id", "license", "mapping_date"} <= keys
 
 
 def test_every_standard_code_is_one_of_the_verified_codes_and_cites_where_it_was_seen(sssom) -> None:
-    curie_map, rows = sssom
+    _curie_map, rows = sssom
     rules = load_rules(PROJECT.require("fhir_case_mapping", "this test"))
     prefix_of = {system: prefix for system, prefix in rules.code_systems.items()}
     with CODES_TSV.open() as f:
@@ -328,7 +329,7 @@ def _twin_of(path: Path) -> Path:
 def _normalised(case: Case) -> set[tuple]:
     """The case's facts with node IRIs replaced by the path from the patient, and numbers compared by value."""
     names: dict = {case.patient: "PATIENT"}
-    for s, p, o in sorted(case.graph.triples((case.patient, None, None))):
+    for _s, p, o in sorted(case.graph.triples((case.patient, None, None))):
         if isinstance(o, URIRef) and str(o).startswith(str(CASE)):
             key = (str(p), tuple(sorted(str(t) for t in case.graph.objects(o, RDF.type))),
                    tuple(sorted(str(x) for x in case.graph.objects(o, GK.careAction))))

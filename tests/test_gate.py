@@ -157,7 +157,7 @@ def test_recommend(project: Project, capsys: pytest.CaptureFixture[str]) -> None
 
 
 def test_recommend_only_invalid_prints_no_case(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(capsys, "recommend", "--format", "turtle", *map(str, READABLE))
+    code, out, _err = run(capsys, "recommend", "--format", "turtle", *map(str, READABLE))
     assert code == 1 and "RecommendationResult" not in out
 
 
@@ -292,7 +292,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Any:
             captured["sparql"] = client.get("/sparql", params={"query": COUNT},
                                             headers={"accept": "application/sparql-results+json"}).json()
             captured["cds"] = {}
-            for path in FHIR + [project.cases_dir / "fhir-c04-urgent-deficit.fhir.json"]:
+            for path in [*FHIR, project.cases_dir / "fhir-c04-urgent-deficit.fhir.json"]:
                 body = {"hook": "patient-view", "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
                         "context": {"patientId": case_name(path), "userId": "Practitioner/1"},
                         "prefetch": {"bundle": json.loads(path.read_text(encoding="utf-8"))}}

@@ -7,10 +7,16 @@ import re
 import pytest
 from rdflib import Graph
 
-from guideline_kg.core.namespaces import GENERIC_PREFIXES, GK, PREFIXES, bind_prefixes, declare_namespace, sparql_prologue
-from guideline_kg.core.project import Project
-
 from conftest import REPO
+from guideline_kg.core.namespaces import (
+    GENERIC_PREFIXES,
+    GK,
+    PREFIXES,
+    bind_prefixes,
+    declare_namespace,
+    sparql_prologue,
+)
+from guideline_kg.core.project import Project
 
 
 def test_bind_prefixes_binds_every_project_prefix() -> None:

@@ -3,14 +3,15 @@ are declared, and the OWL 2 DL hygiene that can be checked in Python holds for t
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
+
 import pytest
 from rdflib import BNode, Graph, Literal, URIRef
 
+from conftest import REPO
 from guideline_kg.core.namespaces import GK, OWL, RDF, RDFS, SKOS, XSD
 from guideline_kg.core.rdfio import read_graph
 from guideline_kg.reasoning.hermit import OWL2_DATATYPES
-
-from conftest import REPO
 
 ONTOLOGY_FILE = REPO / "ontology" / "guideline-kg.ttl"
 ONTOLOGY = read_graph(ONTOLOGY_FILE)
@@ -139,8 +140,6 @@ def test_date_properties_range_over_rdfs_literal() -> None:
 
 
 def _catalog(folder: str) -> dict[str, str]:
-    import xml.etree.ElementTree as ET
-
     root = ET.parse(REPO / folder / "catalog-v001.xml").getroot()
     return {e.get("name"): e.get("uri") for e in root if e.tag.endswith("uri")}
 

@@ -28,7 +28,7 @@ ABOX = """
 :b a :Person ; :age 64.5 ; :flag true ; :colour :green .
 :c a :Person ; :age "seventy" .
 """
-O = "https://w3id.org/guideline-kg/test/o#"
+NS = "https://w3id.org/guideline-kg/test/o#"
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def setup():
 def members(setup, cls: str) -> set[str]:
     compiler, store = setup
     out = set()
-    for pattern in compiler.compile(__import__("rdflib").URIRef(O + cls), "?p"):
+    for pattern in compiler.compile(__import__("rdflib").URIRef(NS + cls), "?p"):
         out |= {str(r[0]).rsplit("#", 1)[-1] for r in store.select(f"SELECT ?p WHERE {{ {pattern.where()} }}").rows}
     return out
 
@@ -59,10 +59,10 @@ def test_members(setup, cls, expected) -> None:
 
 def test_union_compiles_to_one_alternative_per_branch(setup) -> None:
     compiler, _ = setup
-    assert len(compiler.compile(__import__("rdflib").URIRef(O + "Either"))) == 2
+    assert len(compiler.compile(__import__("rdflib").URIRef(NS + "Either"))) == 2
 
 
 def test_complement_is_refused_because_open_world(setup) -> None:
     compiler, _ = setup
     with pytest.raises(UnsupportedExpression):
-        compiler.compile(__import__("rdflib").URIRef(O + "NotOld"))
+        compiler.compile(__import__("rdflib").URIRef(NS + "NotOld"))

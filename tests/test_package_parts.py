@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from guideline_kg.cli.main import main
-
 from conftest import REPO
+from guideline_kg.cli.main import main
 
 PACKAGE = REPO / "guidelines" / "plbp"
 C01 = PACKAGE / "cases" / "c01-first-visit.ttl"

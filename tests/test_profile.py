@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from rdflib import Graph
 
+from guideline_kg.core.project import Project
 from guideline_kg.knowledge.graph import load_knowledge
 from guideline_kg.reasoning.owl_profile import owl2_dl_violations
-from guideline_kg.core.project import Project
 
 BAD = """
 @prefix : <https://w3id.org/guideline-kg/test/p#> .

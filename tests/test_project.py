@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import REPO
 from guideline_kg.core.errors import InputError
 from guideline_kg.core.project import Project, default_home
-
-from conftest import REPO
 
 
 def test_default_folders_sit_under_home(tmp_path: Path) -> None:

@@ -6,12 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from conftest import REPO
 from guideline_kg.core.errors import InputError
 from guideline_kg.core.project import Project
 from guideline_kg.core.queries import list_queries, load_query
 from guideline_kg.store.stores import EmbeddedStore
-
-from conftest import REPO
 
 QUERIES = REPO / "queries"
 

@@ -7,8 +7,8 @@ import json
 import pyoxigraph as ox
 import pytest
 
-from guideline_kg.cli.main import main
 from guideline_kg.checks.competency import cq_files
+from guideline_kg.cli.main import main
 from guideline_kg.core.project import Project
 from guideline_kg.store.results import QueryResult, ResultTooLarge, materialise, serialise, table
 
@@ -77,7 +77,7 @@ def test_construct_defaults_to_turtle_and_refuses_csv(capsysbinary) -> None:
 def test_cases_are_queried(capsysbinary) -> None:
     q = "SELECT ?p WHERE { ?p a gk:Patient }"
     assert rows(run(capsysbinary, "query", "--query", q, "--format", "tsv")[1], ox.QueryResultsFormat.TSV) == set()
-    code, out, _ = run(capsysbinary, "query", "--query", q, C06, "--format", "tsv")
+    _code, out, _ = run(capsysbinary, "query", "--query", q, C06, "--format", "tsv")
     assert rows(out, ox.QueryResultsFormat.TSV) == {("<https://w3id.org/guideline-kg/case/c06>",)}
 
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from rdflib import Graph, Literal, URIRef
 
+from conftest import REPO
 from guideline_kg.core.namespaces import GK, OWL, RDF, XSD
 from guideline_kg.core.rdfio import read_graph
 from guideline_kg.reasoning.hermit import ReasonerResult, check_consistency, reasoner_input
-
-from conftest import REPO
 
 ONTOLOGY = read_graph(REPO / "ontology" / "guideline-kg.ttl")
 TEST = "https://w3id.org/guideline-kg/test/reasoner/"

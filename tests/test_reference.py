@@ -8,11 +8,10 @@ from pathlib import Path
 import pytest
 from rdflib import Graph
 
+from conftest import REPO
 from guideline_kg.cli.main import main
 from guideline_kg.core.namespaces import GK, OWL, RDF
 from guideline_kg.outputs.reference import load_ontology, ontology_reference
-
-from conftest import REPO
 
 COMMITTED = REPO / "docs" / "ontology-reference.md"
 
@@ -48,10 +47,10 @@ def test_links_point_at_anchors(reference: str) -> None:
 
 def test_entries_show_hierarchy_domain_range_notation_and_cpg(reference: str) -> None:
     assert "  - [`gk:RecommendationFor`](#gk-RecommendationFor)" in reference  # nested under ActionRecommendation
-    entry = reference.split('<a id="gk-recommendsAction"></a>')[1].split("<a id=")[0]
+    entry = reference.split('<a id="gk-recommendsAction"></a>')[1].split("<a id=", maxsplit=1)[0]
     assert "**Domain:** [`gk:Statement`]" in entry and "**Range:** [`gk:CareActionType`]" in entry
     assert "**CPG-on-FHIR:** PlanDefinition.action.definitionCanonical" in entry
-    avoid = reference.split('<a id="gk-Avoid"></a>')[1].split("<a id=")[0]
+    avoid = reference.split('<a id="gk-Avoid"></a>')[1].split("<a id=", maxsplit=1)[0]
     assert "**Notation:** `avoid`" in avoid
     assert "### Instances of strength wording (`gk:StrengthWording`)" in reference
 

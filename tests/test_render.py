@@ -13,12 +13,12 @@ import pygraphviz as pgv
 import pytest
 from rdflib import Graph
 
-from guideline_kg.knowledge.algorithm import build_graph
 from guideline_kg.cases.reader import load_cases
 from guideline_kg.cli.main import main
-from guideline_kg.reasoning.derive import Evaluator
 from guideline_kg.core.project import Project
+from guideline_kg.knowledge.algorithm import build_graph
 from guideline_kg.outputs.render import _label, case_view, render, to_mermaid
+from guideline_kg.reasoning.derive import Evaluator
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = ROOT / "guidelines" / "plbp" / "cases"
@@ -50,7 +50,7 @@ def test_graphml_reads_back_through_networkx(graph: nx.DiGraph) -> None:
 def test_svg_is_xml_and_shows_every_node_label(graph: nx.DiGraph) -> None:
     root = ET.fromstring(render(graph, "svg"))
     texts = {" ".join("".join(t.itertext()).split()) for t in root.iter("{http://www.w3.org/2000/svg}text")}
-    for node, attrs in graph.nodes(data=True):
+    for _node, attrs in graph.nodes(data=True):
         lines = [" ".join(line.split()) for line in _label(attrs).splitlines()]
         assert [line for line in lines if line not in texts] == [], attrs["name"]
         assert " ".join(lines).count(" ") >= len(attrs["label"].split()) - 1

@@ -15,9 +15,13 @@ from pathlib import Path
 import httpx
 import pyoxigraph as ox
 import pytest
+from SPARQLWrapper import JSON, POST, TURTLE, SPARQLWrapper
 
+from guideline_kg.cases.fhir_in import bundle_to_case
 from guideline_kg.checks.competency import cq_files, read_expected
 from guideline_kg.core.project import Project
+from guideline_kg.outputs.cds_cards import cards_for
+from guideline_kg.reasoning.derive import Evaluator
 from guideline_kg.service.app import CDS_SERVICE_ID, is_update, negotiate
 
 PROJECT = Project.at()
@@ -178,8 +182,6 @@ def test_result_limit(server) -> None:
 
 
 def test_sparqlwrapper_client(server) -> None:
-    from SPARQLWrapper import JSON, POST, TURTLE, SPARQLWrapper
-
     url, _ = server
     client = SPARQLWrapper(url + "/sparql")
     client.setQuery("SELECT ?n WHERE { ?r gk:referenceNumber ?n } ORDER BY ?n")
@@ -205,10 +207,6 @@ def test_cds_discovery(server) -> None:
 
 
 def test_cds_patient_view_gives_the_cards_of_the_derivation(server, knowledge) -> None:
-    from guideline_kg.outputs.cds_cards import cards_for
-    from guideline_kg.reasoning.derive import Evaluator
-    from guideline_kg.cases.fhir_in import bundle_to_case
-
     url, _ = server
     path = PROJECT.cases_dir / "fhir-c04-urgent-deficit.fhir.json"
     bundle = json.loads(path.read_text())
@@ -280,7 +278,7 @@ def test_query_page_in_headless_chromium(server) -> None:
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              f"--user-data-dir={profile}", "--virtual-time-budget=15000", "--dump-dom",
              f"{url}/?example={name}&run=1"], capture_output=True, timeout=120,
-            env={**os.environ, "HOME": profile})
+            env={**os.environ, "HOME": profile}, check=False)
     dom = proc.stdout.decode("utf-8", "replace")
     assert '<table id="results">' in dom, proc.stderr.decode()[-2000:]
     assert f'<span id="status">{len(expected)} results</span>' in dom

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from guideline_kg.knowledge.graph import load_knowledge
 from guideline_kg.core.project import Project
+from guideline_kg.knowledge.graph import load_knowledge
 from guideline_kg.knowledge.statements import list_statements
 from guideline_kg.store.stores import EmbeddedStore
 

@@ -3,15 +3,16 @@ example case exactly as the embedded store does."""
 
 from __future__ import annotations
 
-
 import pytest
 
 from conftest import free_port
 from guideline_kg.cases.reader import load_cases
 from guideline_kg.checks.competency import answer, competency_graph, cq_files, read_expected, tsv_rows
-from guideline_kg.reasoning.derive import Evaluator
 from guideline_kg.core.errors import InputError
 from guideline_kg.core.project import Project
+from guideline_kg.knowledge.graph import load_knowledge
+from guideline_kg.reasoning.derive import Evaluator
+from guideline_kg.store.results import ResultTooLarge
 from guideline_kg.store.stores import EmbeddedStore, RemoteStore, SparqlSyntaxError, remote_endpoints
 
 PROJECT = Project.at()
@@ -43,8 +44,6 @@ def test_competency_question_same_on_oxigraph_server(remote, embedded, path) -> 
 
 
 def test_every_example_case_derives_the_same_on_the_server(oxigraph_url) -> None:
-    from guideline_kg.knowledge.graph import load_knowledge
-
     knowledge = load_knowledge(PROJECT)
     evaluator = Evaluator(knowledge, PROJECT)
     cases = load_cases([PROJECT.cases_dir])
@@ -79,8 +78,6 @@ def test_syntax_error_from_the_server_gives_the_users_line_and_column(remote, em
 
 
 def test_result_limit_on_the_server(remote) -> None:
-    from guideline_kg.store.results import ResultTooLarge
-
     with pytest.raises(ResultTooLarge):
         remote.result("SELECT * WHERE { ?s ?p ?o }", limit=10)
     assert remote.result("SELECT * WHERE { ?s ?p ?o } LIMIT 10", limit=10).count == 10

@@ -13,17 +13,27 @@ from pyshacl import validate as shacl_validate
 from rdflib import Graph, Literal
 
 from guideline_kg.cases.reader import load_cases
+from guideline_kg.checks.validate import (
+    case_report,
+    check_case_results,
+    check_queries,
+    contradiction_findings,
+    query_kind,
+    query_severity,
+    run_checks,
+    run_shapes,
+    shape_files,
+    validate_case,
+    validate_knowledge,
+)
 from guideline_kg.cli.main import main
 from guideline_kg.core.errors import InputError
 from guideline_kg.core.namespaces import RDF, SH, bind_prefixes
 from guideline_kg.core.project import Project
 from guideline_kg.core.queries import load_query
-from guideline_kg.reasoning.hermit import ReasonerResult
 from guideline_kg.core.rdfio import read_graphs
+from guideline_kg.reasoning.hermit import ReasonerResult
 from guideline_kg.store.stores import EmbeddedStore
-from guideline_kg.checks.validate import (case_report, check_case_results, check_queries, contradiction_findings, query_kind,
-                                   query_severity, run_checks, run_shapes, shape_files, validate_case,
-                                   validate_knowledge)
 
 ROOT = Path(__file__).resolve().parents[1]
 INVALID = ROOT / "tests" / "data" / "invalid-cases"
