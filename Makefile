@@ -1,10 +1,10 @@
-# guideline-kg: set-up, main job, tests, benchmarks.
+# guideline-kg: set-up, main job, tests (all; fast), benchmarks.
 PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: run test lint install bench clean reference export serve validate
+.PHONY: run test test-fast lint install bench clean reference export serve validate
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -34,6 +34,10 @@ lint: $(STAMP)
 ## the whole test suite
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+## the fast loop while editing (under a minute): all but HermiT/Java, slow (> ~2 s) and browser tests
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not hermit and not slow and not browser"
 
 ## export the pathway to other knowledge systems (FHIR, RDF syntaxes, CSV, CarePlans)
 export: $(STAMP)
