@@ -1,4 +1,5 @@
-"""FHIR R4 Bundles in: generic machinery that applies the guideline package's FHIR case mapping rules to make a patient case.
+"""FHIR R4 Bundles in: generic machinery that applies the guideline package's FHIR case mapping rules to make a
+patient case.
 
 Which resource types, codes and ontology terms make which case facts is data: ``fhir-case-mapping.json`` (the
 rules) and the SSSOM mapping set it names (codes to terms). Nothing clinical is written here.
@@ -24,7 +25,8 @@ from guideline_kg.core.errors import InputError
 from guideline_kg.core.namespaces import CASE, GK, RDF, RDFS, XSD, bind_prefixes
 from guideline_kg.core.project import Project
 
-__all__ = ["MappingRules", "load_rules", "project_rules", "read_sssom", "is_fhir_bundle", "bundle_to_case", "RULES_PART"]
+__all__ = ["RULES_PART", "MappingRules", "bundle_to_case", "is_fhir_bundle", "load_rules", "project_rules",
+           "read_sssom"]
 
 #: The manifest part naming the package's rules file (``[parts] fhir_case_mapping``).
 RULES_PART = "fhir_case_mapping"
@@ -56,7 +58,7 @@ class MappingRules:
         return URIRef(self.prefixes[prefix] + local)
 
 
-def project_rules(project: Project, purpose: str) -> "MappingRules":
+def project_rules(project: Project, purpose: str) -> MappingRules:
     """The mapping rules the guideline package names (``[parts] fhir_case_mapping``); an InputError (exit 2)
     saying that ``purpose`` needs them when the package has none."""
     return load_rules(project.require(RULES_PART, purpose))

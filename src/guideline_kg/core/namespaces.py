@@ -12,22 +12,22 @@ from rdflib import Graph, Namespace
 from rdflib.namespace import DCTERMS, OWL, PROV, RDF, RDFS, SH, SKOS, XSD
 
 __all__ = [
-    "GK",
     "CASE",
-    "RESULT",
-    "SSSOM",
     "DCTERMS",
+    "GENERIC_PREFIXES",
+    "GK",
     "OWL",
+    "PREFIXES",
     "PROV",
     "RDF",
     "RDFS",
+    "RESULT",
     "SH",
     "SKOS",
+    "SSSOM",
     "XSD",
-    "PREFIXES",
-    "GENERIC_PREFIXES",
-    "declare_namespace",
     "bind_prefixes",
+    "declare_namespace",
     "sparql_prologue",
 ]
 

@@ -1,10 +1,11 @@
 """Where a guideline project's data lives: the generic ontology/, shapes/, queries/ and one guideline package.
 
-A guideline package is a folder (by default the one package under ``guidelines/``) whose manifest, ``guideline.toml``, names its parts
-by relative path: content, patient vocabulary, case shapes, competency questions, algorithm, FHIR mappings, JSON-LD
-context, cohort profile, example cases and the source document (the format: ``docs/guideline-package.md``). A folder
-without a manifest is read by the conventions of earlier versions (every ``*.ttl`` is content, ``algorithm.ttl``,
-``context.jsonld``, ``cohort-profile.json``, ``mappings/``, ``cases/``).
+A guideline package is a folder (by default the one package under ``guidelines/``) whose manifest,
+``guideline.toml``, names its parts by relative path: content, patient vocabulary, case shapes, competency
+questions, algorithm, FHIR mappings, JSON-LD context, cohort profile, example cases and the source document (the
+format: ``docs/guideline-package.md``). A folder without a manifest is read by the conventions of earlier versions
+(every ``*.ttl`` is content, ``algorithm.ttl``, ``context.jsonld``, ``cohort-profile.json``, ``mappings/``,
+``cases/``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 from guideline_kg.core.errors import InputError
 from guideline_kg.core.namespaces import GENERIC_PREFIXES, declare_namespace
 
-__all__ = ["Project", "Manifest", "PartSpec", "PARTS", "MANIFEST_FILE", "default_home", "default_package",
+__all__ = ["MANIFEST_FILE", "PARTS", "Manifest", "PartSpec", "Project", "default_home", "default_package",
            "read_manifest"]
 
 #: The manifest's file name, at the root of a guideline package.
@@ -160,7 +161,8 @@ def _guideline_table(path: Path, table: Any) -> dict[str, str]:
     if ("prefix" in table) != ("namespace" in table):
         raise _fail(path, "[guideline] prefix and namespace go together: give both or neither")
     if table.get("prefix") in GENERIC_PREFIXES:
-        raise _fail(path, f"[guideline] prefix: {table['prefix']!r} is reserved for {GENERIC_PREFIXES[table['prefix']]}")
+        reserved = table["prefix"]
+        raise _fail(path, f"[guideline] prefix: {reserved!r} is reserved for {GENERIC_PREFIXES[reserved]}")
     ns = table.get("namespace", "")
     if ns and not (ns.startswith(("https://", "http://", "urn:")) and ns[-1] in "/#:"):
         raise _fail(path, f"[guideline] namespace: {ns!r} is not an IRI base ending in '/', '#' or ':'")
@@ -214,9 +216,10 @@ class Project:
     @classmethod
     def at(cls, home: Path | str | None = None, *, ontology: Path | str | None = None,
            kg: Path | str | None = None, shapes: Path | str | None = None,
-           queries: Path | str | None = None) -> "Project":
+           queries: Path | str | None = None) -> Project:
         """The project rooted at ``home`` (default: :func:`default_home`), with optional folder overrides;
-        ``kg`` is a guideline package folder (default: :func:`default_package`). The package's manifest is read and validated here (exit 2)."""
+        ``kg`` is a guideline package folder (default: :func:`default_package`). The package's manifest is read
+        and validated here (exit 2)."""
         root = Path(home).resolve() if home else default_home()
         kg_dir = Path(kg).resolve() if kg else default_package(root)
         manifest = read_manifest(kg_dir) if kg_dir.is_dir() else Manifest(kg_dir, None, {}, {"content": []})
@@ -276,7 +279,7 @@ class Project:
 
     def query_folders(self) -> list[Path]:
         """Where named queries are found: the generic queries/, then the package's competency questions."""
-        return [self.queries_dir] + self.parts("competency_questions")
+        return [self.queries_dir, *self.parts("competency_questions")]
 
     def vocabulary_files(self) -> list[Path]:
         """The terms a case may use: the ontology and the package's patient vocabulary (no content)."""

@@ -61,4 +61,5 @@ def load_query(queries_dir: Path | Sequence[Path], name: str) -> NamedQuery:
 
 def list_queries(queries_dir: Path | Sequence[Path]) -> list[NamedQuery]:
     """Every query of the folder tree(s), folder by folder, each sorted by path."""
-    return [load_query(queries_dir, str(p)) for f in _folders(queries_dir) if f.is_dir() for p in sorted(f.rglob("*.rq"))]
+    return [load_query(queries_dir, str(p))
+            for f in _folders(queries_dir) if f.is_dir() for p in sorted(f.rglob("*.rq"))]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from rdflib import Graph, URIRef
 
 from guideline_kg.core.errors import InputError
@@ -9,7 +11,7 @@ from guideline_kg.core.namespaces import GK, PREFIXES, RDF, bind_prefixes, decla
 from guideline_kg.core.project import Project
 from guideline_kg.core.rdfio import read_graphs
 
-__all__ = ["load_knowledge", "guideline_iri"]
+__all__ = ["guideline_iri", "load_knowledge"]
 
 
 def load_knowledge(project: Project) -> Graph:
@@ -37,10 +39,8 @@ def _declare_from_content(graph: Graph) -> None:
                   if iri.startswith(str(ns)) and len(iri) > len(str(ns)) and str(ns) not in known and p]
     if candidates:
         prefix, ns = max(candidates, key=lambda c: len(c[1]))
-        try:
+        with contextlib.suppress(ValueError):  # a reserved prefix for the content's IRIs: keep the generic one
             declare_namespace(prefix, ns)
-        except ValueError:
-            pass  # the content uses a reserved prefix for its own IRIs; leave the generic one bound
 
 
 def guideline_iri(graph: Graph) -> URIRef:

@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     csub = p.add_subparsers(dest="cohort_command", metavar="ACTION")
     g = csub.add_parser("generate", help="write a synthetic cohort (streamed; deterministic for a seed)",
                         description="Write N synthetic cases drawn from the cohort profile (distributions and rates "
-                                    "of synthetic data named by the guideline package's manifest, [parts] cohort_profile). "
+                                    "of synthetic data named by the package's manifest, [parts] cohort_profile). "
                                     "Exit 0 written, 2 bad input.")
     g.add_argument("--n", type=int, required=True, help="number of cases")
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

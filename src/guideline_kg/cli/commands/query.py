@@ -28,8 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "shapes is left out (no facts, results or inferences) and its violations are "
                                    "reported. Exit 0 answered, 1 answered without an invalid case, 2 bad query "
                                    "or input (syntax errors give line and column).")
-    p.add_argument("query", nargs="?", metavar="QUERY", help="an .rq file or the name of a query of queries/ or of the guideline's "
-                        "competency questions")
+    p.add_argument("query", nargs="?", metavar="QUERY",
+                   help="an .rq file or the name of a query of queries/ or of the guideline's competency questions")
     p.add_argument("cases", nargs="*", type=Path, metavar="CASE", help="case files or folders to query with")
     p.add_argument("--query", dest="text", metavar="TEXT", help="the query text itself")
     p.add_argument("--list", action="store_true", help="list the named queries with their purpose")
