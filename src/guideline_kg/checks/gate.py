@@ -20,9 +20,10 @@ an invalid result holds neither the case's graph nor a result, so nothing downst
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import pyoxigraph as ox
 from rdflib import BNode, Graph, Literal, URIRef
@@ -33,8 +34,13 @@ from guideline_kg.cases import fhir_in
 from guideline_kg.cases.model import Case
 from guideline_kg.cases.reader import load_cases
 from guideline_kg.checks.validate import CASE_SHAPES_PREFIX, load_shapes
-from guideline_kg.compile.shacl2sparql import CompiledConstraint, ShapeResult, compile_shapes, hierarchy_context, \
-    run_constraints
+from guideline_kg.compile.shacl2sparql import (
+    CompiledConstraint,
+    ShapeResult,
+    compile_shapes,
+    hierarchy_context,
+    run_constraints,
+)
 from guideline_kg.core.errors import InputError
 from guideline_kg.core.findings import SEVERITIES, Finding
 from guideline_kg.core.namespaces import DCTERMS, RDF, SH, bind_prefixes
@@ -42,8 +48,16 @@ from guideline_kg.core.project import Project
 from guideline_kg.reasoning.derive import CaseResult, Evaluator
 from guideline_kg.store.stores import Store, graph_to_ntriples
 
-__all__ = ["INVALID_SEVERITY", "is_invalid", "case_shapes", "CaseShapes", "Violation", "GateResult", "Gate",
-           "gate"]
+__all__ = [
+    "INVALID_SEVERITY",
+    "CaseShapes",
+    "Gate",
+    "GateResult",
+    "Violation",
+    "case_shapes",
+    "gate",
+    "is_invalid",
+]
 
 #: The severity that makes a case invalid (no derivation). Warnings and infos are reported and do not block.
 INVALID_SEVERITY = "Violation"
@@ -66,7 +80,7 @@ def _short(iri: str | None) -> str:
     """An IRI as a prefixed name where a project prefix fits; blank nodes and other terms as given."""
     if not iri:
         return ""
-    if iri.startswith("_:") or "://" not in iri and not iri.startswith("urn:"):
+    if iri.startswith("_:") or ("://" not in iri and not iri.startswith("urn:")):
         return iri
     try:
         return _NAMES.namespace_manager.normalizeUri(URIRef(iri))
@@ -93,9 +107,10 @@ def _term(text: str, n3: bool = False) -> Node:
         return BNode(text[2:])
     if n3:
         try:
-            return from_n3(text)  # type: ignore[no-any-return]
+            term = from_n3(text)
         except Exception:  # not N-Triples: keep the text
-            return Literal(text)
+            term = None
+        return term if isinstance(term, (URIRef, BNode, Literal)) else Literal(text)
     return URIRef(text)
 
 
@@ -111,7 +126,7 @@ class Violation:
     severity: str  #: Violation | Warning | Info
     component: str = ""  #: the SHACL constraint component
 
-    def same_defect(self, other: "Violation") -> bool:
+    def same_defect(self, other: Violation) -> bool:
         """The same defect reported by two constraint components of one shape (datatype and range)."""
         return (self.focus, self.path, self.value, self.message, self.shape, self.severity) == \
             (other.focus, other.path, other.value, other.message, other.shape, other.severity)
@@ -148,7 +163,7 @@ class CaseShapes:
     known: frozenset[str] = frozenset()  #: the IRIs the context describes (terms of the knowledge graph)
 
     @classmethod
-    def of(cls, knowledge: Graph, project: Project, shapes: Graph | None = None) -> "CaseShapes":
+    def of(cls, knowledge: Graph, project: Project, shapes: Graph | None = None) -> CaseShapes:
         """The project's case shapes (or ``shapes``), with the class hierarchy of ``knowledge``."""
         shapes = case_shapes(project) if shapes is None else shapes
         owners = {f"_:{part}": str(shape) for link in (SH.property, SH.sparql)

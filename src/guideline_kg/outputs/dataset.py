@@ -13,13 +13,13 @@ from rdflib.namespace import OWL, RDF, RDFS
 from guideline_kg.cases.reader import Case
 from guideline_kg.checks.gate import Gate, GateResult
 from guideline_kg.core.errors import InputError
-from guideline_kg.knowledge.graph import load_knowledge
 from guideline_kg.core.namespaces import bind_prefixes
 from guideline_kg.core.project import Project
+from guideline_kg.knowledge.graph import load_knowledge
 from guideline_kg.reasoning.derive import results_graph
 from guideline_kg.store.stores import Store
 
-__all__ = ["QueryData", "query_data", "individuals", "inferred_types", "load_into"]
+__all__ = ["QueryData", "individuals", "inferred_types", "load_into", "query_data"]
 
 #: rdf:type objects that mark a node as a class or property, not an individual.
 _META = {OWL.Class, RDFS.Class, OWL.ObjectProperty, OWL.DatatypeProperty, OWL.AnnotationProperty,
