@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import random
+import re
 from pathlib import Path
 
 import pyoxigraph as ox
@@ -183,3 +184,103 @@ def test_cli_bad_input_exits_2_without_output(tmp_path: Path, capsys) -> None:
     assert code == 1 and "bad.ttl:1" in res.read_text()  # reported with file and line, not dropped
     assert main(["cohort", "generate", "--n", "-1", "--out", str(tmp_path / "x.ttl")]) == 2
     assert not (tmp_path / "x.ttl").exists()
+
+
+# ---- the profile format: data, not Python ---------------------------------------------------------------------------
+
+MINI_PROFILE = Path(__file__).resolve().parent / "fixtures" / "mini-guideline" / "cohort-profile.json"
+GENERATOR = Path(__file__).resolve().parents[1] / "src" / "guideline_kg" / "cohort" / "generate.py"
+
+
+def _curies(node) -> set[str]:
+    """Every CURIE-looking string (value or key) in a parsed profile."""
+    if isinstance(node, dict):
+        return {c for k, v in node.items() for c in _curies(k) | _curies(v)}
+    if isinstance(node, list):
+        return {c for v in node for c in _curies(v)}
+    if isinstance(node, str):
+        return {t for t in node.split() if re.fullmatch(r"[a-z][a-z0-9]*:[A-Za-z][\w-]*", t)}
+    return set()
+
+
+def test_the_generator_holds_no_term_of_any_guideline() -> None:
+    """No class, property or value that a profile names is written in the generator (rdf:/xsd: are RDF itself;
+    gk:Patient is the upper ontology's case root)."""
+    source = GENERATOR.read_text(encoding="utf-8")
+    for path in (PROFILE, MINI_PROFILE):
+        terms = {t for t in _curies(json.loads(path.read_text(encoding="utf-8")))
+                 if not t.startswith(("rdf:", "xsd:")) and t != "gk:Patient"}
+        assert len(terms) > 5, path
+        assert sorted(t for t in terms if t in source) == [], path
+
+
+def test_the_profile_draws_at_its_declared_rates() -> None:
+    """Marginal frequencies over 6000 records match the numbers written in the profile (within 4 standard errors)."""
+    n = 6000
+    records = list(generate(load_profile(PROFILE), n, seed=17))
+    counts: dict[str, int] = {}
+    for r in records:
+        preds = {p for _, p, _ in r.triples}
+        types = {o for s, p, o in r.triples if p == "rdf:type" and s == f"{r.patient}-surgery"}
+        counts["age"] = counts.get("age", 0) + ("gk:ageYears" in preds)
+        counts["surgery"] = counts.get("surgery", 0) + ("gk:hadIndexSurgery" in preds)
+        counts["fusion"] = counts.get("fusion", 0) + ("gk:SpinalFusion" in types)
+        counts["study"] = counts.get("study", 0) + ("gk:hasPostoperativeImaging" in preds)
+        counts["defect"] = counts.get("defect", 0) + (r.defect is not None)
+    # read from guidelines/plbp/cohort-profile.json: age missing 0.03; surgery missing 0.01; fusion 5 of 96 by weight
+    # (of the 99% with a surgery); imaging obtained "true" 62 of 100, then a study 85% of the time; defects 0.004
+    expected = {"age": 0.97, "surgery": 0.99, "fusion": 0.99 * 5 / 96, "study": 0.62 * 0.85, "defect": 0.004}
+    for key, p in expected.items():
+        sigma = (p * (1 - p) / n) ** 0.5
+        assert abs(counts[key] / n - p) <= 4 * sigma + 1e-9, (key, counts[key] / n, p)
+
+
+def test_the_documented_worked_example_is_the_mini_profile() -> None:
+    """docs/cohort.md shows the mini guideline's profile as its worked example: the two stay the same."""
+    doc = (GENERATOR.parents[3] / "docs" / "cohort.md").read_text(encoding="utf-8")
+    section = doc.split("### Worked example", 1)[1]
+    shown = json.loads(section.split("```json\n", 1)[1].split("```", 1)[0])
+    actual = json.loads(MINI_PROFILE.read_text(encoding="utf-8"))
+    assert _without_comments(shown) == _without_comments(actual)
+
+
+def _without_comments(node):
+    if isinstance(node, dict):
+        return {k: _without_comments(v) for k, v in node.items() if not k.startswith("_")}
+    if isinstance(node, list):
+        return [_without_comments(v) for v in node]
+    return node
+
+
+def _broken(tmp_path: Path, change) -> Path:
+    data = json.loads(PROFILE.read_text(encoding="utf-8"))
+    change(data)
+    path = tmp_path / "broken-profile.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("change,key,words", [
+    (lambda d: d.pop("anchor_date"), "anchor_date", "no key"),
+    (lambda d: d.pop("record"), "record", "no key"),
+    (lambda d: d["record"][0]["properties"][2].update(value={"normal": {"mean": 58}}), "record[0].properties[2].value.normal",
+     "missing required key 'sd'"),
+    (lambda d: d["record"][1].update(value={"lognormel": {}}), "record[1].value", "exactly one of"),
+    (lambda d: d["record"][3].pop("link"), "record[3]", "needs a \"link\""),
+    (lambda d: d["record"][6].update(when={"var": "imaging_obtianed", "equals": "true"}), "record[6].when.var",
+     "no variable named 'imaging_obtianed'"),
+    (lambda d: d["record"][3]["properties"][0]["value"]["weights"].update({"zz:Unknown": 3}),
+     "record[3].properties[0].value.weights.zz:Unknown", "unknown prefix 'zz'"),
+    (lambda d: d["record"][3].update(missng=0.1), "record[3]", "unknown key 'missng'"),
+    (lambda d: d["record"][3].update(missing=1.5), "record[3].missing", "from 0 to 1"),
+    (lambda d: d["invalid"]["defects"]["negative-age"].pop("steps"), "invalid.defects.negative-age",
+     "missing required key 'steps'"),
+], ids=["no-anchor", "no-record", "no-sd", "unknown-kind", "no-link", "unknown-variable", "unknown-prefix",
+        "unknown-key", "bad-probability", "defect-without-steps"])
+def test_a_broken_profile_is_named_with_its_file_and_key(tmp_path: Path, capsys, change, key: str, words: str) -> None:
+    path = _broken(tmp_path, change)
+    out = tmp_path / "c.ttl"
+    assert main(["cohort", "generate", "--n", "5", "--profile", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and key in err and words in err, err
+    assert "Traceback" not in err and not out.exists()
