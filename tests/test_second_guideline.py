@@ -71,6 +71,7 @@ def test_the_package_is_complete_and_every_case_has_its_expected_result() -> Non
 # ---- build, statements, validate --------------------------------------------------------------------------------
 
 @pytest.mark.hermit
+@pytest.mark.slow
 def test_build(capsys, tmp_path: Path) -> None:
     code, out, err = run(capsys, "build", "--out", tmp_path, "--format", "json")
     assert code == 0, err
@@ -94,6 +95,7 @@ def test_statements(capsys, mini_expected_lines) -> None:
     assert by_id["L2"]["direction"] == by_id["L4"]["direction"] == "for"
 
 
+@pytest.mark.hermit  # the contradiction analysis of `validate` runs the reasoner
 def test_validate_the_guideline_and_its_cases(capsys) -> None:
     code, out, err = run(capsys, "validate", CASES)
     assert code == 0, out + err
@@ -101,6 +103,7 @@ def test_validate_the_guideline_and_its_cases(capsys) -> None:
     assert "content-gap" in out  # line 5, "Return to sport:", announces content the source does not give
 
 
+@pytest.mark.hermit
 def test_validate_refuses_a_case_that_breaks_the_packages_own_shapes(capsys, tmp_path: Path) -> None:
     bad = tmp_path / "bad.ttl"
     bad.write_text((CASES / "m01-sprain-rules-negative.ttl").read_text().replace("gk:ageYears 34", "gk:ageYears 130"))
@@ -132,6 +135,7 @@ def test_recommend_fast_path_gives_the_expected_results(capsys) -> None:
 
 
 @pytest.mark.hermit
+@pytest.mark.slow
 def test_recommend_hermit_path_gives_the_expected_results(capsys) -> None:
     _assert_expected(_recommend(capsys, "hermit"))
 
@@ -145,7 +149,6 @@ def test_recommend_explains_with_the_packages_definitions(capsys) -> None:
 
 # ---- render -----------------------------------------------------------------------------------------------------
 
-@pytest.mark.slow
 def test_render_svg_and_a_case_overlay(capsys, tmp_path: Path) -> None:
     code, _, err = run(capsys, "render", "--out", tmp_path / "a.svg")
     assert code == 0, err
@@ -287,7 +290,6 @@ def served() -> dict[str, Any]:
     return captured
 
 
-@pytest.mark.slow
 def test_serve_health_sparql_and_cds_hooks(served: dict[str, Any]) -> None:
     assert served["code"] == 0
     assert served["health"].status_code == 200
@@ -304,7 +306,6 @@ def test_serve_health_sparql_and_cds_hooks(served: dict[str, Any]) -> None:
 
 # ---- cohort generate and evaluate ----------------------------------------------------------------------------------------
 
-@pytest.mark.slow
 @pytest.mark.parametrize("fmt,suffix", [("turtle", "ttl"), ("fhir-ndjson", "ndjson")])
 def test_cohort_generate_then_evaluate(capsys, tmp_path: Path, fmt: str, suffix: str) -> None:
     cohort = tmp_path / f"cohort.{suffix}"
