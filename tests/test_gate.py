@@ -12,6 +12,7 @@ The gate itself, `recommend`, `export` and `query --results` run in the fast loo
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,12 @@ def assert_reported(path: Path, err: str) -> None:
         assert line is not None, f"{f['focus']} not reported: {err}"
         if f.get("property"):
             assert f["property"] in line, line
+
+
+def free_port() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return str(s.getsockname()[1])
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -232,7 +239,7 @@ def test_validate(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.parametrize("argv", [["recommend"], ["validate", "--no-reasoner"], ["render", "--case"],
                                   ["query", "--results", "--inferred", "--query", "ASK {}"],
                                   ["export", "--format", "careplan", "--case"],
-                                  ["export", "--format", "cds-cards", "--case"], ["serve", "--port", "0"]],
+                                  ["export", "--format", "cds-cards", "--case"], ["serve", "--port", free_port()]],
                          ids=lambda a: "-".join(a[:2]))
 @pytest.mark.parametrize("path", UNREADABLE, ids=lambda p: p.name)
 def test_unreadable_case_exit_2(path: Path, argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -302,7 +309,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Any:
     mp = pytest.MonkeyPatch()
     mp.setattr(uvicorn, "run", fake_run)
     try:
-        code = main(["serve", "--port", "0", str(project.cases_dir / VALID), *map(str, READABLE)])
+        code = main(["serve", "--port", free_port(), str(project.cases_dir / VALID), *map(str, READABLE)])
     finally:
         mp.undo()
     captured["code"] = code
