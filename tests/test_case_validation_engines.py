@@ -23,6 +23,7 @@ def cases_of(path: Path):
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.slow
 def test_compiled_validation_equals_pyshacl(path: Path) -> None:
     for case in cases_of(path):
         key = lambda fs: {(f.focus, f.severity) for f in fs}  # noqa: E731

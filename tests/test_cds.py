@@ -10,17 +10,11 @@ from rdflib import Graph
 from guideline_kg.cases.reader import load_cases
 from guideline_kg.cli.main import main
 from guideline_kg.core.project import Project
-from guideline_kg.knowledge.graph import load_knowledge
 from guideline_kg.outputs.cds_cards import SUMMARY_LIMIT, cards_for
 from guideline_kg.reasoning.derive import CaseResult, Evaluator
 
 PROJECT = Project.at()
 CASES = ["c01-first-visit.ttl", "c04-urgent-deficit.ttl", "c06-opioid-no-relief.ttl", "c13-routine-repeat-imaging.ttl"]
-
-
-@pytest.fixture(scope="module")
-def knowledge() -> Graph:
-    return load_knowledge(PROJECT)
 
 
 @pytest.fixture(scope="module")

@@ -38,6 +38,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, dict, Path]:
     return code, json.loads(stdout.getvalue()), out
 
 
+@pytest.mark.hermit
+@pytest.mark.slow
 def test_build_passes_and_reports_consistency(built) -> None:
     code, summary, _ = built
     assert code == 0
@@ -46,6 +48,8 @@ def test_build_passes_and_reports_consistency(built) -> None:
     assert summary["source_lines"] == 41
 
 
+@pytest.mark.hermit
+@pytest.mark.slow
 def test_build_writes_four_syntaxes_that_reparse_to_the_same_graph(built) -> None:
     _, summary, out = built
     assert sorted(Path(p).name for p in summary["written"]) == sorted(WRITTEN)
@@ -53,6 +57,8 @@ def test_build_writes_four_syntaxes_that_reparse_to_the_same_graph(built) -> Non
         assert len(read_graph(out / name)) == summary["triples"], name
 
 
+@pytest.mark.hermit
+@pytest.mark.slow
 def test_build_on_a_contradiction_exits_1_names_it_and_writes_nothing(capsys, tmp_path: Path) -> None:
     code, _out, err = run(capsys, "--kg", FIXTURES / "inconsistent" / "kg", "build", "--out", tmp_path / "out")
     assert code == 1
@@ -97,6 +103,8 @@ def test_statements_without_a_guideline_exits_2(capsys) -> None:
     assert "expected exactly one gk:Guideline" in err
 
 
+@pytest.mark.hermit
+@pytest.mark.slow
 def test_second_guideline_builds_and_lists_through_the_same_code(capsys, tmp_path: Path, mini_expected_lines) -> None:
     code, out, err = run(capsys, "--kg", MINI_HOME, "build", "--out", tmp_path, "--format", "json")
     assert code == 0, err
@@ -115,6 +123,7 @@ CONSOLE = Path(sys.executable).with_name("guideline-kg")
     ["--kg", str(MINI_HOME), "build", "--out", "/dev/null/out"],
     ["statements", "--format", "xml"],
 ], ids=["missing-folder", "unwritable-out", "bad-option"])
+@pytest.mark.slow
 def test_console_script_never_prints_a_traceback(argv: list[str], tmp_path: Path) -> None:
     if not CONSOLE.exists():
         pytest.skip(f"console script not installed next to {sys.executable}")

@@ -79,6 +79,7 @@ def test_both_rdf_formats_parse_to_the_same_graph() -> None:
     assert set(graphs[0]) == set(graphs[1])
 
 
+@pytest.mark.slow
 def test_every_output_line_is_a_case_and_none_is_dropped(evaluated) -> None:
     _, lines, summary = evaluated
     assert len(lines) == summary.cases == N
@@ -121,6 +122,7 @@ def _pyshacl_keys(data: Graph, shapes: Graph) -> set[tuple]:
     return keys
 
 
+@pytest.mark.slow
 def test_compiled_validation_gives_the_same_findings_as_pyshacl(knowledge) -> None:
     """On a sample of invalid and valid cases, one by one, as `recommend` validates them."""
     shapes = case_shapes(PROJECT)
@@ -142,6 +144,8 @@ def test_compiled_validation_gives_the_same_findings_as_pyshacl(knowledge) -> No
     assert total >= 4  # the planted defects were found by both
 
 
+@pytest.mark.hermit
+@pytest.mark.slow
 def test_fast_path_equals_hermit_on_a_random_sample(knowledge, cohort_file, evaluated) -> None:
     """The reference path (HermiT, one case at a time) gives every statement the same status."""
     ce, lines, _ = evaluated

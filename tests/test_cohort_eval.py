@@ -42,6 +42,7 @@ def _count(url: str) -> int:
 
 
 @pytest.mark.parametrize("fmt", ["turtle", "fhir-ndjson"])
+@pytest.mark.slow
 def test_remote_run_writes_the_same_lines_as_the_embedded_run(oxigraph_url, cohorts, evaluator, fmt) -> None:
     embedded, remote_out = io.StringIO(), io.StringIO()
     local = evaluator.run(cohorts[fmt], embedded, shard_size=30)
@@ -76,6 +77,7 @@ def test_cli_store_option_and_a_store_with_data_is_refused_untouched(oxigraph_ur
         remote.close()
 
 
+@pytest.mark.slow
 def test_unreachable_store_exits_2(cohorts, tmp_path, capsys) -> None:
     port = free_port()
     assert main(["cohort", "evaluate", str(cohorts["turtle"]), "--store", f"http://127.0.0.1:{port}"]) == 2

@@ -23,8 +23,8 @@ CASES = load_cases([PROJECT.cases_dir])
 
 
 @pytest.fixture(scope="module")
-def evaluator() -> Evaluator:
-    return Evaluator(load_knowledge(PROJECT), PROJECT)
+def evaluator(knowledge: Graph) -> Evaluator:
+    return Evaluator(knowledge, PROJECT)
 
 
 _CACHE: dict[tuple[str, str], object] = {}
@@ -51,7 +51,7 @@ def test_at_least_fifteen_example_cases_in_turtle_and_fhir() -> None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
-@pytest.mark.parametrize("reasoner", ["fast", "hermit"])
+@pytest.mark.parametrize("reasoner", ["fast", pytest.param("hermit", marks=[pytest.mark.hermit, pytest.mark.slow])])
 def test_case_gives_expected_results(evaluator: Evaluator, case: Case, reasoner: str) -> None:
     expected = expected_of(case)
     result = derived(evaluator, case, reasoner)
@@ -61,6 +61,8 @@ def test_case_gives_expected_results(evaluator: Evaluator, case: Case, reasoner:
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+@pytest.mark.hermit
+@pytest.mark.slow
 def test_fast_and_hermit_paths_agree_on_every_statement(evaluator: Evaluator, case: Case) -> None:
     fast = {r.statement["id"]: r.status for r in derived(evaluator, case, "fast").results}
     hermit = {r.statement["id"]: r.status for r in derived(evaluator, case, "hermit").results}
@@ -182,9 +184,9 @@ def test_has_urgent_agrees_with_the_urgent_findings(evaluator, case) -> None:
     assert result.has_urgent() == bool(result.urgent)
 
 
-def test_memo_is_bounded_and_results_stay_right_after_it_is_cleared(evaluator, monkeypatch) -> None:
+def test_memo_is_bounded_and_results_stay_right_after_it_is_cleared(evaluator, knowledge, monkeypatch) -> None:
     monkeypatch.setattr(derive, "_MEMO_LIMIT", 2)
-    small = Evaluator(load_knowledge(PROJECT), PROJECT)
+    small = Evaluator(knowledge, PROJECT)
     got = {c.name: small.evaluate(c).to_json() for c in CASES[:8]}
     assert len(small._status_memo) <= 2
     assert got == {c.name: evaluator.evaluate(c).to_json() for c in CASES[:8]}

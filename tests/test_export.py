@@ -16,7 +16,6 @@ from guideline_kg.cases.reader import load_cases
 from guideline_kg.cli.main import main
 from guideline_kg.core.namespaces import GENERIC_PREFIXES
 from guideline_kg.core.project import Project
-from guideline_kg.knowledge.graph import load_knowledge
 from guideline_kg.knowledge.statements import list_statements
 from guideline_kg.outputs.export import RDF_FORMATS, csv_tables, jsonld_context, rdf_export
 from guideline_kg.outputs.fhir_cpg import (
@@ -34,11 +33,6 @@ from guideline_kg.store.stores import EmbeddedStore
 
 PROJECT = Project.at()
 PARSERS = {"turtle": "turtle", "ntriples": "nt", "rdfxml": "xml", "jsonld": "json-ld"}
-
-
-@pytest.fixture(scope="module")
-def knowledge() -> Graph:
-    return load_knowledge(PROJECT)
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +66,7 @@ def _resources(bundle: dict, profile: str | None = None) -> list[dict]:
 # -- RDF -------------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("fmt", sorted(RDF_FORMATS))
+@pytest.mark.slow
 def test_rdf_export_reimports_isomorphic_to_the_source(fmt: str, knowledge: Graph,
                                                       canonical: int) -> None:
     text = rdf_export(knowledge, PROJECT, fmt)

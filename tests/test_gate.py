@@ -147,6 +147,7 @@ def invalid_patients() -> set[str]:
     return {str(c.patient) for p in READABLE for c in load_cases([p])}
 
 
+@pytest.mark.slow
 def test_recommend(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, "recommend", "--format", "json", *mixed(project))
     assert code == 1
@@ -179,6 +180,7 @@ def test_render_case(path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 
 @pytest.mark.parametrize("fmt", ["careplan", "cds-cards"])
+@pytest.mark.slow
 def test_export(fmt: str, project: Project, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, "export", "--format", fmt, *(x for p in mixed(project) for x in ("--case", p)))
     assert code == 1

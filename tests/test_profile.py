@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
 from rdflib import Graph
 
-from guideline_kg.core.project import Project
-from guideline_kg.knowledge.graph import load_knowledge
 from guideline_kg.reasoning.owl_profile import owl2_dl_violations
 
 BAD = """
@@ -18,10 +17,13 @@ BAD = """
 """
 
 
-def test_merged_guideline_graph_is_in_owl2_dl() -> None:
-    assert owl2_dl_violations(load_knowledge(Project.at())) == []
+@pytest.mark.hermit
+@pytest.mark.slow
+def test_merged_guideline_graph_is_in_owl2_dl(knowledge: Graph) -> None:
+    assert owl2_dl_violations(knowledge) == []
 
 
+@pytest.mark.hermit
 def test_violations_are_reported_with_the_offending_terms() -> None:
     violations = owl2_dl_violations(Graph().parse(data=BAD, format="turtle"))
     text = "\n".join(violations)

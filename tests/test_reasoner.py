@@ -3,6 +3,7 @@ and a contradiction or an unsatisfiable class is found and named."""
 
 from __future__ import annotations
 
+import pytest
 from rdflib import Graph, Literal, URIRef
 
 from conftest import REPO
@@ -14,19 +15,23 @@ ONTOLOGY = read_graph(REPO / "ontology" / "guideline-kg.ttl")
 TEST = "https://w3id.org/guideline-kg/test/reasoner/"
 
 
+@pytest.mark.hermit
 def test_merged_graph_is_consistent(hermit_result: ReasonerResult) -> None:
     assert hermit_result.consistent
 
 
+@pytest.mark.hermit
 def test_no_named_class_is_unsatisfiable(hermit_result: ReasonerResult) -> None:
     assert hermit_result.unsatisfiable == []
 
 
+@pytest.mark.hermit
 def test_a_contradiction_is_found_inconsistent() -> None:
     graph = ONTOLOGY + read_graph(REPO / "tests" / "fixtures" / "inconsistent" / "kg" / "guideline.ttl")
     assert check_consistency(graph).consistent is False
 
 
+@pytest.mark.hermit
 def test_an_unsatisfiable_class_is_named() -> None:
     snippet = f"""
     @prefix gk: <{GK}> . @prefix owl: <{OWL}> . @prefix rdfs: <http://www.w3.org/2000/01/rdf-schema#> .

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+import pytest
 from rdflib import Graph
 
 from guideline_kg.cli.main import main
@@ -51,6 +52,8 @@ def test_malformed_case_exits_2_names_the_place_and_leaves_the_file_alone(capsys
     assert hashlib.sha256(bad.read_bytes()).hexdigest() == before
 
 
+@pytest.mark.hermit
+@pytest.mark.slow
 def test_hermit_path_gives_the_same_json_as_fast_path(capsys) -> None:
     case = str(CASES / "c10-nerve-entrapment.ttl")
     _, fast, _ = run(capsys, "recommend", case, "--format", "json")

@@ -79,6 +79,7 @@ def term_rows(data: bytes, fmt: ox.QueryResultsFormat) -> set[tuple[str, ...]]:
 
 
 @pytest.mark.parametrize("path", cq_files(PROJECT), ids=lambda p: p.stem)
+@pytest.mark.slow
 def test_competency_question_through_the_endpoint(server, path) -> None:
     url, _ = server
     expected = path.with_suffix(".expected.tsv").read_bytes()
@@ -268,6 +269,8 @@ def test_negotiate(accept, kind, fmt) -> None:
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="headless Chromium test needs Debian's chromium "
                     "(apt-get install -y chromium); /usr/bin/chromium is absent")
+@pytest.mark.browser
+@pytest.mark.slow
 def test_query_page_in_headless_chromium(server) -> None:
     url, _ = server
     name = "cites-reference"

@@ -10,7 +10,6 @@ from guideline_kg.cases.reader import load_cases
 from guideline_kg.checks.competency import answer, competency_graph, cq_files, read_expected, tsv_rows
 from guideline_kg.core.errors import InputError
 from guideline_kg.core.project import Project
-from guideline_kg.knowledge.graph import load_knowledge
 from guideline_kg.reasoning.derive import Evaluator
 from guideline_kg.store.results import ResultTooLarge
 from guideline_kg.store.stores import EmbeddedStore, RemoteStore, SparqlSyntaxError, remote_endpoints
@@ -43,8 +42,7 @@ def test_competency_question_same_on_oxigraph_server(remote, embedded, path) -> 
     assert tsv_rows(got_remote) == tsv_rows(got_embedded) == expected
 
 
-def test_every_example_case_derives_the_same_on_the_server(oxigraph_url) -> None:
-    knowledge = load_knowledge(PROJECT)
+def test_every_example_case_derives_the_same_on_the_server(oxigraph_url, knowledge) -> None:
     evaluator = Evaluator(knowledge, PROJECT)
     cases = load_cases([PROJECT.cases_dir])
     store = RemoteStore(oxigraph_url)

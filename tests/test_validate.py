@@ -67,6 +67,7 @@ def turtle(text: str) -> Graph:
 # ------------------------------------------------------------------ the shapes graphs themselves
 
 @pytest.mark.parametrize("name", ["guideline-shapes.ttl", "case-shapes.ttl"])
+@pytest.mark.slow
 def test_shapes_graph_conforms_to_shacl_for_shacl(name: str) -> None:
     shapes = Graph().parse(ROOT / "shapes" / name)
     meta = Graph().parse(ROOT / "shapes" / "shacl-shacl.ttl")
@@ -154,6 +155,7 @@ def guideline_shapes() -> Graph:
     return Graph().parse(ROOT / "shapes" / "guideline-shapes.ttl")
 
 
+@pytest.mark.slow
 def test_guideline_snippet_valid(guideline_shapes: Graph, ontology: Graph) -> None:
     findings, _ = run_shapes(turtle(GUIDELINE_OK), guideline_shapes, ontology)
     assert findings == []
@@ -161,6 +163,7 @@ def test_guideline_snippet_valid(guideline_shapes: Graph, ontology: Graph) -> No
 
 @pytest.mark.parametrize("rule,old,new,focus,severity,fragment", GUIDELINE_DEFECTS,
                          ids=[d[0] for d in GUIDELINE_DEFECTS])
+@pytest.mark.slow
 def test_guideline_snippet_invalid(guideline_shapes: Graph, ontology: Graph, rule: str, old: str, new: str,
                                    focus: str, severity: str, fragment: str) -> None:
     assert old in GUIDELINE_OK
@@ -181,6 +184,7 @@ EXAMPLE_CASES = sorted(p for p in (ROOT / "guidelines" / "plbp" / "cases").iterd
 
 
 @pytest.mark.parametrize("path", EXAMPLE_CASES, ids=[p.name for p in EXAMPLE_CASES])
+@pytest.mark.slow
 def test_example_case_is_valid(path: Path, project: Project) -> None:
     case = load_cases([path])[0]
     assert [f for f in validate_case(case.graph, project) if f.severity == "Violation"] == []
@@ -195,6 +199,7 @@ def _expected(path: Path) -> dict:
 
 
 @pytest.mark.parametrize("path", INVALID_CASES, ids=[p.stem for p in INVALID_CASES])
+@pytest.mark.slow
 def test_invalid_case_gives_its_expected_finding(path: Path, project: Project) -> None:
     expected = _expected(path)
     if expected["exit_code"] == 2:
@@ -360,31 +365,45 @@ def _by_kind(result, kind: str) -> dict[tuple[int, ...], str]:
     return {f.source_lines: f.severity for f in result.findings if f.kind == kind}
 
 
+@pytest.mark.hermit
+@pytest.mark.slow
 def test_guideline_conforms(guideline_result) -> None:
     assert guideline_result.conforms, [f.message for f in guideline_result.findings if f.severity == "Violation"]
 
 
+@pytest.mark.hermit
+@pytest.mark.slow
 def test_guideline_contradictions(guideline_result) -> None:
     assert _by_kind(guideline_result, "contradiction") == {(4, 37): "Info", (16, 19): "Warning"}
 
 
+@pytest.mark.hermit
+@pytest.mark.slow
 def test_guideline_repetitions(guideline_result) -> None:
     assert set(_by_kind(guideline_result, "repetition")) == {(6, 39), (18, 40), (31, 41)}
 
 
+@pytest.mark.hermit
+@pytest.mark.slow
 def test_guideline_content_gaps(guideline_result) -> None:
     assert set(_by_kind(guideline_result, "content-gap")) == {(14,), (26,), (27,), (28,), (34,), (35,)}
 
 
+@pytest.mark.hermit
+@pytest.mark.slow
 def test_guideline_unsupported(guideline_result) -> None:
     assert set(_by_kind(guideline_result, "unsupported")) == {(14,)}
 
 
+@pytest.mark.hermit
+@pytest.mark.slow
 def test_guideline_no_dangling_references_or_unreachable_steps(guideline_result) -> None:
     assert _by_kind(guideline_result, "dangling-reference") == {}
     assert _by_kind(guideline_result, "unreachable") == {}
 
 
+@pytest.mark.hermit
+@pytest.mark.slow
 def test_guideline_shapes_find_nothing(guideline_result) -> None:
     assert [f.message for f in guideline_result.findings if f.kind == "shape"] == []
 
@@ -395,6 +414,7 @@ def _digest(paths: list[Path]) -> list[str]:
     return [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]
 
 
+@pytest.mark.slow
 def test_command_json_invalid_case_exit_1_inputs_unchanged(capsys, project: Project) -> None:
     inputs = [INVALID / "age-out-of-range.ttl", ROOT / "guidelines" / "plbp" / "cases" / "c06-opioid-no-relief.ttl"]
     before = _digest(inputs + sorted((ROOT / "guidelines" / "plbp").glob("*.ttl")) + shape_files(project))
@@ -409,6 +429,7 @@ def test_command_json_invalid_case_exit_1_inputs_unchanged(capsys, project: Proj
     assert _digest(inputs + sorted((ROOT / "guidelines" / "plbp").glob("*.ttl")) + shape_files(project)) == before
 
 
+@pytest.mark.slow
 def test_command_text_groups_by_severity(capsys) -> None:
     code = main(["validate", "--no-reasoner", str(INVALID / "unknown-property.ttl")])
     out = capsys.readouterr().out
@@ -426,6 +447,7 @@ def test_command_malformed_input_exit_2(capsys, name: str) -> None:
     assert f"{name}:{expected['line']}:" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_command_turtle_is_a_validation_report(capsys) -> None:
     code = main(["validate", "--no-reasoner", "--format", "turtle"])
     graph = Graph().parse(data=capsys.readouterr().out, format="turtle")
