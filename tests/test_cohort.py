@@ -91,6 +91,7 @@ def test_every_output_line_is_a_case_and_none_is_dropped(evaluated) -> None:
     assert set(valid[0]) == {"case", "in_scope", "scope_reason", "recommendations"}
 
 
+@pytest.mark.slow
 def test_the_cohort_exercises_every_branch_of_every_condition(evaluated) -> None:
     """Each statement is applicable, not applicable and undetermined for someone in the cohort."""
     ce, _, summary = evaluated
@@ -218,6 +219,7 @@ def test_the_generator_holds_no_term_of_any_guideline() -> None:
         assert sorted(t for t in terms if t in source) == [], path
 
 
+@pytest.mark.slow
 def test_the_profile_draws_at_its_declared_rates() -> None:
     """Marginal frequencies over 6000 records match the numbers written in the profile (within 4 standard errors)."""
     n = 6000

@@ -57,6 +57,7 @@ def test_remote_run_writes_the_same_lines_as_the_embedded_run(oxigraph_url, coho
     assert _count(oxigraph_url) == 0  # the last shard is cleared
 
 
+@pytest.mark.slow
 def test_cli_store_option_and_a_store_with_data_is_refused_untouched(oxigraph_url, cohorts, tmp_path, capsys) -> None:
     out = tmp_path / "r.jsonl"
     code = main(["cohort", "evaluate", str(cohorts["turtle"]), "--store", oxigraph_url, "--out", str(out)])

@@ -75,6 +75,7 @@ def test_rdf_export_reimports_isomorphic_to_the_source(fmt: str, knowledge: Grap
     assert to_isomorphic(again).internal_hash() == canonical
 
 
+@pytest.mark.slow
 def test_jsonld_refers_to_the_published_context_by_url(knowledge: Graph, canonical: int,
                                                        tmp_path: Path) -> None:
     context_file = PROJECT.kg_dir / "context.jsonld"

@@ -29,6 +29,7 @@ def rows(data: bytes, fmt: ox.QueryResultsFormat) -> set[tuple[str, ...]]:
     return {tuple("" if s[n] is None else str(s[n]) for n in names) for s in solutions}
 
 
+@pytest.mark.slow
 def test_all_competency_questions_from_the_command_line(capsysbinary) -> None:
     """Every competency question answers its expected rows through the command line."""
     for path in cq_files(PROJECT):
