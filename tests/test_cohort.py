@@ -166,6 +166,7 @@ def test_fast_path_equals_hermit_on_a_random_sample(knowledge, cohort_file, eval
         assert fast[name] == expected, name
 
 
+@pytest.mark.slow
 def test_cli_generate_then_evaluate(tmp_path: Path, capsys) -> None:
     out = tmp_path / "c.nt"
     assert main(["cohort", "generate", "--n", "120", "--seed", "4", "--format", "ntriples", "--out", str(out)]) == 0

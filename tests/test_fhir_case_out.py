@@ -50,6 +50,7 @@ def _statuses(evaluator: CohortEvaluator, path: Path) -> dict[str, tuple]:
             for d in docs}
 
 
+@pytest.mark.slow
 def test_fhir_twins_give_the_same_statuses_per_case(knowledge, project, both_forms) -> None:
     evaluator = CohortEvaluator(knowledge, project)
     turtle, fhir = (_statuses(evaluator, p) for p in both_forms)
@@ -107,6 +108,7 @@ def test_unknown_duration_writes_no_onset(project, profile) -> None:
     assert [p for (_, p, _), _ in made.unexpressed] == ["https://w3id.org/guideline-kg/ontology#onsetDate"]
 
 
+@pytest.mark.slow
 def test_cli_generate_fhir_ndjson_then_evaluate(tmp_path: Path, capsys) -> None:
     out = tmp_path / "c.ndjson"
     assert main(["cohort", "generate", "--n", "20", "--seed", "3", "--format", "fhir-ndjson", "--out", str(out)]) == 0

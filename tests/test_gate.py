@@ -164,6 +164,7 @@ def test_recommend(project: Project, capsys: pytest.CaptureFixture[str]) -> None
     assert code == 1 and out.count("\nCase ") + out.startswith("Case ") == 1 and "Case c04-urgent-deficit" in out
 
 
+@pytest.mark.slow
 def test_recommend_only_invalid_prints_no_case(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _err = run(capsys, "recommend", "--format", "turtle", *map(str, READABLE))
     assert code == 1 and "RecommendationResult" not in out

@@ -85,6 +85,7 @@ def test_unwritable_cache_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.M
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    monkeypatch.setenv("PATH", _bin(tmp_path, javac="exit 0"))  # a javac, so the build gets as far as the folder
     with pytest.raises(ReasonerUnavailable, match=r"cannot create the Java build folder.*XDG_CACHE_HOME"):
         owl2_dl_violations(Graph())
 

@@ -21,6 +21,7 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+@pytest.mark.slow
 def test_json_for_a_folder_lists_every_case(capsys) -> None:
     code, out, _ = run(capsys, "recommend", str(CASES), "--format", "json")
     doc = json.loads(out)
@@ -62,6 +63,7 @@ def test_hermit_path_gives_the_same_json_as_fast_path(capsys) -> None:
     assert statuses(fast) == statuses(hermit)
 
 
+@pytest.mark.slow
 def test_summary_has_one_line_per_case_with_scope_and_urgency(capsys) -> None:
     code, out, _ = run(capsys, "recommend", str(CASES), "--summary")
     lines = {ln.split()[0]: ln for ln in out.splitlines()[1:] if ln.strip()}

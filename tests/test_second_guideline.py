@@ -290,6 +290,7 @@ def served() -> dict[str, Any]:
     return captured
 
 
+@pytest.mark.slow
 def test_serve_health_sparql_and_cds_hooks(served: dict[str, Any]) -> None:
     assert served["code"] == 0
     assert served["health"].status_code == 200
@@ -307,6 +308,7 @@ def test_serve_health_sparql_and_cds_hooks(served: dict[str, Any]) -> None:
 # ---- cohort generate and evaluate ----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("fmt,suffix", [("turtle", "ttl"), ("fhir-ndjson", "ndjson")])
+@pytest.mark.slow
 def test_cohort_generate_then_evaluate(capsys, tmp_path: Path, fmt: str, suffix: str) -> None:
     cohort = tmp_path / f"cohort.{suffix}"
     code, _, err = run(capsys, "cohort", "generate", "--n", "400", "--seed", "2", "--format", fmt, "--out", cohort)

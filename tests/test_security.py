@@ -125,6 +125,7 @@ def _contexts(canary: Canary, tmp_path: Path) -> list[tuple[object, str]]:
 
 
 @pytest.mark.parametrize("command", ["recommend", "validate"])
+@pytest.mark.slow
 def test_jsonld_contexts_are_never_fetched_by_commands(capsys: pytest.CaptureFixture[str], canary: Canary,
                                                        tmp_path: Path, command: str) -> None:
     for i, (context, iri) in enumerate(_contexts(canary, tmp_path)):
@@ -173,6 +174,7 @@ def service_queries(url: str) -> list[str]:
             f"BASE <{url}/> SELECT * WHERE {{ SERVICE <sparql> {{ ?s ?p ?o }} }}"]
 
 
+@pytest.mark.slow
 def test_service_is_refused_by_the_query_command(capsys: pytest.CaptureFixture[str], canary: Canary) -> None:
     for query in service_queries(canary.url):
         code, _, err = run(capsys, "query", "--query", query)

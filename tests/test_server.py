@@ -97,6 +97,7 @@ def test_competency_question_through_the_endpoint(server, path) -> None:
     ("*/*", "application/sparql-results+json", ox.QueryResultsFormat.JSON),
 ])
 @pytest.mark.parametrize("method,direct", [("GET", False), ("POST", False), ("POST", True)])
+@pytest.mark.slow
 def test_select_content_negotiation(server, accept, media, fmt, method, direct) -> None:
     url, _ = server
     resp = sparql(url, "SELECT ?s ?line WHERE { ?s gk:sourceLine ?line } ORDER BY ?line", accept, method,
@@ -108,6 +109,7 @@ def test_select_content_negotiation(server, accept, media, fmt, method, direct) 
         "<https://w3id.org/guideline-kg/plbp/L02>", '"2"^^<http://www.w3.org/2001/XMLSchema#integer>') in rows
 
 
+@pytest.mark.slow
 def test_csv_results(server) -> None:
     url, _ = server
     resp = sparql(url, "SELECT ?s WHERE { ?s a gk:Guideline }", "text/csv")
@@ -118,6 +120,7 @@ def test_csv_results(server) -> None:
 @pytest.mark.parametrize("accept,fmt", [("text/turtle", ox.RdfFormat.TURTLE), ("application/n-triples",
                          ox.RdfFormat.N_TRIPLES), ("application/ld+json", ox.RdfFormat.JSON_LD),
                          ("application/rdf+xml", ox.RdfFormat.RDF_XML)])
+@pytest.mark.slow
 def test_construct_in_rdf_syntaxes(server, accept, fmt) -> None:
     url, _ = server
     resp = sparql(url, "CONSTRUCT WHERE { ?s gk:sourceLine ?l }", accept)
@@ -127,6 +130,7 @@ def test_construct_in_rdf_syntaxes(server, accept, fmt) -> None:
     assert len(triples) > 30
 
 
+@pytest.mark.slow
 def test_describe_and_ask(server) -> None:
     url, _ = server
     resp = sparql(url, "DESCRIBE plbp:guideline", "text/turtle")
@@ -135,6 +139,7 @@ def test_describe_and_ask(server) -> None:
     assert resp.json() == {"head": {}, "boolean": True}
 
 
+@pytest.mark.slow
 def test_unacceptable_media_type_is_406(server) -> None:
     url, _ = server
     resp = sparql(url, "SELECT * WHERE { ?s ?p ?o } LIMIT 1", "text/turtle")
@@ -146,6 +151,7 @@ def test_unacceptable_media_type_is_406(server) -> None:
     {"content": b"INSERT DATA { <urn:a> <urn:b> <urn:c> }", "headers": {"Content-Type": "application/sparql-update"}},
     {"data": {"query": "PREFIX x: <urn:x#>\n# a comment\nDELETE WHERE { ?s ?p ?o }"}},
 ])
+@pytest.mark.slow
 def test_updates_are_refused(server, request_kw) -> None:
     url, _ = server
     resp = httpx.post(url + "/sparql", timeout=30, **request_kw)
@@ -154,6 +160,7 @@ def test_updates_are_refused(server, request_kw) -> None:
     assert sparql(url, "ASK { <urn:a> ?p ?o }").json()["boolean"] is False
 
 
+@pytest.mark.slow
 def test_malformed_query_is_400_with_the_parsers_message(server) -> None:
     url, _ = server
     resp = sparql(url, "SELECT ?s\nWHERE { ?s ?p }")
@@ -161,11 +168,13 @@ def test_malformed_query_is_400_with_the_parsers_message(server) -> None:
     assert resp.text.startswith("SPARQL syntax error at line 2, column") and "expected" in resp.text
 
 
+@pytest.mark.slow
 def test_missing_query_is_400(server) -> None:
     url, _ = server
     assert httpx.get(url + "/sparql").status_code == 400
 
 
+@pytest.mark.slow
 def test_time_limit(server) -> None:
     url, _ = server
     start = time.perf_counter()
@@ -175,6 +184,7 @@ def test_time_limit(server) -> None:
     assert sparql(url, "ASK { ?s ?p ?o }").status_code == 200  # a fresh worker answers
 
 
+@pytest.mark.slow
 def test_result_limit(server) -> None:
     url, _ = server
     resp = sparql(url, "SELECT * WHERE { ?s ?p ?o }")
@@ -182,6 +192,7 @@ def test_result_limit(server) -> None:
     assert sparql(url, "SELECT * WHERE { ?s ?p ?o } LIMIT 2000").status_code == 200
 
 
+@pytest.mark.slow
 def test_sparqlwrapper_client(server) -> None:
     url, _ = server
     client = SPARQLWrapper(url + "/sparql")
@@ -200,6 +211,7 @@ def _hook_request(bundle, patient="p1"):
             "context": {"patientId": patient, "userId": "Practitioner/1"}, "prefetch": {"bundle": bundle}}
 
 
+@pytest.mark.slow
 def test_cds_discovery(server) -> None:
     url, _ = server
     services = httpx.get(url + "/cds-services").json()["services"]
@@ -207,6 +219,7 @@ def test_cds_discovery(server) -> None:
     assert services[0]["hook"] == "patient-view" and "bundle" in services[0]["prefetch"]
 
 
+@pytest.mark.slow
 def test_cds_patient_view_gives_the_cards_of_the_derivation(server, knowledge) -> None:
     url, _ = server
     path = PROJECT.cases_dir / "fhir-c04-urgent-deficit.fhir.json"
@@ -228,6 +241,7 @@ def test_cds_patient_view_gives_the_cards_of_the_derivation(server, knowledge) -
     (json.dumps(_hook_request({"resourceType": "Bundle", "type": "collection", "entry": []})).encode(),
      "no Patient resource"),
 ])
+@pytest.mark.slow
 def test_cds_malformed_prefetch_is_400(server, body, message) -> None:
     url, _ = server
     resp = httpx.post(f"{url}/cds-services/{CDS_SERVICE_ID}", content=body, timeout=30,
@@ -235,11 +249,13 @@ def test_cds_malformed_prefetch_is_400(server, body, message) -> None:
     assert resp.status_code == 400 and message in resp.text
 
 
+@pytest.mark.slow
 def test_unknown_cds_service_is_404(server) -> None:
     url, _ = server
     assert httpx.post(f"{url}/cds-services/nope", json={}).status_code == 404
 
 
+@pytest.mark.slow
 def test_health_page_algorithm_and_request_log(server) -> None:
     url, log = server
     health = httpx.get(url + "/health").json()

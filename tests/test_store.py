@@ -35,6 +35,7 @@ def embedded(graph) -> EmbeddedStore:
 
 
 @pytest.mark.parametrize("path", cq_files(PROJECT), ids=lambda p: p.stem)
+@pytest.mark.slow
 def test_competency_question_same_on_oxigraph_server(remote, embedded, path) -> None:
     header, expected = read_expected(path.with_suffix(".expected.tsv"))
     got_remote, got_embedded = answer(remote, path), answer(embedded, path)
@@ -42,6 +43,7 @@ def test_competency_question_same_on_oxigraph_server(remote, embedded, path) -> 
     assert tsv_rows(got_remote) == tsv_rows(got_embedded) == expected
 
 
+@pytest.mark.slow
 def test_every_example_case_derives_the_same_on_the_server(oxigraph_url, knowledge) -> None:
     evaluator = Evaluator(knowledge, PROJECT)
     cases = load_cases([PROJECT.cases_dir])
