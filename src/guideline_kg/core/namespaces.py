@@ -39,19 +39,20 @@ CASE = Namespace("https://w3id.org/guideline-kg/case/")
 RESULT = Namespace("https://w3id.org/guideline-kg/result/")
 SSSOM = Namespace("https://w3id.org/sssom/")
 
+#: Every value a plain Namespace (rdflib's closed vocabularies such as OWL are classes; their IRIs are used here).
 PREFIXES: dict[str, Namespace] = {
     "gk": GK,
     "case": CASE,
     "result": RESULT,
     "sssom": SSSOM,
-    "owl": OWL,
-    "rdf": RDF,
-    "rdfs": RDFS,
-    "xsd": XSD,
-    "skos": SKOS,
-    "dcterms": DCTERMS,
-    "prov": PROV,
-    "sh": SH,
+    "owl": Namespace(str(OWL)),
+    "rdf": Namespace(str(RDF)),
+    "rdfs": Namespace(str(RDFS)),
+    "xsd": Namespace(str(XSD)),
+    "skos": Namespace(str(SKOS)),
+    "dcterms": Namespace(str(DCTERMS)),
+    "prov": Namespace(str(PROV)),
+    "sh": Namespace(str(SH)),
 }
 
 
