@@ -20,9 +20,27 @@ from rdflib.term import Node
 
 from guideline_kg.core.errors import GuidelineKGError
 
-__all__ = ["Pattern", "Compiler", "UnsupportedExpression"]
+__all__ = ["Compiler", "Pattern", "UnsupportedExpression"]
 
 _FACETS = {XSD.minInclusive: ">=", XSD.maxInclusive: "<=", XSD.minExclusive: ">", XSD.maxExclusive: "<"}
+#: The numeric datatypes whose value spaces OWL 2 distinguishes (xsd:double and xsd:float are disjoint from
+#: xsd:decimal, which holds xsd:integer). pyoxigraph stores the derived integer types (xsd:int, xsd:byte, ...) as
+#: xsd:integer, so these four are all the datatypes a numeric literal in the store has.
+_NUMERIC = {XSD.decimal, XSD.integer, XSD.double, XSD.float}
+
+
+def _in_value_space(datatype: URIRef, v: str) -> str:
+    """A SPARQL test that the literal bound to ``v`` is in the OWL 2 value space of ``datatype`` (tests/
+    test_owl2sparql_property.py compares with HermiT): an xsd:integer literal is an xsd:decimal, an integral
+    xsd:decimal ("5.0") is an xsd:integer, an xsd:double is neither."""
+    if datatype == XSD.decimal:
+        return f"(isLiteral({v}) && DATATYPE({v}) IN (<{XSD.decimal}>, <{XSD.integer}>))"
+    if datatype == XSD.integer:
+        return (f"(isLiteral({v}) && (DATATYPE({v}) = <{XSD.integer}> || "
+                f"(DATATYPE({v}) = <{XSD.decimal}> && ROUND({v}) = {v})))")
+    if datatype == RDFS.Literal:
+        return f"isLiteral({v})"
+    return f"(isLiteral({v}) && DATATYPE({v}) = <{datatype}>)"
 
 
 class UnsupportedExpression(GuidelineKGError):
@@ -36,7 +54,7 @@ class Pattern:
     triples: list[tuple[str, str, str]] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)
 
-    def __add__(self, other: "Pattern") -> "Pattern":
+    def __add__(self, other: Pattern) -> Pattern:
         return Pattern(self.triples + other.triples, self.extra + other.extra)
 
     def where(self) -> str:
@@ -121,7 +139,7 @@ class Compiler:
             return [Pattern([], [f"VALUES {var} {{ {values} }}"])]
         prop = self.tbox.value(node, OWL.onProperty)
         if prop is not None:
-            return self._restriction(node, URIRef(prop), var, stack)
+            return self._restriction(node, URIRef(str(prop)), var, stack)
         raise UnsupportedExpression(
             f"the fast path cannot evaluate this class expression (only intersection, union, oneOf, "
             f"someValuesFrom and hasValue are supported): {sorted(str(p) for p in self.tbox.predicates(node))}")
@@ -132,7 +150,13 @@ class Compiler:
         if value is not None:
             if isinstance(value, Literal):
                 v = self.fresh("val")
-                return [Pattern([(var, p, v)], [f"FILTER({v} = {sparql_term(value)})"])]
+                test = f"{v} = {sparql_term(value)}"  # the same value: 5 and 5.0 are one xsd:decimal
+                if value.datatype in _NUMERIC:  # ... but 5 and 5.0E0 are not (double is another value space)
+                    family = XSD.decimal if value.datatype in (XSD.integer, XSD.decimal) else value.datatype
+                    test = f"{_in_value_space(family, v)} && {test}"
+                else:  # a string, boolean, ...: the same term (SPARQL's = would compare "a" with "a"^^xsd:string)
+                    test = f"sameTerm({v}, {sparql_term(value)})"
+                return [Pattern([(var, p, v)], [f"FILTER(COALESCE({test}, false))"])]
             return [Pattern([(var, p, sparql_term(value))])]
         filler = self.tbox.value(node, OWL.someValuesFrom)
         if filler is None:
@@ -151,13 +175,17 @@ class Compiler:
 
     def _data_filters(self, node: Node, v: str) -> list[str]:
         if isinstance(node, URIRef):
-            return [] if node == RDFS.Literal else [f"FILTER(DATATYPE({v}) = <{node}>)"]
+            return [f"FILTER({_in_value_space(node, v)})"]
         base = self.tbox.value(node, OWL.onDatatype)
-        filters = [f"FILTER(isNumeric({v}))"] if base in (XSD.decimal, XSD.integer, XSD.double, XSD.float) else []
+        if not isinstance(base, URIRef):
+            raise UnsupportedExpression(f"the fast path supports only datatype restrictions on a named datatype "
+                                        f"(owl:onDatatype), not {sorted(str(p) for p in self.tbox.predicates(node))}")
+        filters = [f"FILTER({_in_value_space(base, v)})"]
         facets = self.tbox.value(node, OWL.withRestrictions)
         for facet_node in self._list(facets) if facets is not None else []:
-            for facet, op in _FACETS.items():
-                bound = self.tbox.value(facet_node, facet)
-                if bound is not None:
-                    filters.append(f"FILTER({v} {op} {sparql_term(bound)})")
+            for facet, bound in self.tbox.predicate_objects(facet_node):
+                if facet not in _FACETS or base not in _NUMERIC:
+                    raise UnsupportedExpression(f"the fast path supports only min/max inclusive/exclusive facets "
+                                                f"on numeric datatypes, not {facet} on {base}")
+                filters.append(f"FILTER(COALESCE({v} {_FACETS[facet]} {sparql_term(bound)}, false))")
         return filters

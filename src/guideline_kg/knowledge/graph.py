@@ -30,7 +30,7 @@ def load_knowledge(project: Project) -> Graph:
 
 def _declare_from_content(graph: Graph) -> None:
     """Without a namespace in the manifest, the guideline's is the content's prefix for its gk:Guideline IRI."""
-    found = sorted(set(graph.subjects(RDF.type, GK.Guideline)))
+    found = _guidelines(graph)
     if len(found) != 1:
         return
     iri = str(found[0])
@@ -45,7 +45,12 @@ def _declare_from_content(graph: Graph) -> None:
 
 def guideline_iri(graph: Graph) -> URIRef:
     """The one gk:Guideline of the graph; an InputError if there is none or more than one."""
-    found = sorted(set(graph.subjects(RDF.type, GK.Guideline)))
+    found = _guidelines(graph)
     if len(found) != 1:
         raise InputError(f"expected exactly one gk:Guideline in the content, found {len(found)}")
-    return URIRef(found[0])
+    return found[0]
+
+
+def _guidelines(graph: Graph) -> list[URIRef]:
+    """The nodes typed gk:Guideline, as IRIs, in order."""
+    return sorted({URIRef(str(g)) for g in graph.subjects(RDF.type, GK.Guideline)})
