@@ -7,12 +7,12 @@ from pathlib import Path
 from rdflib import Graph
 
 from guideline_kg.cases.reader import load_cases
-from guideline_kg.reasoning.derive import Evaluator, results_graph
-from guideline_kg.knowledge.graph import load_knowledge
 from guideline_kg.core.project import Project
+from guideline_kg.knowledge.graph import load_knowledge
+from guideline_kg.reasoning.derive import Evaluator, results_graph
 from guideline_kg.store.stores import EmbeddedStore, Rows, Store
 
-__all__ = ["competency_graph", "competency_store", "tsv_rows", "read_expected", "cq_files", "answer"]
+__all__ = ["answer", "competency_graph", "competency_store", "cq_files", "read_expected", "tsv_rows"]
 
 
 def competency_graph(project: Project) -> Graph:

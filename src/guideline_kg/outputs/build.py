@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rdflib import Graph
 
@@ -39,7 +40,7 @@ def build(graph: Graph, out_dir: Path | None) -> BuildResult:
     return result
 
 
-def summarise(graph: Graph) -> dict[str, object]:
+def summarise(graph: Graph) -> dict[str, Any]:
     """Counts that describe the merged graph (for the main job's summary)."""
     kinds: Counter[str] = Counter()
     for s in set(graph.subjects(GK.sourceLine, None)):

@@ -22,12 +22,12 @@ from guideline_kg.core.queries import load_query
 from guideline_kg.store.stores import EmbeddedStore
 
 __all__ = [
-    "RDF_FORMATS",
     "CONTEXT_PART",
-    "export_graph",
-    "rdf_export",
-    "jsonld_context",
+    "RDF_FORMATS",
     "csv_tables",
+    "export_graph",
+    "jsonld_context",
+    "rdf_export",
     "short_name",
     "write_text",
 ]

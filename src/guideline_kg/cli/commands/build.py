@@ -21,8 +21,10 @@ from guideline_kg.outputs.build import build, summarise
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("build", help="merge ontology and content, prove consistency with HermiT, write the merged graph",
-                       description="Merge ontology/ and the guideline package's Turtle parts, prove the merged graph consistent with HermiT (and "
+    p = sub.add_parser("build",
+                       help="merge ontology and content, prove consistency with HermiT, write the merged graph",
+                       description="Merge ontology/ and the guideline package's Turtle parts, prove the merged graph "
+                                   "consistent with HermiT (and "
                                    "that no named class is unsatisfiable), and write it to OUT as Turtle, "
                                    "N-Triples, RDF/XML and JSON-LD. Also checks the OWL 2 DL profile with the OWL API. "
                                    "Exit 0 consistent and in profile, 1 inconsistent, unsatisfiable classes or "

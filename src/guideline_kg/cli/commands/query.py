@@ -7,12 +7,12 @@ import sys
 from pathlib import Path
 
 from guideline_kg.cli.common import add_store_arguments, emit, emit_json, note, project_of, store_of
-from guideline_kg.outputs.dataset import load_into, query_data
 from guideline_kg.core.errors import EXIT_FAILED, EXIT_OK, InputError
 from guideline_kg.core.project import Project
 from guideline_kg.core.queries import list_queries, load_query
-from guideline_kg.store.stores import SparqlSyntaxError
+from guideline_kg.outputs.dataset import load_into, query_data
 from guideline_kg.store.results import GRAPH_FORMATS, SOLUTION_FORMATS, serialise
+from guideline_kg.store.stores import SparqlSyntaxError
 
 FORMATS = ["table", *SOLUTION_FORMATS, "turtle", "nt", "jsonld", "rdfxml"]
 
@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     except SparqlSyntaxError as exc:
         raise SparqlSyntaxError(str(exc), path=origin) from None
     fmt = args.format or ("turtle" if result.kind == "graph" else "table")
-    if fmt in GRAPH_FORMATS and result.kind != "graph" or fmt in SOLUTION_FORMATS and result.kind == "graph":
+    if (fmt in GRAPH_FORMATS and result.kind != "graph") or (fmt in SOLUTION_FORMATS and result.kind == "graph"):
         raise InputError(f"--format {fmt} does not fit a {'graph' if result.kind == 'graph' else 'SELECT/ASK'} "
                          "result", path=origin)
     out = serialise(result, fmt)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from guideline_kg.checks.gate import Gate
 from guideline_kg.cli.common import add_store_arguments, emit, emit_json, project_of, report_gate, store_of
-from guideline_kg.reasoning.derive import results_graph
 from guideline_kg.core.errors import EXIT_FAILED, EXIT_OK
 from guideline_kg.knowledge.graph import load_knowledge
 from guideline_kg.outputs.report import json_report, summary_table, text_report
+from guideline_kg.reasoning.derive import results_graph
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -10,14 +10,20 @@ from rdflib import Graph
 
 from guideline_kg.cases.reader import Case, load_cases
 from guideline_kg.checks.gate import Gate
+from guideline_kg.checks.validate import (
+    ValidationResult,
+    check_case_results,
+    report_graph,
+    sort_findings,
+    validate_knowledge,
+)
 from guideline_kg.cli.common import emit, emit_json, project_of, report_gate
 from guideline_kg.core.errors import EXIT_FAILED, EXIT_OK
 from guideline_kg.core.findings import SEVERITIES, Finding
-from guideline_kg.knowledge.graph import load_knowledge
 from guideline_kg.core.project import Project
-from guideline_kg.reasoning.hermit import run_hermit
-from guideline_kg.checks.validate import ValidationResult, check_case_results, report_graph, sort_findings, validate_knowledge
+from guideline_kg.knowledge.graph import load_knowledge
 from guideline_kg.reasoning.derive import results_graph
+from guideline_kg.reasoning.hermit import run_hermit
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -78,7 +84,8 @@ def _line(f: Finding) -> str:
 
 def run(args: argparse.Namespace) -> int:
     project = project_of(args)
-    loaded = load_cases(list(args.cases), project) if args.cases else []  # unreadable input fails first, before any output
+    # unreadable input fails first, before any output
+    loaded = load_cases(list(args.cases), project) if args.cases else []
     knowledge = load_knowledge(project)
     result = validate_knowledge(knowledge, project, reasoner=None if args.no_reasoner else run_hermit)
     cases, n_cases = _validate_cases(loaded, knowledge, project)
