@@ -66,3 +66,60 @@ def test_complement_is_refused_because_open_world(setup) -> None:
     compiler, _ = setup
     with pytest.raises(UnsupportedExpression):
         compiler.compile(__import__("rdflib").URIRef(NS + "NotOld"))
+
+
+# ---- regressions found by tests/test_owl2sparql_property.py (HermiT's answers; OWL 2 value spaces) -----------
+NUMBERS_TBOX = """
+@prefix : <https://w3id.org/guideline-kg/test/o#> .
+@prefix owl: <http://www.w3.org/2002/07/owl#> .
+@prefix rdfs: <http://www.w3.org/2000/01/rdf-schema#> .
+@prefix xsd: <http://www.w3.org/2001/XMLSchema#> .
+:SomeDecimal owl:equivalentClass [ a owl:Restriction ; owl:onProperty :d ; owl:someValuesFrom xsd:decimal ] .
+:SomeInteger owl:equivalentClass [ a owl:Restriction ; owl:onProperty :d ; owl:someValuesFrom xsd:integer ] .
+:SomeDouble owl:equivalentClass [ a owl:Restriction ; owl:onProperty :d ; owl:someValuesFrom xsd:double ] .
+:IntegerAtLeast5 owl:equivalentClass [ a owl:Restriction ; owl:onProperty :d ; owl:someValuesFrom
+    [ a rdfs:Datatype ; owl:onDatatype xsd:integer ; owl:withRestrictions ( [ xsd:minInclusive 5 ] ) ] ] .
+:DecimalAtLeast5 owl:equivalentClass [ a owl:Restriction ; owl:onProperty :d ; owl:someValuesFrom
+    [ a rdfs:Datatype ; owl:onDatatype xsd:decimal ; owl:withRestrictions ( [ xsd:minInclusive 5 ] ) ] ] .
+:DoubleAtLeast5 owl:equivalentClass [ a owl:Restriction ; owl:onProperty :d ; owl:someValuesFrom
+    [ a rdfs:Datatype ; owl:onDatatype xsd:double ; owl:withRestrictions ( [ xsd:minInclusive "5.0E0"^^xsd:double ] ) ] ] .
+:Is5 owl:equivalentClass [ a owl:Restriction ; owl:onProperty :d ; owl:hasValue 5 ] .
+:IsA owl:equivalentClass [ a owl:Restriction ; owl:onProperty :d ; owl:hasValue "a" ] .
+:SomeString owl:equivalentClass [ a owl:Restriction ; owl:onProperty :d ; owl:someValuesFrom xsd:string ] .
+:Pattern owl:equivalentClass [ a owl:Restriction ; owl:onProperty :d ; owl:someValuesFrom
+    [ a rdfs:Datatype ; owl:onDatatype xsd:string ; owl:withRestrictions ( [ xsd:pattern "a.*" ] ) ] ] .
+"""
+NUMBERS_ABOX = """
+@prefix : <https://w3id.org/guideline-kg/test/o#> .
+@prefix xsd: <http://www.w3.org/2001/XMLSchema#> .
+:int3 :d 3 . :dec5 :d 5.0 . :dec6 :d 6.5 . :dbl7 :d "7.5E0"^^xsd:double . :dbl5 :d "5.0E0"^^xsd:double .
+:en :d "a"@en . :plain :d "a" .
+"""
+
+
+@pytest.fixture(scope="module")
+def numbers():
+    tbox = Graph().parse(data=NUMBERS_TBOX, format="turtle")
+    store = EmbeddedStore.from_graph(Graph().parse(data=NUMBERS_ABOX, format="turtle"))
+    return Compiler(tbox), store
+
+
+@pytest.mark.parametrize("cls, expected", [
+    ("SomeDecimal", {"int3", "dec5", "dec6"}),       # an xsd:integer is an xsd:decimal; was: decimals only
+    ("SomeInteger", {"int3", "dec5"}),               # 5.0 is the integer 5; was: xsd:integer literals only
+    ("SomeDouble", {"dbl7", "dbl5"}),                # xsd:double is its own value space
+    ("IntegerAtLeast5", {"dec5"}),                   # was: every number >= 5 (6.5 and the doubles too)
+    ("DecimalAtLeast5", {"dec5", "dec6"}),           # was: the doubles too
+    ("DoubleAtLeast5", {"dbl7", "dbl5"}),            # was: the decimals too
+    ("Is5", {"dec5"}),                               # 5 = 5.0 but not 5.0E0; was: dbl5 too
+    ("IsA", {"plain"}),                              # "a"@en is another value
+    ("SomeString", {"plain"}),                       # "a"@en is not an xsd:string
+])
+def test_numeric_value_spaces_follow_owl2(numbers, cls, expected) -> None:
+    assert members(numbers, cls) == expected
+
+
+def test_a_facet_the_fast_path_cannot_evaluate_is_refused(numbers) -> None:
+    compiler, _ = numbers
+    with pytest.raises(UnsupportedExpression, match="pattern"):
+        compiler.compile(__import__("rdflib").URIRef(NS + "Pattern"))
