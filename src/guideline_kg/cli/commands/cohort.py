@@ -5,12 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from guideline_kg.cli.common import emit, emit_json, note, project_inputs, project_of, refuse_overwriting_inputs
+from guideline_kg.cli.common import emit, note, project_inputs, project_of, refuse_overwriting_inputs
+from guideline_kg.cohort.evaluate import CohortEvaluator
 from guideline_kg.cohort.generate import FORMATS, generate, load_profile, write_cohort
 from guideline_kg.core.errors import EXIT_FAILED, EXIT_OK, InputError
 from guideline_kg.core.files import atomic_output
+from guideline_kg.knowledge.graph import load_knowledge
+from guideline_kg.store.stores import RemoteStore
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -51,11 +56,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=lambda args: (p.print_help(sys.stderr), 2)[1])
 
 
-def _progress(total: int | None, unit: str):
+def _progress(total: int | None, unit: str) -> tuple[Any, Callable[[int], None] | None]:
     """A tqdm bar on a terminal, nothing otherwise."""
     if not sys.stderr.isatty():
         return None, None
-    from tqdm import tqdm
+    from tqdm import tqdm  # noqa: PLC0415 - only on a terminal; tqdm's import is slow and every command would pay it
 
     bar = tqdm(total=total, unit=unit, file=sys.stderr, dynamic_ncols=True)
     return bar, bar.update
@@ -85,17 +90,12 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from guideline_kg.cohort.evaluate import CohortEvaluator
-    from guideline_kg.knowledge.graph import load_knowledge
-
     project = project_of(args)
     if not args.input.is_file():
         raise InputError("no such file", path=str(args.input))
     refuse_overwriting_inputs(args.out, [*project_inputs(project), args.input])
     remote = None
     if args.store:
-        from guideline_kg.store.stores import RemoteStore
-
         remote = RemoteStore(args.store, args.store_data, args.store_timeout)
     elif args.store_data:
         raise InputError("--store-data needs --store URL")
@@ -124,5 +124,4 @@ def run_evaluate(args: argparse.Namespace) -> int:
         note(f"{len(summary.invalid)} invalid cases skipped (see their JSON lines, or --summary)")
     note(f"{summary.cases} cases, {summary.valid} valid, {len(summary.invalid)} invalid"
          + (f"; results in {args.out}" if args.out else ""))
-    _ = emit_json
     return EXIT_FAILED if summary.invalid else EXIT_OK

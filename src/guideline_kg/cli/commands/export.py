@@ -11,11 +11,14 @@ from guideline_kg.checks.gate import Gate
 from guideline_kg.cli.common import emit, note, project_inputs, project_of, refuse_overwriting_inputs, report_gate
 from guideline_kg.core.errors import EXIT_FAILED, EXIT_OK, InputError
 from guideline_kg.core.project import Project
+from guideline_kg.knowledge.algorithm import build_graph
 from guideline_kg.knowledge.graph import load_knowledge
+from guideline_kg.outputs.cds_cards import cards_for
 from guideline_kg.outputs.export import RDF_FORMATS, csv_tables, rdf_export, write_text
+from guideline_kg.outputs.fhir_cpg import careplan, careplan_bundle, pathway_bundle, read_pathway, validate_resource
+from guideline_kg.outputs.render import render
 from guideline_kg.store.stores import EmbeddedStore
 
-KNOWLEDGE_FORMATS = ("fhir", *RDF_FORMATS, "graphml", "cytoscape", "csv")
 CASE_FORMATS = ("careplan", "cds-cards")
 FORMATS = ("fhir", "careplan", "cds-cards", "turtle", "ntriples", "rdfxml", "jsonld", "graphml", "cytoscape", "csv")
 EXTENSIONS = {"fhir": ".json", "careplan": ".json", "cds-cards": ".json", "graphml": ".graphml",
@@ -63,8 +66,6 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def _valid(resource: dict[str, Any]) -> list[str]:
     """The validation message of a FHIR resource (empty when valid)."""
-    from guideline_kg.outputs.fhir_cpg import validate_resource
-
     try:
         validate_resource(resource)
     except InputError as exc:
@@ -90,17 +91,12 @@ def _outputs(args: argparse.Namespace, project: Project) -> tuple[dict[str, str]
     if fmt == "csv":
         return csv_tables(store, project), []
     if fmt in ("graphml", "cytoscape"):
-        from guideline_kg.knowledge.algorithm import build_graph
-        from guideline_kg.outputs.render import render
-
         algorithm = project.require("algorithm", f"`export --format {fmt}`")
         graph = build_graph(knowledge, project)
         if len(graph) == 0:
             raise InputError("the treatment algorithm has no gk:Transition", path=str(algorithm))
         return {"": render(graph, fmt).decode("utf-8")}, []
     if fmt == "fhir":
-        from guideline_kg.outputs.fhir_cpg import pathway_bundle
-
         bundle = pathway_bundle(store, project)
         problems = [m for e in bundle["entry"] for m in _valid(e["resource"])] + _valid(bundle)
         return {"": _json(bundle)}, problems
@@ -110,8 +106,6 @@ def _outputs(args: argparse.Namespace, project: Project) -> tuple[dict[str, str]
     if not results:  # every case refused by the gate: nothing at all, not an empty Bundle
         return outputs, problems
     if fmt == "careplan":
-        from guideline_kg.outputs.fhir_cpg import careplan, careplan_bundle, read_pathway
-
         pathway = read_pathway(store, project)
         plans = [careplan(r, pathway) for r in results]
         for plan in plans:
@@ -119,11 +113,9 @@ def _outputs(args: argparse.Namespace, project: Project) -> tuple[dict[str, str]
         if len(plans) == 1:
             outputs[results[0].case] = _json(plans[0])
         else:
-            outputs.update({r.case: _json(pl) for r, pl in zip(results, plans)})
+            outputs.update({r.case: _json(pl) for r, pl in zip(results, plans, strict=True)})
             outputs[""] = _json(careplan_bundle(plans, pathway))
     else:
-        from guideline_kg.outputs.cds_cards import cards_for
-
         docs = {r.case: cards_for(r, knowledge, project) for r in results}
         outputs.update({name: _json(d) for name, d in docs.items()})
         if len(docs) != 1:
@@ -150,14 +142,14 @@ def run(args: argparse.Namespace) -> int:
                 path = write_text(args.out / (name if args.format == "csv" else f"{name}.{args.format}{ext}"), text)
                 note(f"wrote {path}")
     else:
-        text = outputs.get("") if "" in outputs else next(iter(outputs.values()), None)
-        if text is None:
+        single = outputs.get("") if "" in outputs else next(iter(outputs.values()), None)
+        if single is None:
             note("no valid case: nothing to export")
             return EXIT_FAILED
         if args.out is None:
-            emit(text.rstrip("\n"))
+            emit(single.rstrip("\n"))
         else:
             name = next((n for n in outputs if n), "") if len(outputs) == 1 else ""
             target = args.out / f"{name or 'export'}{ext}" if args.out.is_dir() else args.out
-            note(f"wrote {write_text(target, text)}")
+            note(f"wrote {write_text(target, single)}")
     return EXIT_FAILED if problems else EXIT_OK

@@ -8,9 +8,10 @@ import socket
 from pathlib import Path
 
 from guideline_kg.cli.common import add_store_arguments, note, project_of
-from guideline_kg.outputs.dataset import load_into, query_data
 from guideline_kg.core.errors import EXIT_FAILED, EXIT_OK, InputError
+from guideline_kg.outputs.dataset import load_into, query_data
 from guideline_kg.store.stores import RemoteStore, graph_to_ntriples
+from guideline_kg.store.worker import QueryWorker
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -55,9 +56,11 @@ def _check_port(host: str, port: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
+    # The web stack (uvicorn, and FastAPI under service.app) takes about a second to import and only `serve`
+    # needs it, so it is imported here rather than by every command.
+    import uvicorn  # noqa: PLC0415 - heavy dependency, see above
 
-    from guideline_kg.service.app import ServerConfig, create_app
+    from guideline_kg.service.app import ServerConfig, create_app  # noqa: PLC0415 - imports FastAPI, see above
 
     if args.timeout <= 0 or args.max_results < 0:
         raise InputError("--timeout must be positive and --max-results not negative")
@@ -71,10 +74,8 @@ def run(args: argparse.Namespace) -> int:
         store = RemoteStore(args.store, args.store_data, timeout=args.timeout)
         load_into(store, data)
         run_query = lambda q, t, limit: store.result(q, limit)  # noqa: E731  (the client's timeout applies)
-        label, triples = store.url, int(store.select("SELECT (COUNT(*) AS ?n) WHERE { ?s ?p ?o }").rows[0][0])
+        label, triples = store.url, int(str(store.select("SELECT (COUNT(*) AS ?n) WHERE { ?s ?p ?o }").rows[0][0]))
     else:
-        from guideline_kg.store.worker import QueryWorker
-
         graph = data.knowledge + data.extra
         worker = QueryWorker(graph_to_ntriples(graph))
         run_query, label, triples = worker.run, "embedded", len(graph)
