@@ -11,10 +11,11 @@ graph plus one case's derivation results.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable
 
+import pyoxigraph as ox
 from rdflib import BNode, Graph, Literal, URIRef
 from rdflib.collection import Collection
 from rdflib.term import Node
@@ -25,13 +26,29 @@ from guideline_kg.core.findings import KINDS, SEVERITIES, Finding, severity_rank
 from guideline_kg.core.namespaces import DCTERMS, GK, OWL, RDF, RESULT, SH, XSD, bind_prefixes
 from guideline_kg.core.project import Project
 from guideline_kg.core.queries import NamedQuery, list_queries
-from guideline_kg.core.rdfio import read_graph, read_graphs
+from guideline_kg.core.rdfio import read_graphs
+from guideline_kg.knowledge import algorithm
 from guideline_kg.reasoning.hermit import ReasonerResult, run_hermit
 from guideline_kg.store.stores import EmbeddedStore
 
-__all__ = ["SHAPES_SUFFIX", "ValidationResult", "shape_files", "load_shapes", "check_queries", "query_kind",
-           "query_severity", "run_shapes", "run_checks", "contradiction_findings", "validate_knowledge",
-           "validate_case", "case_report", "check_case_results", "sort_findings", "report_graph"]
+__all__ = [
+    "SHAPES_SUFFIX",
+    "ValidationResult",
+    "case_report",
+    "check_case_results",
+    "check_queries",
+    "contradiction_findings",
+    "load_shapes",
+    "query_kind",
+    "query_severity",
+    "report_graph",
+    "run_checks",
+    "run_shapes",
+    "shape_files",
+    "sort_findings",
+    "validate_case",
+    "validate_knowledge",
+]
 
 #: Shape files applied to data end in this; other files in shapes/ (such as shacl-shacl.ttl) are not applied.
 CASE_SHAPES_PREFIX = "case"
@@ -60,7 +77,7 @@ class ValidationResult:
         """True when no finding is a violation (warnings and infos do not fail validation)."""
         return not any(f.severity == "Violation" for f in self.findings)
 
-    def extend(self, other: "ValidationResult") -> None:
+    def extend(self, other: ValidationResult) -> None:
         """Add another run's findings and reports to this one."""
         self.findings += other.findings
         self.shacl_reports += other.shacl_reports
@@ -181,7 +198,8 @@ def shacl_findings(report: Graph, data: Graph) -> list[Finding]:
         focus = report.value(result, SH.focusNode)
         path = report.value(result, SH.resultPath)
         value = report.value(result, SH.value)
-        severity = _SEVERITY_OF.get(report.value(result, SH.resultSeverity), "Violation")
+        level = report.value(result, SH.resultSeverity)
+        severity = _SEVERITY_OF.get(level, "Violation") if isinstance(level, URIRef) else "Violation"
         text = _message(report, result)
         if isinstance(path, URIRef):
             text = f"{_qname(names, path)}: {text}"
@@ -199,7 +217,8 @@ def shacl_findings(report: Graph, data: Graph) -> list[Finding]:
 
 def run_shapes(data: Graph, shapes: Graph, ontology: Graph | None = None) -> tuple[list[Finding], Graph]:
     """Validate ``data`` (with ``ontology`` mixed in, never changed) against ``shapes`` with pySHACL."""
-    from pyshacl import validate as shacl_validate
+    # pySHACL (with OWL-RL) takes about a second to import; only this reference validator needs it.
+    from pyshacl import validate as shacl_validate  # noqa: PLC0415 - heavy dependency, see above
 
     merged = data if ontology is None else data + ontology  # a new graph: the inputs stay unchanged
     try:
@@ -268,9 +287,14 @@ def contradiction_findings(knowledge: Graph, store: EmbeddedStore, queries: Iter
             raise InputError("a -candidates query must SELECT " + ", ".join("?" + v for v in sorted(needed)),
                              path=str(query.path))
         for row in rows.dicts():
-            overlap = RESULT[f"consistency/overlap-{_local(row['focus'])}-{_local(row['other'])}"]
+            focus, other, population, other_population = (row[v] for v in
+                                                           ("focus", "other", "population", "otherPopulation"))
+            if focus is None or other is None or population is None or other_population is None:
+                raise InputError("a -candidates query must bind ?focus, ?other, ?population and ?otherPopulation "
+                                 "in every row", path=str(query.path))
+            overlap = RESULT[f"consistency/overlap-{_local(focus)}-{_local(other)}"]
             members = BNode()
-            Collection(extra, members, [row["population"], row["otherPopulation"]])
+            Collection(extra, members, [population, other_population])
             expression = BNode()
             extra.add((overlap, RDF.type, OWL.Class))
             extra.add((overlap, OWL.equivalentClass, expression))
@@ -302,10 +326,6 @@ def contradiction_findings(knowledge: Graph, store: EmbeddedStore, queries: Iter
 # ---------------------------------------------------------------- entry points
 
 def _algorithm_findings(knowledge: Graph, project: Project) -> list[Finding]:
-    try:
-        from guideline_kg.knowledge import algorithm
-    except ImportError:  # the algorithm module is optional
-        return []
     names = bind_prefixes(Graph())
     return [replace(f, focus=_qname(names, URIRef(f.focus))) if f.focus and "://" in f.focus else f
             for f in algorithm.check(knowledge, project)]
@@ -376,8 +396,6 @@ def _compiled_case_shapes(shapes: tuple, ontology: tuple) -> tuple[list, bytes]:
 def compiled_case_findings(case_graph: Graph, project: Project) -> list[Finding]:
     """The case shapes compiled to SPARQL (:mod:`shacl2sparql`) and run on an embedded store holding the case
     and the ontology's class hierarchy; findings as pySHACL's would be (tests/test_validate.py compares)."""
-    import pyoxigraph as ox
-
     load_shapes(project, CASE_SHAPES_PREFIX)  # an InputError naming the folder when it has no case shapes
     _ontology(project)  # the same for the ontology
     constraints, context = _compiled_case_shapes(_stamp(shape_files(project, CASE_SHAPES_PREFIX)),
@@ -404,11 +422,6 @@ def check_case_results(knowledge: Graph, results: Graph, project: Project) -> li
     store = EmbeddedStore.from_graph(knowledge)
     store.add_graph(results)
     return sort_findings(run_checks(store, check_queries(project, case_level=True), project))
-
-
-def read_case(path: Path | str) -> Graph:
-    """A case file as a graph (for callers without :mod:`guideline_kg.cases`)."""
-    return read_graph(path)
 
 
 # ---------------------------------------------------------------- RDF output
