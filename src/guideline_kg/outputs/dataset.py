@@ -17,6 +17,7 @@ from guideline_kg.core.namespaces import bind_prefixes
 from guideline_kg.core.project import Project
 from guideline_kg.knowledge.graph import load_knowledge
 from guideline_kg.reasoning.derive import results_graph
+from guideline_kg.reasoning.hermit import run_hermit
 from guideline_kg.store.stores import Store
 
 __all__ = ["QueryData", "individuals", "inferred_types", "load_into", "query_data"]
@@ -51,8 +52,6 @@ def inferred_types(knowledge: Graph, cases_graph: Graph) -> Graph:
     """HermiT's conclusions as triples: every named class (direct and indirect) of every named individual
     of the knowledge graph and of ``cases_graph``, not already asserted. One HermiT run (InputError if the
     cases make the graph inconsistent)."""
-    from guideline_kg.reasoning.hermit import run_hermit
-
     merged = knowledge + cases_graph
     result = run_hermit(knowledge, individuals(merged), extra=cases_graph)
     if not result.consistent:
@@ -97,7 +96,7 @@ def load_into(store: Store, data: QueryData, *, replace: bool = False) -> None:
     """Put ``data`` into ``store``. The knowledge graph is loaded only if the store has no guideline yet
     (or always with ``replace``, which on a remote store replaces its default graph)."""
     if replace and hasattr(store, "replace_graph"):
-        store.replace_graph(data.knowledge + data.extra)  # type: ignore[attr-defined]
+        store.replace_graph(data.knowledge + data.extra)
         return
     has = getattr(store, "has_knowledge", None)
     if replace or has is None or not has():
