@@ -11,26 +11,28 @@ reported and never derived nor dropped silently: they get a JSON line with ``"in
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
 import pyoxigraph as ox
 from rdflib import Graph, URIRef
 
+from guideline_kg.checks.gate import CaseShapes, Gate, case_shapes, is_invalid
 from guideline_kg.cohort.shards import iter_shards
+from guideline_kg.compile.shacl2sparql import CompiledConstraint, ShapeResult, hierarchy_context
 from guideline_kg.core.errors import InputError
 from guideline_kg.core.namespaces import GK, RDF
 from guideline_kg.core.project import Project
-from guideline_kg.checks.gate import CaseShapes, Gate, case_shapes, is_invalid
-from guideline_kg.compile.shacl2sparql import CompiledConstraint, ShapeResult, hierarchy_context
 from guideline_kg.store.stores import EmbeddedStore, RemoteStore
 
-__all__ = ["CohortSummary", "CohortEvaluator", "hierarchy_context", "case_shapes"]
+__all__ = ["CohortEvaluator", "CohortSummary", "case_shapes", "hierarchy_context"]
 
 STAGES = ("load", "validate", "derive", "write")
 
@@ -87,16 +89,19 @@ class CohortEvaluator:
         self.context = self.gate.shapes.context
         self.lines = {sid: ",".join(map(str, st["source_lines"])) for sid, st in self.evaluator.statements.items()}
 
-    def _patients_of(self, store: "ox.Store | _RemoteQueries", nodes: set[str]) -> dict[str, str]:
+    def _patients_of(self, store: ox.Store | _RemoteQueries, nodes: set[str]) -> dict[str, str]:
         """The patient each focus node belongs to (the node itself, or a node the patient's facts lead to)."""
         if not nodes:
             return {}
         values = " ".join(f"<{n}>" for n in nodes if not n.startswith("_:"))
         q = (f"SELECT ?focus ?patient WHERE {{ VALUES ?focus {{ {values} }} "
              f"?patient a <{GK.Patient}> . ?patient (!<{RDF.type}>)* ?focus }}")
-        return {s["focus"].value: s["patient"].value for s in store.query(q)}
+        solutions = store.query(q)
+        if not isinstance(solutions, ox.QuerySolutions):
+            raise InputError("the store answered a SELECT query with something other than solutions")
+        return {s["focus"].value: s["patient"].value for s in solutions}
 
-    def validate(self, store: "ox.Store | _RemoteQueries") -> tuple[dict[str, list[ShapeResult]], int]:
+    def validate(self, store: ox.Store | _RemoteQueries) -> tuple[dict[str, list[ShapeResult]], int]:
         """Violations per patient IRI, and the number of warnings."""
         workers = (os.cpu_count() or 1) if isinstance(store, ox.Store) else 1
         results = self.gate.shapes.run(store, workers=workers)
@@ -131,8 +136,9 @@ class CohortEvaluator:
             summary.seconds["load"] += clock() - t
             summary.shards += 1
             if remote is not None:
-                remote.send_ntriples(shard.store.dump(format=ox.RdfFormat.N_TRIPLES, from_graph=ox.DefaultGraph()),
-                                     replace=True)
+                buffer = io.BytesIO()
+                shard.store.dump(buffer, format=ox.RdfFormat.N_TRIPLES, from_graph=ox.DefaultGraph())
+                remote.send_ntriples(buffer.getvalue(), replace=True)
                 summary.seconds["load"] += clock() - t
             t = clock()
             bad, warnings = self.validate(shard.store if remote is None else _RemoteQueries(remote))
@@ -145,8 +151,8 @@ class CohortEvaluator:
                 store.ox = shard.store
             else:
                 store = remote
-            patients = sorted(URIRef(q.subject.value) for q in shard.store.quads_for_pattern(
-                None, ox.NamedNode(str(RDF.type)), ox.NamedNode(str(GK.Patient))))
+            typed = shard.store.quads_for_pattern(None, ox.NamedNode(str(RDF.type)), ox.NamedNode(str(GK.Patient)))
+            patients = sorted(URIRef(q.subject.value) for q in typed if not isinstance(q.subject, ox.Triple))
             valid = [p for p in patients if str(p) not in bad]
             results = list(self.evaluator.evaluate_store(store, valid))
             summary.seconds["derive"] += clock() - t
@@ -159,9 +165,9 @@ class CohortEvaluator:
                 summary.urgent += cr.has_urgent()
                 for sid, status in cr.statuses().items():
                     summary.status[sid][status] += 1
-            for patient, found in sorted(bad.items()):
+            for patient, unsorted in sorted(bad.items()):
                 # a store may give solutions in any order: sort, so that every store writes the same line
-                found = sorted(found, key=lambda r: (r.focus, r.path or "", r.component, r.value or "", r.message))
+                found = sorted(unsorted, key=lambda r: (r.focus, r.path or "", r.component, r.value or "", r.message))
                 name = patient.rsplit("/", 1)[-1]
                 reasons = [f"{r.focus.rsplit('/', 1)[-1]}: {r.message}" for r in found]
                 summary.invalid.append({"case": name, "reasons": reasons})
