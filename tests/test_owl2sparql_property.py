@@ -185,7 +185,7 @@ def agree(exprs: list[Expr], data: tuple) -> None:
     facts = abox(data)
     hermit = classify(tbox + facts, INDIVIDUALS)
     assert hermit.consistent
-    for q, e in zip(defined, exprs):
+    for q, e in zip(defined, exprs, strict=True):
         reference = {i for i, types in hermit.types.items() if str(q) in types}
         assert fast_members(tbox, facts, q) == reference, (e, sorted(facts))
 

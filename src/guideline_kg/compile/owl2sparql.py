@@ -22,7 +22,8 @@ from guideline_kg.core.errors import GuidelineKGError
 
 __all__ = ["Compiler", "Pattern", "UnsupportedExpression"]
 
-_FACETS = {XSD.minInclusive: ">=", XSD.maxInclusive: "<=", XSD.minExclusive: ">", XSD.maxExclusive: "<"}
+_FACETS: dict[Node, str] = {
+    XSD.minInclusive: ">=", XSD.maxInclusive: "<=", XSD.minExclusive: ">", XSD.maxExclusive: "<"}
 #: The numeric datatypes whose value spaces OWL 2 distinguishes (xsd:double and xsd:float are disjoint from
 #: xsd:decimal, which holds xsd:integer). pyoxigraph stores the derived integer types (xsd:int, xsd:byte, ...) as
 #: xsd:integer, so these four are all the datatypes a numeric literal in the store has.

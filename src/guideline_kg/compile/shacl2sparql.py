@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn, cast
 
 import pyoxigraph as ox
 from rdflib import Graph, Literal, URIRef
@@ -39,9 +39,9 @@ _CASTS = {XSD[n] for n in ("string", "boolean", "decimal", "integer", "double", 
                            "duration", "dayTimeDuration", "yearMonthDuration", "gYear", "gYearMonth", "gMonth",
                            "gDay", "gMonthDay")}
 _LANG_STRING = RDF.langString
-_COMPARE = {SH.minInclusive: ">=", SH.maxInclusive: "<=", SH.minExclusive: ">", SH.maxExclusive: "<"}
+_COMPARE: dict[Node, str] = {SH.minInclusive: ">=", SH.maxInclusive: "<=", SH.minExclusive: ">", SH.maxExclusive: "<"}
 #: Constraint parameters that test one value node at a time (the value expression of :meth:`_value_expr`).
-_VALUE_COMPONENTS = {
+_VALUE_COMPONENTS: dict[Node, URIRef] = {
     SH.datatype: SH.DatatypeConstraintComponent, SH.nodeKind: SH.NodeKindConstraintComponent,
     SH["class"]: SH.ClassConstraintComponent, SH["in"]: SH.InConstraintComponent,
     SH.minInclusive: SH.MinInclusiveConstraintComponent, SH.maxInclusive: SH.MaxInclusiveConstraintComponent,
@@ -51,7 +51,8 @@ _VALUE_COMPONENTS = {
     SH["or"]: SH.OrConstraintComponent, SH["and"]: SH.AndConstraintComponent, SH["not"]: SH.NotConstraintComponent,
     SH.xone: SH.XoneConstraintComponent, SH.node: SH.NodeConstraintComponent,
 }
-_PAIR_COMPONENTS = {SH.equals: SH.EqualsConstraintComponent, SH.disjoint: SH.DisjointConstraintComponent,
+_PAIR_COMPONENTS: dict[Node, URIRef] = {
+    SH.equals: SH.EqualsConstraintComponent, SH.disjoint: SH.DisjointConstraintComponent,
                     SH.lessThan: SH.LessThanConstraintComponent,
                     SH.lessThanOrEquals: SH.LessThanOrEqualsConstraintComponent}
 #: Shape properties that are not constraints themselves (descriptive, targets, or read with another parameter).
@@ -71,7 +72,8 @@ def _filter_on_this_in_inner_group(text: str) -> bool:
     """Whether a FILTER or BIND reads $this inside a group nested in the WHERE clause (other than an EXISTS
     group). The compiled query binds $this by joining the focus nodes with the WHERE clause, and SPARQL evaluates
     inner groups before that join, so there $this would be unbound where SHACL's pre-binding has it bound."""
-    depth, exists_depth, segment = 0, [], [""]
+    depth, segment = 0, [""]
+    exists_depth: list[bool] = []
     i = 0
     while i < len(text):
         ch = text[i]
@@ -133,6 +135,16 @@ def _lit(node: Node) -> str:
     return sparql_term(node)
 
 
+def _int(node: Node) -> int:
+    """A count parameter's value (sh:minCount 2)."""
+    if not isinstance(node, Literal) or not isinstance(node.toPython(), int):
+        raise InputError(f"{node!r} is not an integer where SHACL needs one")
+    return int(node.toPython())
+
+
+_Values = Callable[[str], str] | None
+
+
 def _true(node: Node | None) -> bool:
     """Whether a boolean parameter is set: only "true"^^xsd:boolean counts (SHACL names only true; "1" does not)."""
     return isinstance(node, Literal) and node.datatype == XSD.boolean and str(node) == "true"
@@ -144,7 +156,8 @@ class _ShapeCompiler:
         self.out: list[CompiledConstraint] = []
         self._ids = itertools.count()
         #: parameters of SPARQL-based constraint components declared in the shapes graph (refused when used)
-        self.custom_params = {self.g.value(p, SH.path): c for c, p in self.g.subject_objects(SH.parameter)}
+        self.custom_params: dict[Node | None, Node] = {
+            self.g.value(p, SH.path): c for c, p in self.g.subject_objects(SH.parameter)}
 
     def fresh(self, hint: str) -> str:
         return f"?{hint}_{next(self._ids)}"
@@ -152,7 +165,7 @@ class _ShapeCompiler:
     def name(self, shape: Node) -> str:
         return str(shape) if isinstance(shape, URIRef) else f"_:{shape}"
 
-    def refuse(self, shape: Node, what: str) -> None:
+    def refuse(self, shape: Node, what: str) -> NoReturn:
         raise InputError(f"shape {self.name(shape)}: {what} is not supported by the compiled validator; "
                          "validate these cases with pySHACL instead (docs/compilers.md lists what is supported)")
 
@@ -217,7 +230,7 @@ class _ShapeCompiler:
         return "{ SELECT DISTINCT ?this WHERE { " + " UNION ".join(f"{{ {p} }}" for p in parts) + " } }"
 
     # ---- value expressions: true when the value node ``v`` conforms ---------------------------------------
-    def value_expr(self, owner: Node, param: URIRef, arg: Node, v: str, stack: frozenset[Node]) -> str:
+    def value_expr(self, owner: Node, param: Node, arg: Node, v: str, stack: frozenset[Node]) -> str:
         if param == SH.datatype:
             test = f"isLiteral({v}) && datatype({v}) = {_lit(arg)}"
             if arg == _LANG_STRING:
@@ -229,7 +242,8 @@ class _ShapeCompiler:
                 test += f" && COALESCE(STRLEN(STR({_lit(arg)}(STR({v})))) >= 0, false)"
             return f"({test})"
         if param == SH.nodeKind:
-            kinds = {SH.IRI: f"isIRI({v})", SH.BlankNode: f"isBlank({v})", SH.Literal: f"isLiteral({v})",
+            kinds: dict[Node, str] = {
+                SH.IRI: f"isIRI({v})", SH.BlankNode: f"isBlank({v})", SH.Literal: f"isLiteral({v})",
                      SH.BlankNodeOrIRI: f"(isIRI({v}) || isBlank({v}))",
                      SH.BlankNodeOrLiteral: f"(isBlank({v}) || isLiteral({v}))",
                      SH.IRIOrLiteral: f"(isIRI({v}) || isLiteral({v}))"}
@@ -248,18 +262,18 @@ class _ShapeCompiler:
             fl = f", {_lit(Literal(str(flags)))}" if flags is not None else ""
             return f"COALESCE(!isBlank({v}) && REGEX(STR({v}), {_lit(Literal(str(arg)))}{fl}), false)"
         if param == SH.minLength:
-            return f"COALESCE(!isBlank({v}) && STRLEN(STR({v})) >= {int(arg)}, false)"
+            return f"COALESCE(!isBlank({v}) && STRLEN(STR({v})) >= {_int(arg)}, false)"
         if param == SH.maxLength:
-            return f"COALESCE(!isBlank({v}) && STRLEN(STR({v})) <= {int(arg)}, false)"
+            return f"COALESCE(!isBlank({v}) && STRLEN(STR({v})) <= {_int(arg)}, false)"
         if param == SH.languageIn:
             tags = " || ".join(f"langMatches(lang({v}), {_lit(Literal(str(t)))})" for t in Collection(self.g, arg))
             return f"(isLiteral({v}) && ({tags or 'false'}))"
         if param in (SH["or"], SH["and"], SH.xone):
-            members = [self.conforms(m, v, stack) for m in Collection(self.g, arg)]
+            tests: list[str] = [self.conforms(m, v, stack) for m in Collection(self.g, arg)]
             if param == SH.xone:
-                return "((" + " + ".join(f"IF({m}, 1, 0)" for m in members) + ") = 1)" if members else "false"
+                return "((" + " + ".join(f"IF({m}, 1, 0)" for m in tests) + ") = 1)" if tests else "false"
             op = " || " if param == SH["or"] else " && "
-            return "(" + (op.join(members) or ("false" if param == SH["or"] else "true")) + ")"
+            return "(" + (op.join(tests) or ("false" if param == SH["or"] else "true")) + ")"
         if param == SH["not"]:
             return f"!({self.conforms(arg, v, stack)})"
         if param == SH.node:
@@ -280,9 +294,8 @@ class _ShapeCompiler:
             return "true"
         path_node = self.g.value(shape, SH.path)
         exprs: list[str] = []
-        if path_node is None:
-            values = None
-        else:
+        values: _Values = None
+        if path_node is not None:
             path = self.path(shape, path_node)
             values = lambda x: f"{v} {path} {x} ."  # noqa: E731
         for param, arg in self._parameters(shape):
@@ -298,7 +311,7 @@ class _ShapeCompiler:
             if param in (SH.minCount, SH.maxCount):
                 if values is None:
                     self.refuse(shape, f"{param} on a node shape")
-                n = int(arg)
+                n = _int(arg)
                 if n > 4:
                     self.refuse(shape, f"{param} above 4 inside sh:node, sh:or, sh:and, sh:not or sh:xone")
                 k = n if param == SH.minCount else n + 1
@@ -331,7 +344,8 @@ class _ShapeCompiler:
                     exprs.append(self.value_expr(shape, param, arg, v, stack))
                 else:
                     x = self.fresh("x")
-                    exprs.append(f"NOT EXISTS {{ {values(x)} FILTER (!({self.value_expr(shape, param, arg, x, stack)})) }}")
+                    test = self.value_expr(shape, param, arg, x, stack)
+                    exprs.append(f"NOT EXISTS {{ {values(x)} FILTER (!({test})) }}")
             else:
                 self.refuse(shape, f"{param} inside sh:node, sh:property, sh:or, sh:and, sh:not or sh:xone")
         return "(" + (" && ".join(exprs) or "true") + ")"
@@ -343,7 +357,7 @@ class _ShapeCompiler:
             allowed |= set(Collection(self.g, ignored))
         return ", ".join(_lit(a) for a in sorted(allowed, key=str) if isinstance(a, URIRef))
 
-    def _pair_violation(self, param: URIRef, other: Node, this: str, values: Any, x: str, o: str,
+    def _pair_violation(self, param: Node, other: Node, this: str, values: _Values, x: str, o: str,
                         head: str = "") -> str:
         """A pattern with solutions when the pair constraint ``param`` (sh:equals, sh:disjoint, sh:lessThan,
         sh:lessThanOrEquals with the property ``other``) fails for the focus ``this``: the failing value node is
@@ -360,7 +374,7 @@ class _ShapeCompiler:
         op = "<" if param == SH.lessThan else "<="
         return f"{head} {own} {this} {p2} {o} . FILTER (!COALESCE({x} {op} {o}, false))"
 
-    def _pair_expr(self, param: URIRef, other: Node, v: str) -> str:
+    def _pair_expr(self, param: Node, other: Node, v: str) -> str:
         """True when the node ``v`` itself (a node shape's value node) meets the pair constraint ``param``."""
         p2, o = _lit(other), self.fresh("o")
         if param == SH.equals:
@@ -388,7 +402,7 @@ class _ShapeCompiler:
         path_node = self.g.value(shape, SH.path)
         message = self.message(shape, f"constraint on {path_node} not met" if path_node else "shape not met")
         path = self.path(shape, path_node) if path_node is not None else None
-        values = (lambda x: f"?this {path} {x} .") if path is not None else None
+        values: _Values = (lambda x: f"?this {path} {x} .") if path is not None else None
         each = values("?value") if values is not None else "BIND (?this AS ?value)"
         for param, arg in self._parameters(shape):
             if param in _NON_CONSTRAINTS:
@@ -400,7 +414,7 @@ class _ShapeCompiler:
             if param in (SH.minCount, SH.maxCount):
                 if path is None:
                     self.refuse(shape, f"{param} on a node shape")
-                self._count(shape, param, int(arg), target, path, message, path_node)
+                self._count(shape, param, _int(arg), target, path, message, path_node)
             elif param == SH.qualifiedValueShape:
                 self._qualified(shape, arg, target, path, message, path_node, stack)
             elif param == SH.hasValue:
@@ -422,11 +436,12 @@ class _ShapeCompiler:
                     self.add(f"{target}\n  ?this ?path ?value .\n  FILTER (?path NOT IN ({self._allowed(shape)}))",
                              shape, SH.ClosedConstraintComponent, message, None, "?this ?path ?value")
             elif param == SH.uniqueLang:
-                if path is None:
+                if values is None:
                     self.refuse(shape, "sh:uniqueLang on a node shape")
                 if _true(arg):
                     self.add(f"{target}\n  {values('?a')} {values('?b')}\n  FILTER (!sameTerm(?a, ?b) && "
-                             "lang(?a) != \"\" && LCASE(lang(?a)) = LCASE(lang(?b)))\n  BIND (LCASE(lang(?a)) AS ?lang)",
+                             "lang(?a) != \"\" && LCASE(lang(?a)) = LCASE(lang(?b)))\n"
+                             "  BIND (LCASE(lang(?a)) AS ?lang)",
                              shape, SH.UniqueLangConstraintComponent, message, path_node, "?this ?lang")
             elif param in _PAIR_COMPONENTS:
                 where = self._pair_violation(param, arg, "?this", values, "?value", "?other", target)
@@ -439,8 +454,8 @@ class _ShapeCompiler:
             else:
                 self.refuse(shape, f"the parameter {param}")
 
-    def _count(self, shape: Node, param: URIRef, n: int, target: str, path: str, message: str,
-               path_node: Node) -> None:
+    def _count(self, shape: Node, param: Node, n: int, target: str, path: str, message: str,
+               path_node: Node | None) -> None:
         if param == SH.minCount and n == 0:
             return
         if param == SH.minCount and n == 1:  # the common cases, without grouping (much faster)
@@ -476,7 +491,7 @@ class _ShapeCompiler:
             n = self.g.value(shape, param)
             if n is not None:
                 q = (f"SELECT ?this WHERE {{\n  {target}\n  OPTIONAL {{ ?this {path} ?v FILTER ({expr}) }}\n}} "
-                     f"GROUP BY ?this HAVING (COUNT(DISTINCT ?v) {op} {int(n)})")
+                     f"GROUP BY ?this HAVING (COUNT(DISTINCT ?v) {op} {_int(n)})")
                 self.out.append(CompiledConstraint(q, self.name(shape), str(comp), severity.rsplit("#", 1)[-1],
                                                    message, self.path_name(path_node), severity))
 
@@ -571,9 +586,14 @@ def _term_str(term: Any) -> str | None:
 _TEMPLATE = re.compile(r"\{[?$](\w+)\}")
 
 
+def _fill(message: str, bound: dict[str, Any]) -> str:
+    """The message with {$this}, {?value}, {?path} replaced by the solution's terms."""
+    return _TEMPLATE.sub(lambda m: str(bound.get(m.group(1)) or m.group(0)), message)
+
+
 def _run_one(store: ox.Store, c: CompiledConstraint, prologue: str) -> list[ShapeResult]:
     results: list[ShapeResult] = []
-    solutions = store.query(prologue + c.query)
+    solutions = cast(ox.QuerySolutions, store.query(prologue + c.query))
     names = [v.value for v in solutions.variables]
     for sol in solutions:
         row = {n: sol[n] for n in names}
@@ -585,7 +605,7 @@ def _run_one(store: ox.Store, c: CompiledConstraint, prologue: str) -> list[Shap
         if value is None and c.value_is_focus:
             value = this
         bound = {"this": this, "value": value, "path": row.get("path")}
-        message = _TEMPLATE.sub(lambda m: str(bound.get(m.group(1)) or m.group(0)), c.message)
+        message = _fill(c.message, bound)
         results.append(ShapeResult(_term_str(this) or "", path, str(value) if value is not None else None,
                                    c.component, c.severity, message, c.shape, str(this),
                                    str(value) if value is not None else None,
