@@ -17,7 +17,7 @@ from guideline_kg.cases.reader import load_cases
 from guideline_kg.cli.main import main
 from guideline_kg.core.project import Project
 from guideline_kg.knowledge.algorithm import build_graph
-from guideline_kg.outputs.render import _label, case_view, render, to_mermaid
+from guideline_kg.outputs.render import case_view, node_label, render, to_mermaid
 from guideline_kg.reasoning.derive import Evaluator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +51,7 @@ def test_svg_is_xml_and_shows_every_node_label(graph: nx.DiGraph) -> None:
     root = ET.fromstring(render(graph, "svg"))
     texts = {" ".join("".join(t.itertext()).split()) for t in root.iter("{http://www.w3.org/2000/svg}text")}
     for _node, attrs in graph.nodes(data=True):
-        lines = [" ".join(line.split()) for line in _label(attrs).splitlines()]
+        lines = [" ".join(line.split()) for line in node_label(attrs).splitlines()]
         assert [line for line in lines if line not in texts] == [], attrs["name"]
         assert " ".join(lines).count(" ") >= len(attrs["label"].split()) - 1
 

@@ -18,13 +18,26 @@ from typing import Any
 import networkx as nx
 from rdflib import Graph, URIRef
 
-from guideline_kg.knowledge.algorithm import ordered_nodes
 from guideline_kg.cases.reader import Case
 from guideline_kg.core.errors import InputError
 from guideline_kg.core.project import Project
+from guideline_kg.knowledge.algorithm import ordered_nodes
+from guideline_kg.reasoning.derive import Evaluator
+from guideline_kg.store.stores import EmbeddedStore
 
-__all__ = ["FORMATS", "CaseView", "case_view", "to_agraph", "to_dot", "to_mermaid", "to_graphml",
-           "to_cytoscape", "render", "wrap"]
+__all__ = [
+    "FORMATS",
+    "CaseView",
+    "case_view",
+    "node_label",
+    "render",
+    "to_agraph",
+    "to_cytoscape",
+    "to_dot",
+    "to_graphml",
+    "to_mermaid",
+    "wrap",
+]
 
 FORMATS = ("svg", "png", "dot", "mermaid", "graphml", "cytoscape")
 
@@ -40,7 +53,8 @@ COLUMNS = 2
 
 def wrap(text: str, width: int) -> list[str]:
     """Lines of at most ``width`` characters (words are not split unless longer than a line)."""
-    return textwrap.wrap(" ".join(str(text).split()), width=width, break_long_words=True, break_on_hyphens=False) or [""]
+    words = " ".join(str(text).split())
+    return textwrap.wrap(words, width=width, break_long_words=True, break_on_hyphens=False) or [""]
 
 
 def _colours(attrs: dict[str, Any]) -> tuple[str, str]:
@@ -98,9 +112,6 @@ def case_view(graph: nx.DiGraph, knowledge: Graph, project: Project, case: Case,
               reasoner: str = "fast", *, evaluator: Any = None, result: Any = None) -> CaseView:
     """Lay the derivation of ``case`` over the algorithm graph: ``result`` (a derive.CaseResult) and the
     ``evaluator`` that made it, as the gate (checks.gate) gives them; without them, derive here."""
-    from guideline_kg.reasoning.derive import Evaluator
-    from guideline_kg.store.stores import EmbeddedStore
-
     evaluator = evaluator or Evaluator(knowledge, project)
     result = result or evaluator.evaluate(case, reasoner=reasoner)
     view = CaseView(case.name, result.in_scope, result.scope_reason, urgent=list(result.urgent))
@@ -138,14 +149,15 @@ def _node_lines(attrs: dict[str, Any]) -> tuple[str, list[str], str]:
     """Header, wrapped body and footer of a node's label."""
     kind, name = attrs["kind"], attrs.get("name", "")
     lines = "lines " if len(attrs.get("source_lines") or []) > 1 else "line "
-    where = lines + ", ".join(map(str, attrs.get("source_lines") or [])) if attrs.get("source_lines") else "no source line"
+    where = (lines + ", ".join(map(str, attrs.get("source_lines") or [])) if attrs.get("source_lines")
+             else "no source line")
     refs = " · ref " + ", ".join(map(str, attrs["citations"])) if attrs.get("citations") else ""
     if kind == "step":
         return "STEP", wrap(attrs["label"], 26), where
     if kind == "decision":
         return "", wrap(attrs["label"], 22), where
     if kind == "gap":
-        return f"{name} · NOT SPECIFIED", wrap(attrs["label"], 28) + ["(the source gives no content here)"], where
+        return f"{name} · NOT SPECIFIED", [*wrap(attrs["label"], 28), "(the source gives no content here)"], where
     head = f"{name} · {(attrs.get('direction') or '').upper()} · {attrs.get('strength') or ''}".strip(" ·")
     body = wrap(attrs["label"], 30)
     if attrs.get("unspecified"):
@@ -153,7 +165,8 @@ def _node_lines(attrs: dict[str, Any]) -> tuple[str, list[str], str]:
     return head, body, where + refs
 
 
-def _label(attrs: dict[str, Any], prefix: str | None = None) -> str:
+def node_label(attrs: dict[str, Any], prefix: str | None = None) -> str:
+    """The text of a node's box: the optional prefix, the heading, the wrapped label and the source lines."""
     head, body, foot = _node_lines(attrs)
     parts = ([prefix] if prefix else []) + ([head] if head else []) + body + ([foot] if foot else [])
     return "\n".join(parts)
@@ -226,7 +239,8 @@ def _node_style(attrs: dict[str, Any], view: CaseView | None, node: str) -> dict
     if view is not None:
         status = view.status.get(node)
         reach = view.reach.get(node, "off")
-        faded = (status == "not-applicable") or (status is None and reach == "off" and not view.leads_to_applicable(node))
+        faded = (status == "not-applicable") or (status is None and reach == "off"
+                                                  and not view.leads_to_applicable(node))
         if status == "applicable":
             urgent = attrs.get("urgent")
             style.update(color=RED if urgent else GREEN, penwidth=5 if urgent else 3.5)
@@ -244,7 +258,7 @@ def _node_style(attrs: dict[str, Any], view: CaseView | None, node: str) -> dict
             style.update(penwidth=max(float(style["penwidth"]), 3.0), color="#222222")
         elif status is None and reach == "possible":
             style.update(color=ORANGE)
-    style["label"] = _label(attrs, prefix)
+    style["label"] = node_label(attrs, prefix)
     if view is not None and view.missing.get(node):
         style["tooltip"] = "missing: " + "; ".join(view.missing[node])
     return style
@@ -275,11 +289,13 @@ def _edge_style(data: dict[str, Any], state: str | None, target_faded: bool, vie
 
 def to_agraph(graph: nx.DiGraph, view: CaseView | None = None, title: str | None = None) -> Any:
     """The styled pygraphviz graph (top-down, layered) of the algorithm, optionally with a case laid over it."""
-    import pygraphviz as pgv
+    # pygraphviz loads Graphviz's C libraries; only the drawn formats need it (mermaid and graphml do not).
+    import pygraphviz as pgv  # noqa: PLC0415 - heavy dependency, see above
 
     ag = pgv.AGraph(directed=True, strict=False, name="algorithm")
     ag.graph_attr.update(rankdir="TB", fontname=FONT, fontsize=16, labelloc="t", nodesep=0.35, ranksep=0.55,
-                         newrank="true", splines="spline", pad=0.3, label=_title_html(title, view), outputorder="edgesfirst")
+                         newrank="true", splines="spline", pad=0.3, label=_title_html(title, view),
+                         outputorder="edgesfirst")
     ag.node_attr.update(fontname=FONT)
     names = {n: graph.nodes[n].get("name") or n for n in graph}
     spine = {n for n in graph if graph.nodes[n]["kind"] in ("step", "decision")}
@@ -296,7 +312,7 @@ def to_agraph(graph: nx.DiGraph, view: CaseView | None = None, title: str | None
     for parent in graph:  # offered actions in rows of at most COLUMNS, so the chart stays portrait
         offered = [v for _, v, d in sorted(graph.out_edges(parent, data=True), key=lambda e: e[2].get("order", 0))
                    if d.get("kind") == "offers" and v not in spine]
-        for a, b in zip(offered, offered[COLUMNS:]):
+        for a, b in zip(offered, offered[COLUMNS:], strict=False):  # each action above the one a row below
             ag.add_edge(names[a], names[b], style="invis", weight=5)
     ag.add_node("legend", shape="plaintext", label=_legend_html(graph, view), fontsize=10, fontname=FONT)
     entry = graph.graph.get("entry")
@@ -336,7 +352,7 @@ def to_mermaid(graph: nx.DiGraph, view: CaseView | None = None, title: str | Non
         if view is not None and node in view.status:
             prefix = {"applicable": "APPLIES", "not-applicable": "does not apply",
                       "undetermined": "UNDETERMINED"}[view.status[node]]
-        text = _mm_text(_label(a, prefix))
+        text = _mm_text(node_label(a, prefix))
         shape = {"decision": ('{"', '"}'), "step": ('[["', '"]]'), "gap": ('>"', '"]')}.get(a["kind"], ('["', '"]'))
         out.append(f"    {nid}{shape[0]}{text}{shape[1]}")
         order = a.get("line_order")
@@ -357,12 +373,14 @@ def to_mermaid(graph: nx.DiGraph, view: CaseView | None = None, title: str | Non
         arrow = "==>" if d.get("kind") in ("urgent", "escalation") else "-->"
         text = d.get("condition_text")
         label = f'|"{_mm_text(text)}"|' if text else ""
-        out.append(f"    {_mm_id(graph.nodes[u].get('name') or u)} {arrow}{label} {_mm_id(graph.nodes[v].get('name') or v)}")
+        source, target = _mm_id(graph.nodes[u].get("name") or u), _mm_id(graph.nodes[v].get("name") or v)
+        out.append(f"    {source} {arrow}{label} {target}")
     defs = {f"line{i}": f"fill:{fill},stroke:#555555" for i, (fill, _) in enumerate(PALETTE)}
     defs.update(lineNone="fill:#ffffff,stroke:#555555", against=f"stroke:{RED},stroke-width:2px,stroke-dasharray:5 3",
                 gap="fill:#fafafa,stroke:#888888,stroke-dasharray:4 3,color:#666666",
                 urgent=f"stroke:{RED},stroke-width:3px",
-                applicable=f"stroke:{GREEN},stroke-width:4px", undetermined=f"stroke:{ORANGE},stroke-width:2px,stroke-dasharray:5 3",
+                applicable=f"stroke:{GREEN},stroke-width:4px",
+                undetermined=f"stroke:{ORANGE},stroke-width:2px,stroke-dasharray:5 3",
                 notapplicable=f"fill:#f7f7f7,stroke:{FADED},color:#a0a0a0")
     for name in classes:
         out.append(f"    classDef {name} {defs[name]}")
