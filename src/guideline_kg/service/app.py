@@ -13,9 +13,12 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
+from urllib.parse import parse_qs
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from rdflib import Graph
@@ -24,15 +27,18 @@ from guideline_kg.cases.reader import Case
 from guideline_kg.checks.gate import Gate, GateResult
 from guideline_kg.core.errors import InputError
 from guideline_kg.core.files import load_json
+from guideline_kg.core.namespaces import DCTERMS, RDFS
 from guideline_kg.core.project import Project
 from guideline_kg.core.queries import NamedQuery, list_queries
 from guideline_kg.knowledge.algorithm import build_graph
+from guideline_kg.knowledge.graph import guideline_iri
+from guideline_kg.outputs.cds_cards import cards_for
 from guideline_kg.outputs.render import render
-from guideline_kg.store.results import MEDIA_TYPES, QueryResult, QueryTimeout, ResultTooLarge, serialise
 from guideline_kg.service.page import PAGE as _PAGE
+from guideline_kg.store.results import MEDIA_TYPES, QueryResult, QueryTimeout, ResultTooLarge, serialise
 from guideline_kg.store.stores import SparqlSyntaxError
 
-__all__ = ["ServerConfig", "create_app", "negotiate", "is_update", "CDS_SERVICE_ID", "INVALID_CASE_STATUS"]
+__all__ = ["CDS_SERVICE_ID", "INVALID_CASE_STATUS", "ServerConfig", "create_app", "is_update", "negotiate"]
 
 log = logging.getLogger("guideline_kg.server")
 
@@ -111,9 +117,6 @@ def negotiate(accept: str | None, kind: str) -> str | None:
 
 
 def _guideline_title(config: ServerConfig) -> str:
-    from guideline_kg.knowledge.graph import guideline_iri
-    from guideline_kg.core.namespaces import DCTERMS, RDFS
-
     g = guideline_iri(config.knowledge)
     return str(config.knowledge.value(g, DCTERMS.title) or config.knowledge.value(g, RDFS.label) or g)
 
@@ -196,8 +199,6 @@ def create_app(config: ServerConfig) -> Any:
             if ctype == "application/sparql-query":
                 query = body
             elif ctype == "application/x-www-form-urlencoded":
-                from urllib.parse import parse_qs
-
                 form = {k: v[0] for k, v in parse_qs(body, keep_blank_values=True).items()}
                 if "update" in form:
                     return problem(403, "this endpoint is read-only: SPARQL Update is refused")
@@ -211,8 +212,6 @@ def create_app(config: ServerConfig) -> Any:
             return problem(400, "missing the query parameter (SPARQL 1.1 Protocol: query=...)")
         if is_update(query):
             return problem(403, "this endpoint is read-only: SPARQL Update is refused")
-        import anyio
-
         try:
             result = await anyio.to_thread.run_sync(config.run_query, query, config.timeout, config.max_results)
         except SparqlSyntaxError as exc:
@@ -257,8 +256,6 @@ def create_app(config: ServerConfig) -> Any:
         except InputError as exc:
             return problem(400, str(exc))
         name = str((body.get("context") or {}).get("patientId") or body.get("hookInstance") or "patient")
-        import anyio
-
         try:
             gated = await anyio.to_thread.run_sync(_through_gate, config, gates, bundle, name)
         except InputError as exc:
@@ -270,8 +267,6 @@ def create_app(config: ServerConfig) -> Any:
                                           f"{'s' if len(gated.violations) != 1 else ''}); no cards",
                                  "case": gated.name, "violations": [v.to_json() for v in gated.violations]},
                                 status_code=INVALID_CASE_STATUS)
-        from guideline_kg.outputs.cds_cards import cards_for
-
         return JSONResponse(cards_for(gated.result, config.knowledge, config.project))
 
     return app
@@ -314,12 +309,3 @@ def _through_gate(config: ServerConfig, gates: dict[str, Gate], bundle: dict[str
         raise
     except Exception as exc:  # the FHIR model rejects the resource: a client error, not a crash
         raise InputError(re.sub(r"\s+", " ", str(exc))[:500]) from None
-
-
-def serve_embedded_worker(ntriples: bytes) -> Any:
-    """A :class:`worker.QueryWorker` over ``ntriples`` (kept here so the command needs one import)."""
-    from guideline_kg.store.worker import QueryWorker
-
-    return QueryWorker(ntriples)
-
-
