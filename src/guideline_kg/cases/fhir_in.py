@@ -203,7 +203,8 @@ class _Mapper:
         for coding in codings:
             if not isinstance(coding, dict) or not isinstance(coding.get("code"), str) \
                     or not isinstance(coding.get("system", ""), str):
-                self.fail(res, f"{where}.coding", f"expected codings with string system and code, got {json.dumps(coding)[:60]}")
+                self.fail(res, f"{where}.coding",
+                          f"expected codings with string system and code, got {json.dumps(coding)[:60]}")
             out.append((coding.get("system", ""), coding["code"]))
         return out
 
@@ -519,7 +520,7 @@ def bundle_to_case(bundle: dict, name: str, source: Path | None = None, *,
         if stamp is None:
             mapper.notes.append(f"no Bundle.{rules.assessment_date}: the assessment date is unknown")
         else:
-            mapper.assessment = mapper.as_date(None, f"Bundle.{rules.assessment_date}", stamp)  # type: ignore[arg-type]
+            mapper.assessment = mapper.as_date(None, f"Bundle.{rules.assessment_date}", stamp)
     graph.add((patient, RDF.type, GK.Patient))
     graph.add((patient, RDFS.label, Literal(f"{name}: from FHIR Bundle {bundle.get('id', '')}".strip())))
     # the patient resource
@@ -562,13 +563,13 @@ def bundle_to_case(bundle: dict, name: str, source: Path | None = None, *,
     used: set[str] = set()
     for rule in rules.rules:
         for res in others:
-            if res.ref in terms_by_res and res.type in rule["resources"]:
-                if mapper.apply(rule, res, terms_by_res[res.ref]):
-                    used.add(res.ref)
+            if (res.ref in terms_by_res and res.type in rule["resources"]
+                    and mapper.apply(rule, res, terms_by_res[res.ref])):
+                used.add(res.ref)
     for res in others:
-        terms = terms_by_res.get(res.ref)
-        if terms and res.ref not in used:
-            mapper.notes.append(f"{res.ref}: codes map to {', '.join(mapper.curie(t) for t in terms)}, but no rule "
+        mapped = terms_by_res.get(res.ref)
+        if mapped and res.ref not in used:
+            mapper.notes.append(f"{res.ref}: codes map to {', '.join(mapper.curie(t) for t in mapped)}, but no rule "
                                 f"maps a {res.type} with that term; not recorded")
     mapper.resolve_pending()
     mapper.check_single_values()
