@@ -58,6 +58,7 @@ def test_every_example_case_derives_the_same_on_the_server(oxigraph_url, knowled
         assert remote[case.name] == evaluator.evaluate(case).to_json(), case.name
 
 
+@pytest.mark.slow
 def test_ask_and_construct_same_on_both(remote, embedded) -> None:
     q_ask = "ASK { ?g a gk:Guideline }"
     q_con = "CONSTRUCT { ?s gk:sourceLine ?l } WHERE { ?s gk:sourceLine ?l }"
@@ -66,6 +67,7 @@ def test_ask_and_construct_same_on_both(remote, embedded) -> None:
     assert len(embedded.construct(q_con)) > 20
 
 
+@pytest.mark.slow
 def test_syntax_error_from_the_server_gives_the_users_line_and_column(remote, embedded) -> None:
     query = "SELECT ?s\nWHERE { ?s ?p }"
     with pytest.raises(SparqlSyntaxError) as err:
@@ -77,6 +79,7 @@ def test_syntax_error_from_the_server_gives_the_users_line_and_column(remote, em
     assert f"line 2, column {err.value.column}" in str(err.value)
 
 
+@pytest.mark.slow
 def test_result_limit_on_the_server(remote) -> None:
     with pytest.raises(ResultTooLarge):
         remote.result("SELECT * WHERE { ?s ?p ?o }", limit=10)
