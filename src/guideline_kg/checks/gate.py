@@ -299,29 +299,30 @@ class Gate:
         """Validate each case, then derive the valid ones (``derive``) on the chosen path; with ``store`` (a
         SPARQL server) the valid cases are loaded there and derived in one batch on the fast path."""
         out: list[GateResult] = []
+        admitted: list[tuple[GateResult, Case]] = []
         for case in cases:
             violations, warnings = self.check(case)
             gated = GateResult(case.name, case.source, list(case.notes), violations, warnings)
             if gated.valid:
                 gated.case = case
+                admitted.append((gated, case))
             out.append(gated)
-        valid = [g for g in out if g.valid]
-        if not derive or not valid:
+        if not derive or not admitted:
             return out
         if store is not None:
             if reasoner != "fast":
                 raise InputError("--store runs the fast path (SPARQL); --reasoner hermit runs only in-process")
             if not getattr(store, "has_knowledge", lambda: False)():
                 store.add_graph(self.knowledge)
-            for g in valid:
-                store.add_graph(g.case.graph)  # type: ignore[union-attr]
-            names = {g.case.patient: g.name for g in valid}  # type: ignore[union-attr]
+            for _, case in admitted:
+                store.add_graph(case.graph)
+            names = {case.patient: g.name for g, case in admitted}
             by_patient = {r.patient: r for r in self.evaluator.evaluate_store(store, list(names), names)}
-            for g in valid:
-                g.result = by_patient.get(g.case.patient)  # type: ignore[union-attr]
+            for g, case in admitted:
+                g.result = by_patient.get(case.patient)
         else:
-            for g in valid:
-                g.result = self.evaluator.evaluate(g.case, reasoner)  # type: ignore[arg-type]
+            for g, case in admitted:
+                g.result = self.evaluator.evaluate(case, reasoner)
         return out
 
     def read(self, paths: Sequence[Path | str], **options: Any) -> list[GateResult]:

@@ -364,10 +364,8 @@ class _Compiler:
             chance = self.probability(spec["missing"], f"{where}.missing")
         elif "present" in spec:
             chance, keep_below = self.probability(spec["present"], f"{where}.present"), True
-        if when is None and chance is None:
-            return lambda c: True
         if chance is None:
-            return when  # type: ignore[return-value]
+            return (lambda c: True) if when is None else when
         p = chance
 
         def fn(c: _Ctx) -> bool:

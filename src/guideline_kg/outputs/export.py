@@ -57,8 +57,11 @@ def export_graph(knowledge: Graph, project: Project) -> Graph:
     """
     query = sparql_prologue() + load_query(project.queries_dir, "export-graph").text
     out = bind_prefixes(Graph())
-    for triple in knowledge.query(query):
-        out.add(triple)  # type: ignore[arg-type]
+    constructed = knowledge.query(query).graph
+    if constructed is None:
+        raise InputError("export-graph.rq must be a CONSTRUCT query", path=str(project.queries_dir))
+    for triple in constructed:
+        out.add(triple)
     return out
 
 

@@ -76,7 +76,8 @@ class ServerConfig:
 
 def is_update(text: str) -> bool:
     """Whether a request's text is a SPARQL Update (after its prologue and comments)."""
-    return bool(_UPDATE.match(text[_PROLOGUE.match(text).end():]))  # type: ignore[union-attr]
+    prologue = _PROLOGUE.match(text)  # matches at least the empty string
+    return bool(_UPDATE.match(text[prologue.end() if prologue else 0:]))
 
 
 def _accepted(header: str) -> list[tuple[str, float]]:
