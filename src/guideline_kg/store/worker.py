@@ -9,6 +9,7 @@ import threading
 from typing import Any
 
 from guideline_kg.core.errors import InputError
+from guideline_kg.core.namespaces import GENERIC_PREFIXES, PREFIXES, declare_namespace
 from guideline_kg.store.results import QueryResult, QueryTimeout, ResultTooLarge
 from guideline_kg.store.stores import EmbeddedStore, SparqlSyntaxError
 
@@ -17,8 +18,11 @@ __all__ = ["QueryWorker"]
 _ERRORS = {"syntax": SparqlSyntaxError, "too_large": ResultTooLarge, "error": InputError}
 
 
-def _serve(conn: Any, ntriples: bytes) -> None:
-    """The child: load the data, then answer (query, limit) messages until None arrives."""
+def _serve(conn: Any, ntriples: bytes, prefixes: dict[str, str]) -> None:
+    """The child: declare the guideline's prefixes (a spawned process starts with the generic ones only), load
+    the data, then answer (query, limit) messages until None arrives."""
+    for prefix, iri in prefixes.items():
+        declare_namespace(prefix, iri)
     store = EmbeddedStore()
     store.add_ntriples(ntriples)
     conn.send(("ready",))
@@ -49,6 +53,8 @@ class QueryWorker:
 
     def __init__(self, ntriples: bytes, start_timeout: float = 60.0) -> None:
         self._data = ntriples
+        # the guideline's prefixes declared in this process, so that queries read the same in the child
+        self._prefixes = {p: str(ns) for p, ns in PREFIXES.items() if p not in GENERIC_PREFIXES}
         self._start_timeout = start_timeout
         self._lock = threading.Lock()
         self._ctx = mp.get_context("spawn")
@@ -56,7 +62,8 @@ class QueryWorker:
 
     def _start(self) -> None:
         parent, child = self._ctx.Pipe()
-        proc = self._ctx.Process(target=_serve, args=(child, self._data), daemon=True, name="gkg-query-worker")
+        proc = self._ctx.Process(target=_serve, args=(child, self._data, self._prefixes), daemon=True,
+                                 name="gkg-query-worker")
         proc.start()
         child.close()
         if not parent.poll(self._start_timeout):
