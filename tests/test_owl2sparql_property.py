@@ -140,24 +140,28 @@ def declarations() -> Graph:
     return g
 
 
+#: Dense data (a minimum size for each list): Hypothesis starts from small examples, and an empty case base
+#: agrees with anything. Each individual gets a value of each data property, drawn from the whole pool.
 case_data = st.tuples(
-    st.lists(st.tuples(st.sampled_from(INDIVIDUALS), st.sampled_from(PRIMITIVES)), max_size=8),
+    st.lists(st.tuples(st.sampled_from(INDIVIDUALS), st.sampled_from(PRIMITIVES)), min_size=4, max_size=10),
     st.lists(st.tuples(st.sampled_from(INDIVIDUALS), st.sampled_from(OBJECT_PROPS), st.sampled_from(INDIVIDUALS)),
-             max_size=8),
-    st.lists(st.tuples(st.sampled_from(INDIVIDUALS), st.sampled_from(DATA_PROPS), st.sampled_from(LITERALS)),
-             max_size=8),
+             min_size=4, max_size=10),
+    st.lists(st.tuples(st.sampled_from(LITERALS), st.sampled_from(LITERALS)), min_size=len(INDIVIDUALS),
+             max_size=len(INDIVIDUALS)),
 )
 
 
 def abox(data: tuple) -> Graph:
     types, links, values = data
     g = Graph()
-    for i in INDIVIDUALS:
+    for i, (v0, v1) in zip(INDIVIDUALS, values, strict=True):
         g.add((i, RDF.type, OWL.NamedIndividual))
         g.add((i, RDF.type, CASE))
+        g.add((i, DATA_PROPS[0], v0))
+        g.add((i, DATA_PROPS[1], v1))
     for i, c in types:
         g.add((i, RDF.type, c))
-    for s, p, o in links + values:
+    for s, p, o in links:
         g.add((s, p, o))
     return g
 
