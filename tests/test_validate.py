@@ -51,7 +51,7 @@ PREFIXES = """@prefix gk: <https://w3id.org/guideline-kg/ontology#> .
 
 @pytest.fixture(scope="session")
 def ontology(project: Project) -> Graph:
-    return read_graphs(sorted(project.ontology_dir.glob("*.ttl")))
+    return read_graphs(project.vocabulary_files())  # the generic ontology and the package's patient vocabulary
 
 
 @pytest.fixture(scope="session")
@@ -66,10 +66,13 @@ def turtle(text: str) -> Graph:
 
 # ------------------------------------------------------------------ the shapes graphs themselves
 
-@pytest.mark.parametrize("name", ["guideline-shapes.ttl", "case-shapes.ttl"])
+SHAPE_FILES = [ROOT / "shapes" / "guideline-shapes.ttl", ROOT / "guidelines" / "plbp" / "shapes" / "case-shapes.ttl"]
+
+
+@pytest.mark.parametrize("path", SHAPE_FILES, ids=[p.name for p in SHAPE_FILES])
 @pytest.mark.slow
-def test_shapes_graph_conforms_to_shacl_for_shacl(name: str) -> None:
-    shapes = Graph().parse(ROOT / "shapes" / name)
+def test_shapes_graph_conforms_to_shacl_for_shacl(path: Path) -> None:
+    shapes = Graph().parse(path)
     meta = Graph().parse(ROOT / "shapes" / "shacl-shacl.ttl")
     conforms, _, text = shacl_validate(shapes, shacl_graph=meta)
     assert conforms, text
@@ -83,12 +86,13 @@ def test_shacl_for_shacl_rejects_a_broken_shape() -> None:
 
 
 def test_shape_files_are_the_applied_ones(project: Project) -> None:
-    assert [p.name for p in shape_files(project)] == ["case-shapes.ttl", "guideline-shapes.ttl"]
+    assert [p.relative_to(ROOT).as_posix() for p in shape_files(project)] == [
+        "shapes/guideline-shapes.ttl", "guidelines/plbp/shapes/case-shapes.ttl"]
 
 
 def test_every_constraint_has_a_message() -> None:
-    for name in ("guideline-shapes.ttl", "case-shapes.ttl"):
-        g = Graph().parse(ROOT / "shapes" / name)
+    for path in SHAPE_FILES:
+        g, name = Graph().parse(path), path.name
         for prop in g.objects(None, SH.property):
             assert g.value(prop, SH.message) is not None, f"{name}: property shape on {g.value(prop, SH.path)}"
         for sparql in g.objects(None, SH.sparql):
