@@ -126,6 +126,10 @@ def test_a_blank_node_focus_is_a_violation_too(tmp_path: Path, gate: Gate,
     assert not gated.valid and [v.to_json()["path"] for v in gated.violations] == ["gk:painScore"]
     code, out, err = run(capsys, "recommend", str(path))
     assert code == 1 and "Case blank-pain" not in out and f"{path}: INVALID case" in err
+    # the compiled engine of checks.validate (compared with pySHACL elsewhere) keeps it too
+    [case] = load_cases([path])
+    compiled = [f for f in validate_case(case.graph, gate.project, engine="compiled") if f.severity == "Violation"]
+    assert len(compiled) == 1 and "pain" in compiled[0].message.lower()
 
 
 # ------------------------------------------------------------------ command-line entry points

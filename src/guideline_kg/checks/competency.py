@@ -6,25 +6,26 @@ from pathlib import Path
 
 from rdflib import Graph
 
-from guideline_kg.cases.reader import load_cases
+from guideline_kg.checks.gate import gate
 from guideline_kg.core.project import Project
 from guideline_kg.knowledge.graph import load_knowledge
-from guideline_kg.reasoning.derive import Evaluator, results_graph
+from guideline_kg.reasoning.derive import results_graph
 from guideline_kg.store.stores import EmbeddedStore, Rows, Store
 
 __all__ = ["answer", "competency_graph", "competency_store", "cq_files", "read_expected", "tsv_rows"]
 
 
 def competency_graph(project: Project) -> Graph:
-    """Knowledge, every example case and the fast path's results for them, as one graph."""
+    """Knowledge, every example case that passes the gate and the fast path's results for them, as one graph
+    (an invalid example case adds nothing, as at every other entry point)."""
     knowledge = load_knowledge(project)
-    cases = load_cases([project.cases_dir], project)
-    evaluator = Evaluator(knowledge, project)
+    admitted = [g for g in gate([project.cases_dir], knowledge, project) if g.valid]
     graph = Graph()
     graph += knowledge
-    for case in cases:
-        graph += case.graph
-    graph += results_graph([evaluator.evaluate(c) for c in cases], knowledge)
+    for g in admitted:
+        if g.case is not None:  # always, for a valid gate result
+            graph += g.case.graph
+    graph += results_graph([g.result for g in admitted if g.result is not None], knowledge)
     return graph
 
 

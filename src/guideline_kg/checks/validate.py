@@ -404,10 +404,12 @@ def compiled_case_findings(case_graph: Graph, project: Project) -> list[Finding]
     store.bulk_load(context, format=ox.RdfFormat.N_TRIPLES)
     store.bulk_load(case_graph.serialize(format="nt", encoding="utf-8"), format=ox.RdfFormat.N_TRIPLES)
     names = bind_prefixes(Graph())
-    own = {str(s) for s in case_graph.subjects()}
+    own = {str(s) for s in case_graph.subjects() if isinstance(s, URIRef)}
     findings: list[Finding] = []
     for r in run_constraints(store, constraints):
-        if r.focus not in own:
+        # a result on an IRI the case does not describe is not the case's defect; blank nodes (whose labels
+        # the store renames) are always the case's own, as in checks.gate
+        if r.focus.startswith("http") and r.focus not in own:
             continue
         finding = Finding(kind="shape", severity=r.severity, message=r.message,
                           focus=_qname(names, URIRef(r.focus)) if r.focus.startswith("http") else r.focus,
