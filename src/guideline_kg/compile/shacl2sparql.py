@@ -178,8 +178,17 @@ class _ShapeCompiler:
         return str((en or msgs)[0]) if msgs else fallback
 
     def _parameters(self, shape: Node) -> list[tuple[Node, Node]]:
-        """The (parameter, value) pairs of a shape in a fixed order (the queries are the same on every run)."""
-        return sorted(self.g.predicate_objects(shape), key=lambda po: (str(po[0]), str(po[1])))
+        """The constraint (parameter, value) pairs of a shape in a fixed order (the queries are the same on every
+        run): targets, messages and descriptive properties left out; a SPARQL-based constraint component refused."""
+        out = []
+        for param, arg in sorted(self.g.predicate_objects(shape), key=lambda po: (str(po[0]), str(po[1]))):
+            if param in _NON_CONSTRAINTS:
+                continue
+            if param in self.custom_params:
+                self.refuse(shape, f"the SPARQL-based constraint component {self.custom_params[param]}")
+            if str(param).startswith(str(SH)):  # else descriptive (rdfs:label, ...)
+                out.append((param, arg))
+        return out
 
     def active(self, node: Node) -> bool:
         return not any(_true(d) for d in self.g.objects(node, SH.deactivated))
@@ -299,15 +308,9 @@ class _ShapeCompiler:
             path = self.path(shape, path_node)
             values = lambda x: f"{v} {path} {x} ."  # noqa: E731
         for param, arg in self._parameters(shape):
-            if param in _NON_CONSTRAINTS:
-                continue
             if param == SH.property:
                 exprs.append(self.conforms(arg, v, stack))
                 continue
-            if param in self.custom_params:
-                self.refuse(shape, f"the SPARQL-based constraint component {self.custom_params[param]}")
-            if not str(param).startswith(str(SH)):
-                continue  # descriptive (rdfs:label, ...)
             if param in (SH.minCount, SH.maxCount):
                 if values is None:
                     self.refuse(shape, f"{param} on a node shape")
@@ -405,12 +408,6 @@ class _ShapeCompiler:
         values: _Values = (lambda x: f"?this {path} {x} .") if path is not None else None
         each = values("?value") if values is not None else "BIND (?this AS ?value)"
         for param, arg in self._parameters(shape):
-            if param in _NON_CONSTRAINTS:
-                continue
-            if param in self.custom_params:
-                self.refuse(shape, f"the SPARQL-based constraint component {self.custom_params[param]}")
-            if not str(param).startswith(str(SH)):
-                continue  # descriptive (rdfs:label, ...)
             if param in (SH.minCount, SH.maxCount):
                 if path is None:
                     self.refuse(shape, f"{param} on a node shape")

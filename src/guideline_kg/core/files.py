@@ -43,36 +43,30 @@ def load_json(text: str | bytes, path: Path | str | None = None) -> Any:
 
 
 def write_atomic(path: Path | str, data: str | bytes, mode: int = OUTPUT_MODE) -> Path:
-    """Write ``data`` (text as UTF-8) to ``path`` atomically: a temporary file in the same folder, flushed,
-    given ``mode``, then renamed over ``path``. Missing folders are created. Returns ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``data`` (text as UTF-8) to ``path`` atomically (see :func:`atomic_output`). Returns ``path``."""
     payload = data.encode("utf-8") if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
+    with _atomic(path, mode, binary=True) as fh:
+        fh.write(payload)
+    return Path(path)
+
+
+def atomic_output(path: Path | str, mode: int = OUTPUT_MODE) -> contextlib.AbstractContextManager[TextIO]:
+    """A text handle (UTF-8) on a temporary file beside ``path``, flushed, given ``mode`` and renamed onto
+    ``path`` only when the ``with`` block completes; on any failure the temporary file is removed and ``path``
+    is untouched. Missing folders are created."""
+    return _atomic(path, mode, binary=False)
 
 
 @contextlib.contextmanager
-def atomic_output(path: Path | str, mode: int = OUTPUT_MODE) -> Iterator[TextIO]:
-    """A text handle (UTF-8) on a temporary file beside ``path``, renamed onto ``path`` with ``mode`` only when
-    the ``with`` block completes; on any failure the temporary file is removed and ``path`` is untouched."""
+def _atomic(path: Path | str, mode: int, *, binary: bool) -> Iterator[Any]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8")) as fh:
             yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
