@@ -123,3 +123,64 @@ def test_a_facet_the_fast_path_cannot_evaluate_is_refused(numbers) -> None:
     compiler, _ = numbers
     with pytest.raises(UnsupportedExpression, match="pattern"):
         compiler.compile(__import__("rdflib").URIRef(NS + "Pattern"))
+
+
+# ---- named datatypes (the guideline's thresholds) and their complements ------------------------------------------
+NAMED_TBOX = """
+@prefix : <https://w3id.org/guideline-kg/test/o#> .
+@prefix owl: <http://www.w3.org/2002/07/owl#> .
+@prefix rdfs: <http://www.w3.org/2000/01/rdf-schema#> .
+@prefix xsd: <http://www.w3.org/2001/XMLSchema#> .
+:AtLeast3 a rdfs:Datatype ; owl:equivalentClass
+    [ a rdfs:Datatype ; owl:onDatatype xsd:decimal ; owl:withRestrictions ( [ xsd:minInclusive 3.0 ] ) ] .
+:Below3 a rdfs:Datatype ; owl:equivalentClass
+    [ a rdfs:Datatype ; owl:intersectionOf ( xsd:decimal [ a rdfs:Datatype ; owl:datatypeComplementOf :AtLeast3 ] ) ] .
+:AnythingBut3Up a rdfs:Datatype ; owl:equivalentClass [ a rdfs:Datatype ; owl:datatypeComplementOf :AtLeast3 ] .
+:Outside a rdfs:Datatype ; owl:equivalentClass [ a rdfs:Datatype ; owl:unionOf (
+    [ a rdfs:Datatype ; owl:onDatatype xsd:decimal ; owl:withRestrictions ( [ xsd:maxExclusive 1 ] ) ] :AtLeast3 ) ] .
+:Loop a rdfs:Datatype ; owl:equivalentClass [ a rdfs:Datatype ; owl:datatypeComplementOf :Loop ] .
+:Undefined a rdfs:Datatype .
+:Chronic owl:equivalentClass [ a owl:Restriction ; owl:onProperty :d ; owl:someValuesFrom :AtLeast3 ] .
+:NotChronic owl:equivalentClass [ a owl:Restriction ; owl:onProperty :d ; owl:someValuesFrom :Below3 ] .
+:InlineComplement owl:equivalentClass [ a owl:Restriction ; owl:onProperty :d ; owl:someValuesFrom
+    [ a rdfs:Datatype ; owl:intersectionOf ( xsd:decimal [ a rdfs:Datatype ; owl:datatypeComplementOf :AtLeast3 ] ) ] ] .
+:NotAtLeast3 owl:equivalentClass [ a owl:Restriction ; owl:onProperty :d ; owl:someValuesFrom :AnythingBut3Up ] .
+:OutsideRange owl:equivalentClass [ a owl:Restriction ; owl:onProperty :d ; owl:someValuesFrom :Outside ] .
+:Looping owl:equivalentClass [ a owl:Restriction ; owl:onProperty :d ; owl:someValuesFrom :Loop ] .
+:UsesUndefined owl:equivalentClass [ a owl:Restriction ; owl:onProperty :d ; owl:someValuesFrom :Undefined ] .
+"""
+NAMED_ABOX = """
+@prefix : <https://w3id.org/guideline-kg/test/o#> .
+@prefix xsd: <http://www.w3.org/2001/XMLSchema#> .
+:m0 :d 0.5 . :m2 :d 2 . :m3 :d 3 . :m12 :d 12.0 . :dbl :d "2.0E0"^^xsd:double . :txt :d "two" . :iri :d :x .
+"""
+
+
+@pytest.fixture(scope="module")
+def named():
+    tbox = Graph().parse(data=NAMED_TBOX, format="turtle")
+    store = EmbeddedStore.from_graph(Graph().parse(data=NAMED_ABOX, format="turtle"))
+    return Compiler(tbox), store
+
+
+@pytest.mark.parametrize("cls, expected", [
+    ("Chronic", {"m3", "m12"}),                      # the named datatype is read through its definition
+    ("NotChronic", {"m0", "m2"}),                    # decimal and not >= 3: the double and the text are neither
+    ("InlineComplement", {"m0", "m2"}),              # the same range written in place
+    ("NotAtLeast3", {"m0", "m2", "dbl", "txt"}),     # a bare complement holds every other literal (OWL 2)
+    ("OutsideRange", {"m0", "m3", "m12"}),           # a union of a facet restriction and a named datatype
+])
+def test_named_datatypes_and_complements(named, cls, expected) -> None:
+    assert members(named, cls) == expected
+
+
+def test_a_datatype_and_its_complement_partition_the_decimals(named) -> None:
+    assert members(named, "Chronic") & members(named, "NotChronic") == set()
+    assert members(named, "Chronic") | members(named, "NotChronic") == {"m0", "m2", "m3", "m12"}
+
+
+@pytest.mark.parametrize("cls, match", [("Looping", "itself"), ("UsesUndefined", "no definition")])
+def test_a_named_datatype_without_a_usable_definition_is_refused(named, cls, match) -> None:
+    compiler, _ = named
+    with pytest.raises(UnsupportedExpression, match=match):
+        compiler.compile(__import__("rdflib").URIRef(NS + cls))

@@ -3,9 +3,12 @@
 The fast path's engine: each named class of the knowledge graph becomes one or more conjunctive SPARQL
 patterns (its disjunctive normal form), whose solutions are the members and the facts that witness
 membership. Supported: named classes (by definition or by asserted type with subclasses), intersectionOf,
-unionOf, oneOf, someValuesFrom (object or data, with datatype facets), hasValue. Anything else (complement,
-allValuesFrom, cardinality) is refused with the class named, because it cannot be decided from facts alone
-under the open-world assumption.
+unionOf, oneOf, someValuesFrom (object or data), hasValue. A data range may be a datatype, a datatype restriction
+(numeric min/max facets), a named datatype (an ``rdfs:Datatype`` IRI defined by ``owl:equivalentClass``, as the
+guideline's thresholds are), or an intersection, union or complement (``owl:datatypeComplementOf``) of data
+ranges: a data range is closed (a value either is in it or is not), so its complement is decidable from one
+value. A class complement, allValuesFrom and cardinality are refused with the class named, because they cannot
+be decided from facts alone under the open-world assumption.
 """
 
 from __future__ import annotations
@@ -171,22 +174,49 @@ class Compiler:
 
     def _is_datarange(self, node: Node) -> bool:
         if isinstance(node, URIRef):
-            return str(node).startswith(str(XSD)) or node == RDFS.Literal
-        return (node, RDF.type, RDFS.Datatype) in self.tbox or self.tbox.value(node, OWL.onDatatype) is not None
+            return (str(node).startswith(str(XSD)) or node == RDFS.Literal
+                    or (node, RDF.type, RDFS.Datatype) in self.tbox)
+        return (node, RDF.type, RDFS.Datatype) in self.tbox or any(
+            self.tbox.value(node, p) is not None for p in (OWL.onDatatype, OWL.datatypeComplementOf))
 
     def _data_filters(self, node: Node, v: str) -> list[str]:
+        return [f"FILTER(COALESCE({self._data_test(node, v, frozenset())}, false))"]
+
+    def _data_test(self, node: Node, v: str, stack: frozenset[Node]) -> str:
+        """A SPARQL boolean expression: the value bound to ``v`` is in the data range ``node``. Every part is
+        wrapped in COALESCE(.., false), so that a comparison error (a value of another type) is a plain false
+        and the negation of a complement stays exact."""
         if isinstance(node, URIRef):
-            return [f"FILTER({_in_value_space(node, v)})"]
+            definition = self.tbox.value(node, OWL.equivalentClass)
+            if definition is not None and not str(node).startswith(str(XSD)):
+                if node in stack:
+                    raise UnsupportedExpression(f"the named datatype {node} is defined in terms of itself")
+                return self._data_test(definition, v, stack | {node})
+            if (node, RDF.type, RDFS.Datatype) in self.tbox and not str(node).startswith(str(XSD)):
+                raise UnsupportedExpression(f"the named datatype {node} has no definition (owl:equivalentClass)")
+            return _in_value_space(node, v)
+        if (members := self.tbox.value(node, OWL.intersectionOf)) is not None:
+            parts = [self._data_test(m, v, stack) for m in self._list(members)]
+            return "(" + " && ".join(parts or ["true"]) + ")"
+        if (members := self.tbox.value(node, OWL.unionOf)) is not None:
+            parts = [self._data_test(m, v, stack) for m in self._list(members)]
+            return "(" + " || ".join(parts or ["false"]) + ")"
+        if (inner := self.tbox.value(node, OWL.datatypeComplementOf)) is not None:
+            return f"(isLiteral({v}) && !COALESCE({self._data_test(inner, v, stack)}, false))"  # literals only
+        if (members := self.tbox.value(node, OWL.oneOf)) is not None:
+            values = [m for m in self._list(members) if isinstance(m, Literal)]
+            return "(" + " || ".join(f"COALESCE(sameTerm({v}, {sparql_term(m)}), false)" for m in values) + ")" \
+                if values else "false"
         base = self.tbox.value(node, OWL.onDatatype)
         if not isinstance(base, URIRef):
             raise UnsupportedExpression(f"the fast path supports only datatype restrictions on a named datatype "
                                         f"(owl:onDatatype), not {sorted(str(p) for p in self.tbox.predicates(node))}")
-        filters = [f"FILTER({_in_value_space(base, v)})"]
+        tests = [_in_value_space(base, v)]
         facets = self.tbox.value(node, OWL.withRestrictions)
         for facet_node in self._list(facets) if facets is not None else []:
             for facet, bound in self.tbox.predicate_objects(facet_node):
                 if facet not in _FACETS or base not in _NUMERIC:
                     raise UnsupportedExpression(f"the fast path supports only min/max inclusive/exclusive facets "
                                                 f"on numeric datatypes, not {facet} on {base}")
-                filters.append(f"FILTER(COALESCE({v} {_FACETS[facet]} {sparql_term(bound)}, false))")
-        return filters
+                tests.append(f"COALESCE({v} {_FACETS[facet]} {sparql_term(bound)}, false)")
+        return "(" + " && ".join(tests) + ")"
