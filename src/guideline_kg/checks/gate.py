@@ -131,10 +131,17 @@ class Violation:
         return (self.focus, self.path, self.value, self.message, self.shape, self.severity) == \
             (other.focus, other.path, other.value, other.message, other.shape, other.severity)
 
+    def shown_value(self) -> str | None:
+        """The value as people read it; None when there is none or it is the focus node itself (a SPARQL
+        constraint that binds no ?value reports its focus node, SHACL 5.3.2), which says nothing more."""
+        if self.value is None or self.value in (self.focus, f"<{self.focus}>"):
+            return None
+        return _value_text(self.value)
+
     def text(self) -> str:
         """One line for people: ``focus path = value: message [shape]``."""
         where = _short(self.focus) + (f" {_short(self.path)}" if self.path else "")
-        value = _value_text(self.value)
+        value = self.shown_value()
         return f"{where}{f' = {value}' if value is not None else ''}: {self.message} [{_short(self.shape)}]"
 
     def to_json(self) -> dict[str, Any]:
@@ -145,7 +152,7 @@ class Violation:
         """The violation as a :class:`Finding` of kind ``shape`` (the ``validate`` report), its message in the
         form pySHACL's findings have: ``path: message (value: v)``."""
         text = f"{_short(self.path)}: {self.message}" if self.path else self.message
-        value = _value_text(self.value)
+        value = self.shown_value()
         if value is not None and not (self.value or "").startswith("_:"):
             text += f" (value: {value})"
         severity = self.severity if self.severity in SEVERITIES else INVALID_SEVERITY

@@ -20,7 +20,7 @@ from typing import Any, NoReturn, cast
 import pyoxigraph as ox
 from rdflib import Graph, Literal, URIRef
 from rdflib.collection import Collection
-from rdflib.namespace import OWL, RDFS
+from rdflib.namespace import OWL, RDFS, SKOS
 from rdflib.term import Node
 
 from guideline_kg.compile.owl2sparql import sparql_term
@@ -563,9 +563,10 @@ def compile_shapes(shapes: Graph) -> list[CompiledConstraint]:
 
 
 def hierarchy_context(knowledge: Graph) -> Graph:
-    """The rdf:type and rdfs:subClassOf triples between IRIs of the knowledge: what class tests need."""
+    """The rdf:type, rdfs:subClassOf and skos:broader triples between IRIs of the knowledge: what class tests
+    and tests on the hierarchy of concepts (a care action and the narrower ones) need."""
     ctx = Graph()
-    for p in (RDF.type, RDFS.subClassOf):
+    for p in (RDF.type, RDFS.subClassOf, SKOS.broader):
         for s, o in knowledge.subject_objects(p):
             if isinstance(s, URIRef) and isinstance(o, URIRef):
                 ctx.add((s, p, o))
