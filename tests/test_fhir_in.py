@@ -131,6 +131,36 @@ RULE_CASES = [
        "partOf": [{"reference": "Procedure/t"}], "valueCodeableConcept": cc(GKC, "response-not-assessed")}],
      [(node("procedure-t"), GK.response, GK.ResponseNotAssessed),
       (node("procedure-t"), GK.durationWeeks, Literal("3.0", datatype=XSD.decimal))]),
+    ("therapy-procedure: an epidural steroid injection without adequate response",
+     [{"resourceType": "Procedure", "id": "esi", "status": "completed", "code": cc(GKC, "epidural-steroid-injection"),
+       "performedDateTime": "2026-01-15", "outcome": cc(GKC, "no-adequate-response")}],
+     [(CASE.t, GK.hadTreatment, node("procedure-esi")),
+      (node("procedure-esi"), GK.careAction, GK.EpiduralSteroidInjection),
+      (node("procedure-esi"), GK.response, GK.NoAdequateResponse)]),
+    ("therapy-procedure: a facet joint intervention and neuromodulation",
+     [{"resourceType": "Procedure", "id": "fj", "status": "completed", "code": cc(GKC, "facet-joint-intervention"),
+       "performedDateTime": "2025-12-01", "outcome": cc(GKC, "adequate-response")},
+      {"resourceType": "Procedure", "id": "nm", "status": "in-progress", "code": cc(GKC, "neuromodulation"),
+       "performedPeriod": {"start": "2026-02-01"}}],
+     [(node("procedure-fj"), GK.careAction, GK.FacetJointIntervention),
+      (node("procedure-fj"), GK.response, GK.AdequateResponse),
+      (node("procedure-nm"), GK.careAction, GK.Neuromodulation)]),
+    ("therapy-procedure: physical therapy of unspecified type stays gk:PhysicalTherapy",
+     [{"resourceType": "Procedure", "id": "pt", "status": "completed", "code": cc(SCT, "91251008"),
+       "performedPeriod": {"start": "2025-09-01", "end": "2025-10-27"}, "outcome": cc(GKC, "no-adequate-response")}],
+     [(node("procedure-pt"), GK.careAction, GK.PhysicalTherapy),
+      (node("procedure-pt"), GK.response, GK.NoAdequateResponse)]),
+    ("not-treated: a Procedure not-done and a MedicationStatement not-taken",
+     [{"resourceType": "Procedure", "id": "pt", "status": "not-done", "code": cc(SCT, "91251008")},
+      {"resourceType": "MedicationStatement", "id": "op", "status": "not-taken",
+       "medicationCodeableConcept": cc(GKC, "opioid-therapy")}],
+     [(CASE.t, GK.notTreatedWith, GK.PhysicalTherapy), (CASE.t, GK.notTreatedWith, GK.OpioidTherapy)]),
+    ("finding: the clinician's finding of failed conservative management",
+     [{"resourceType": "Observation", "id": "cmf", "status": "final",
+       "code": cc(GKC, "conservative-management-failure"), "valueBoolean": True}],
+     [(CASE.t, GK.hasFinding, node("observation-cmf")),
+      (node("observation-cmf"), RDF.type, GK.ConservativeManagementFailure),
+      (node("observation-cmf"), GK.assessmentStatus, GK.AssessedPresent)]),
     ("long-term-opioid-use", [{"resourceType": "Condition", "id": "z", "code": cc(ICD, "Z79.891")}],
      [(CASE.t, GK.receivesOpioidTherapy, Literal(True))]),
     ("patient-facts",
@@ -139,6 +169,15 @@ RULE_CASES = [
       {"resourceType": "Observation", "id": "b", "status": "final", "code": cc(GKC, "chronicity-stage"),
        "valueInteger": 3}],
      [(CASE.t, GK.opioidMonitoringPlanInPlace, Literal(False)), (CASE.t, GK.chronicityStage, Literal(3))]),
+    ("patient-facts: no spine surgery, pain not post-operative, long-term opioids considered",
+     [{"resourceType": "Observation", "id": "a", "status": "final", "code": cc(GKC, "had-spinal-surgery"),
+       "valueBoolean": False},
+      {"resourceType": "Observation", "id": "b", "status": "final", "code": cc(GKC, "pain-is-postoperative"),
+       "valueBoolean": False},
+      {"resourceType": "Observation", "id": "c", "status": "final",
+       "code": cc(GKC, "long-term-opioid-therapy-considered"), "valueBoolean": True}],
+     [(CASE.t, GK.hadSpinalSurgery, Literal(False)), (CASE.t, GK.painIsPostoperative, Literal(False)),
+      (CASE.t, GK.longTermOpioidTherapyConsidered, Literal(True))]),
     ("patient", [],
      [(CASE.t, RDF.type, GK.Patient), (CASE.t, GK.ageYears, Literal(58)),
       (CASE.t, GK.assessmentDate, Literal("2026-03-10", datatype=XSD.date)),
@@ -162,7 +201,9 @@ def test_every_rule_of_the_rules_file_has_a_test_row() -> None:
 
 def test_unmapped_code_is_reported_not_dropped() -> None:
     case = mapped({"resourceType": "Condition", "id": "abc", "code": cc(SCT, "12345")})
-    assert "unmapped code http://snomed.info/sct|12345 in Condition/abc" in case.notes
+    assert case.notes == ["Condition/abc .code: code http://snomed.info/sct|12345 is not in the mapping; not recorded"]
+    assert case.notes[0].to_json() == {"place": "Condition/abc .code",
+                                       "message": "code http://snomed.info/sct|12345 is not in the mapping; not recorded"}
 
 
 def test_narrow_match_is_not_used_to_recognise_data_and_says_so() -> None:
@@ -182,15 +223,15 @@ def test_refuted_narrower_code_does_not_deny_the_broader_finding() -> None:
 def test_resource_type_without_rule_and_skipped_status_are_reported() -> None:
     case = mapped({"resourceType": "Encounter", "id": "e", "status": "finished"},
                   dict(SURGERY, id="x", status="entered-in-error"))
-    assert any("no mapping rule for Encounter" in n for n in case.notes)
-    assert any("Procedure/x: status 'entered-in-error'" in n for n in case.notes)
+    assert "Encounter/e: no mapping rule for Encounter resources; not recorded" in case.notes
+    assert "Procedure/x .status: 'entered-in-error'; not recorded" in case.notes
     assert (CASE.t, GK.hadIndexSurgery, None) not in case.graph
 
 
 def test_imaging_before_the_index_surgery_is_not_postoperative() -> None:
     case = mapped(SURGERY, dict(MRI, effectiveDateTime="2025-01-05"))
     assert (CASE.t, GK.hasPostoperativeImaging, None) not in case.graph
-    assert any("DiagnosticReport/mri: dated 2025-01-05, not after" in n for n in case.notes)
+    assert any(n.startswith("DiagnosticReport/mri .effectiveDateTime: dated 2025-01-05, not after") for n in case.notes)
 
 
 def test_conflicting_patient_facts_are_reported() -> None:
@@ -218,7 +259,7 @@ def test_the_example_bundle_of_the_docs_maps_as_documented() -> None:
     text = (PROJECT.home / "docs" / "cases-fhir.md").read_text()
     example = json.loads(text.split("```json\n", 1)[1].split("```", 1)[0])
     case = bundle_to_case(example, "example")
-    assert case.notes == ["unmapped code http://snomed.info/sct|12345 in Condition/other"]
+    assert case.notes == ["Condition/other .code: code http://snomed.info/sct|12345 is not in the mapping; not recorded"]
     assert (CASE["example-medicationstatement-opioid"], GK.careAction, GK.ExtendedReleaseOralOpioidTherapy) in case.graph
     assert (CASE["example-pain"], GK.painDurationMonths, Literal("9.0", datatype=XSD.decimal)) in case.graph
 
@@ -234,7 +275,7 @@ MALFORMED = [
      "entry 0: resource without resourceType"),
     ("entry without resource", {"resourceType": "Bundle", "entry": [{"fullUrl": "urn:uuid:1"}]},
      "entry 0: no resource object"),
-    ("entry not a list", {"resourceType": "Bundle", "entry": {}}, "Bundle.entry must be a list"),
+    ("entry not a list", {"resourceType": "Bundle", "entry": {}}, "Bundle .entry: must be a list"),
     ("a string for a date", bundle(dict(SURGERY, performedDateTime="last summer")),
      "entry 1 (Procedure/s): performedDateTime: expected a date (YYYY-MM-DD), got \"last summer\""),
     ("a string for a boolean", bundle({"resourceType": "Observation", "id": "o", "status": "final",

@@ -3,10 +3,16 @@ patient case.
 
 Which resource types, codes and ontology terms make which case facts is data: ``fhir-case-mapping.json`` (the
 rules) and the SSSOM mapping set it names (codes to terms). Nothing clinical is written here.
+
+Nothing is dropped silently (docs/cases-fhir.md): every resource, element, code or value that does not become a
+fact of the case is an :class:`~guideline_kg.cases.model.InputNote` of the case, with its place (``Procedure/p3
+.code``); every defect of a bundle (a value of the wrong type, an entry without a resource, ...) is collected, and
+the bundle is refused with all of them in one :class:`BundleDefects` (an InputError, exit 2).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import json
@@ -15,24 +21,87 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from rdflib import Graph, Literal, URIRef
 
-from guideline_kg.cases.model import Case
+from guideline_kg.cases.model import Case, InputNote
 from guideline_kg.core.dates import months_between
 from guideline_kg.core.errors import InputError
 from guideline_kg.core.namespaces import CASE, GK, RDF, RDFS, XSD, bind_prefixes
 from guideline_kg.core.project import Project
 
-__all__ = ["RULES_PART", "MappingRules", "bundle_to_case", "is_fhir_bundle", "load_rules", "project_rules",
-           "read_sssom"]
+__all__ = ["R4_ELEMENTS", "RULES_PART", "BundleDefects", "MappingRules", "bundle_to_case", "is_fhir_bundle",
+           "load_rules", "project_rules", "read_sssom"]
 
 #: The manifest part naming the package's rules file (``[parts] fhir_case_mapping``).
 RULES_PART = "fhir_case_mapping"
 
 _DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(T[0-9:.]+(Z|[+-]\d{2}:\d{2})?)?$")
 _PARTIAL_DATE = re.compile(r"^\d{4}(-\d{2})?$")
+_UUID = re.compile(r"^urn:uuid:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+#: Elements every FHIR R4 resource may have (Resource and DomainResource).
+_COMMON = {"resourceType", "id", "meta", "implicitRules", "language", "text", "contained", "extension",
+           "modifierExtension"}
+#: Elements that say nothing about the patient (identity and bookkeeping of the resource): never reported.
+_BOOKKEEPING = {"resourceType", "id", "meta", "implicitRules", "language", "text", "contained"}
+
+#: The top-level elements of the FHIR R4 (4.0.1) resources a mapping reads, from the R4 structure definitions
+#: (Resource and DomainResource elements in ``_COMMON``). An element not listed is reported as not an element of
+#: the resource (a misspelling, or another FHIR version); a listed one that no rule reads, as not mapped.
+R4_ELEMENTS: dict[str, frozenset[str]] = {rtype: frozenset(names.split()) for rtype, names in {
+    "Bundle": "identifier type timestamp total link entry signature",
+    "Patient": "identifier active name telecom gender birthDate deceasedBoolean deceasedDateTime address "
+               "maritalStatus multipleBirthBoolean multipleBirthInteger photo contact communication "
+               "generalPractitioner managingOrganization link",
+    "Procedure": "identifier instantiatesCanonical instantiatesUri basedOn partOf status statusReason category code "
+                 "subject encounter performedDateTime performedPeriod performedString performedAge performedRange "
+                 "recorder asserter performer location reasonCode reasonReference bodySite outcome report "
+                 "complication complicationDetail followUp note focalDevice usedReference usedCode",
+    "Condition": "identifier clinicalStatus verificationStatus category severity code bodySite subject encounter "
+                 "onsetDateTime onsetAge onsetPeriod onsetRange onsetString abatementDateTime abatementAge "
+                 "abatementPeriod abatementRange abatementString recordedDate recorder asserter stage evidence note",
+    "Observation": "identifier basedOn partOf status category code subject focus encounter effectiveDateTime "
+                   "effectivePeriod effectiveTiming effectiveInstant issued performer valueQuantity "
+                   "valueCodeableConcept valueString valueBoolean valueInteger valueRange valueRatio "
+                   "valueSampledData valueTime valueDateTime valuePeriod dataAbsentReason interpretation note "
+                   "bodySite method specimen device referenceRange hasMember derivedFrom component",
+    "MedicationStatement": "identifier basedOn partOf status statusReason category medicationCodeableConcept "
+                           "medicationReference subject context effectiveDateTime effectivePeriod dateAsserted "
+                           "informationSource derivedFrom reasonCode reasonReference note dosage",
+    "MedicationRequest": "identifier status statusReason intent category priority doNotPerform reportedBoolean "
+                         "reportedReference medicationCodeableConcept medicationReference subject encounter "
+                         "supportingInformation authoredOn requester performer performerType recorder reasonCode "
+                         "reasonReference instantiatesCanonical instantiatesUri basedOn groupIdentifier "
+                         "courseOfTherapyType insurance note dosageInstruction dispenseRequest substitution "
+                         "priorPrescription detectedIssue eventHistory",
+    "DiagnosticReport": "identifier basedOn status category code subject encounter effectiveDateTime effectivePeriod "
+                        "issued performer resultsInterpreter specimen result imagingStudy media conclusion "
+                        "conclusionCode presentedForm",
+    "ImagingStudy": "identifier status modality subject encounter started basedOn referrer interpreter endpoint "
+                    "numberOfSeries numberOfInstances procedureReference procedureCode location reasonCode "
+                    "reasonReference note description series",
+}.items()}
+#: The elements of Bundle.entry (R4).
+_ENTRY_ELEMENTS = {"link", "fullUrl", "resource", "search", "request", "response", "id", "extension",
+                   "modifierExtension"}
+
+
+class BundleDefects(InputError):
+    """A bundle that cannot be read, with every defect found in it (each an :class:`InputNote`: place, defect)."""
+
+    def __init__(self, defects: list[InputNote], path: str | None) -> None:
+        self.defects = defects
+        if len(defects) == 1:
+            text = str(defects[0])
+        else:
+            text = f"{len(defects)} defects in the bundle:" + "".join(f"\n  - {d}" for d in defects)
+        super().__init__(text, path=path)
+
+
+class _Defect(Exception):
+    """Raised inside the mapper to abandon the resource at hand (the defect is already recorded)."""
 
 
 @dataclass
@@ -49,6 +118,13 @@ class MappingRules:
     #: (system, code) -> [(term IRI, predicate IRI)] for every row of the SSSOM set
     codes: dict[tuple[str, str], list[tuple[URIRef, URIRef]]]
     recognise: set[URIRef]
+    #: resource type (or "*") -> elements that hold no fact the guideline uses; not reported when unmapped
+    quiet: dict[str, set[str]] = field(default_factory=dict)
+
+    def is_quiet(self, rtype: str, element: str) -> bool:
+        """Whether an element that no rule reads is left unreported (``"notCaseFacts"`` of the rules file)."""
+        return element in _BOOKKEEPING or element in self.quiet.get("*", set()) \
+            or element in self.quiet.get(rtype, set())
 
     def expand(self, curie: str) -> URIRef:
         """The IRI of a CURIE of the rules or the SSSOM set; an unknown prefix is an error in the rules file."""
@@ -120,7 +196,8 @@ def _load_rules(path: Path, mtime: int) -> MappingRules:
     curie_map, rows = read_sssom(sssom_path)
     rules = MappingRules(path=path, rules=data["rules"], patient=data.get("patient", {}), prefixes=curie_map,
                          code_systems=data.get("codeSystems", {}), assessment_date=data.get("assessmentDate"),
-                         skip_status=set(data.get("skipStatus", [])), codes={}, recognise=set())
+                         skip_status=set(data.get("skipStatus", [])), codes={}, recognise=set(),
+                         quiet={k: set(v) for k, v in data.get("notCaseFacts", {}).items() if k != "about"})
     rules.recognise = {rules.expand(p) for p in data.get("recognise", [])}
     by_prefix = {prefix: system for system, prefix in rules.code_systems.items()}
     for row in rows:
@@ -148,6 +225,8 @@ class _Resource:
     type: str
     ref: str
     local: str
+    #: the top-level elements a rule looked at (the rest is reported when the resource is recorded)
+    read: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -161,6 +240,9 @@ class _Mapper:
     patient: URIRef
     assessment: date | None = None
     notes: list[str] = field(default_factory=list)
+    defects: list[InputNote] = field(default_factory=list)
+    #: resource ref -> (rule id, why the rule did not record it) for rules whose terms matched
+    refused: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     nodes: dict[str, URIRef] = field(default_factory=dict)
     by_ref: dict[str, _Resource] = field(default_factory=dict)
     pending: list[tuple[URIRef, URIRef, str, _Resource]] = field(default_factory=list)
@@ -168,14 +250,22 @@ class _Mapper:
     via: dict[tuple[str, URIRef], set[URIRef]] = field(default_factory=dict)
 
     # --- errors and notes -------------------------------------------------------------------------------------
-    def fail(self, res: _Resource | None, where: str, defect: str) -> None:
-        """Raise an InputError naming the file, the entry and the defect."""
+    def fail(self, res: _Resource | None, where: str, defect: str) -> NoReturn:
+        """Record a defect (entry, place, defect) and abandon the resource at hand; the bundle is refused with
+        every defect once all resources have been read."""
         entry = f"entry {res.index} ({res.ref})" if res else "Bundle"
-        raise InputError(f"{entry}: {where}: {defect}", path=self.source)
+        self.defects.append(InputNote(f"{entry}: {where}", defect))
+        raise _Defect
+
+    def note(self, place: str, message: str) -> None:
+        """A note of something not recorded, at ``place`` (``Procedure/p3 .code``, or a resource, or Bundle)."""
+        self.notes.append(InputNote(place, message))
 
     # --- paths --------------------------------------------------------------------------------------------------
     def values(self, res: _Resource, obj: Any, path: str) -> tuple[str, list[Any]]:
         """The values at the first alternative of ``a.b|c`` that has any, with the alternative taken."""
+        if obj is res.data:
+            res.read.update(alt.split(".", 1)[0] for alt in path.split("|"))
         for alt in path.split("|"):
             current = [obj]
             for step in alt.split("."):
@@ -209,9 +299,18 @@ class _Mapper:
         return out
 
     def terms_of(self, res: _Resource, concept: Any, where: str, report: bool = True) -> list[URIRef]:
-        """The ontology terms the codings of a CodeableConcept are recognised as; unmapped codes become notes."""
+        """The ontology terms the codings of a CodeableConcept are recognised as; unmapped codes, and a text
+        without a coding the mapping knows, become notes."""
         terms: list[URIRef] = []
-        for system, code in self.codings(res, concept, where):
+        codings = self.codings(res, concept, where)
+        known = [c for c in codings if c in self.rules.codes]
+        text = concept.get("text")
+        if report and not known and isinstance(text, str) and text.strip():
+            self.note(f"{res.ref} .{where}", f"text {text.strip()[:60]!r} has no coding the mapping knows"
+                      + (" (text is not matched to codes)" if not codings else "") + "; not recorded")
+        elif report and not codings:
+            self.note(f"{res.ref} .{where}", "no coding and no text; not recorded")
+        for system, code in codings:
             mapped = self.rules.codes.get((system, code), [])
             used = [t for t, p in mapped if p in self.rules.recognise]
             if used:
@@ -219,11 +318,11 @@ class _Mapper:
                 for t, p in mapped:
                     self.via.setdefault((res.ref, t), set()).add(p)
             elif report and mapped:
-                self.notes.append(f"code {system}|{code} in {res.ref} maps to "
-                                  f"{', '.join(self.curie(t) for t, _ in mapped)} only by "
-                                  f"{', '.join(sorted({self.curie(p) for _, p in mapped}))}; not used")
+                self.note(f"{res.ref} .{where}", f"code {system}|{code} maps to "
+                          f"{', '.join(self.curie(t) for t, _ in mapped)} only by "
+                          f"{', '.join(sorted({self.curie(p) for _, p in mapped}))}; not used")
             elif report:
-                self.notes.append(f"unmapped code {system}|{code} in {res.ref}")
+                self.note(f"{res.ref} .{where}", f"code {system}|{code} is not in the mapping; not recorded")
         return terms
 
     def curie(self, iri: URIRef) -> str:
@@ -244,8 +343,8 @@ class _Mapper:
                 except ValueError:
                     pass
             elif _PARTIAL_DATE.match(value):
-                self.notes.append(f"partial date {value!r} at {res.ref if res else 'Bundle'}.{where} not recorded "
-                                  "(a day is needed)")
+                self.note(f"{res.ref if res else 'Bundle'} .{where}",
+                          f"partial date {value!r} not recorded (a day is needed)")
                 return None
         self.fail(res, where, f"expected a date (YYYY-MM-DD), got {json.dumps(value)[:40]}")
         return None
@@ -278,8 +377,8 @@ class _Mapper:
                 self.fail(res, where, f"expected a code or a boolean, got {json.dumps(value)[:40]}")
             key = str(value).lower() if isinstance(value, bool) else value
             if key not in spec["map"]:
-                self.notes.append(f"value {key!r} at {res.ref}.{where} is not mapped "
-                                  f"(known: {', '.join(spec['map'])}); {spec['property']} not recorded")
+                self.note(f"{res.ref} .{where}", f"value {key!r} is not mapped (known: {', '.join(spec['map'])}); "
+                          f"{spec['property']} not recorded")
                 return None
             return self.rules.expand(spec["map"][key])
         if kind == "term":
@@ -290,8 +389,8 @@ class _Mapper:
             d = self.as_date(res, where, value)
             if d is None or self.assessment is None:
                 if d is not None:
-                    self.notes.append(f"no assessment date (Bundle.{self.rules.assessment_date}): "
-                                      f"{spec['property']} of {res.ref} not computed")
+                    self.note(f"{res.ref} .{where}", f"no assessment date (Bundle.{self.rules.assessment_date}): "
+                              f"{spec['property']} not computed")
                 return None
             months = months_between(d, self.assessment)
             if kind == "yearsToAssessment":
@@ -337,10 +436,10 @@ class _Mapper:
                 target = self.by_ref.get(ref) if isinstance(ref, str) else None
                 if target is not None and target.ref in self.nodes:
                     return self.nodes[target.ref]
-                self.notes.append(f"{res.ref}.{where} refers to {ref!r}, which is not a mapped resource of the "
-                                  "bundle; not recorded")
+                self.note(f"{res.ref} .{where}", f"refers to {ref!r}, which is not a mapped resource of the bundle; "
+                          "not recorded")
                 return None
-            self.notes.append(f"{res.ref} has no {spec['path']}; not recorded")
+            self.note(res.ref, f"has no {spec['path']}; not recorded")
             return None
         raise InputError(f"unknown node kind {kind!r}", path=str(self.rules.path))
 
@@ -354,9 +453,14 @@ class _Mapper:
             matched = matched[:1]
         status = res.data.get("status")
         if rule.get("status") and status is not None and status not in rule["status"]:
-            self.notes.append(f"{res.ref}: status {status!r} is not one of {', '.join(rule['status'])} "
-                              f"(rule {rule.get('id')}); not recorded")
-            return True
+            self.refused.setdefault(res.ref, []).append(
+                (str(rule.get("id")), f"status {status!r} is not one of {', '.join(rule['status'])}"))
+            return False
+        for cond in rule.get("when", []):
+            why = self.unmet(res, cond)
+            if why:
+                self.refused.setdefault(res.ref, []).append((str(rule.get("id")), why))
+                return False
         if "after" in rule and not self.is_after(res, rule["after"]):
             return True
         spec = rule["node"]
@@ -377,7 +481,7 @@ class _Mapper:
         for required in rule.get("require", []):
             prop = self.rules.expand(required)
             if not any(p == prop for _, p, _ in triples):
-                self.notes.append(f"{res.ref}: no value for {required} (rule {rule.get('id')}); not recorded")
+                self.note(res.ref, f"no value for {required} (rule {rule.get('id')}); not recorded")
                 return True
         if "absentOnlyBy" in rule and not self.may_deny(rule["absentOnlyBy"], res, matched, triples):
             return True
@@ -425,17 +529,28 @@ class _Mapper:
         for p in props:
             triples += [(node, p, c) for c in converted[:1]]
 
+    def unmet(self, res: _Resource, cond: dict[str, Any]) -> str | None:
+        """Why a rule's ``when`` condition (``path`` with ``in`` or ``notIn`` values) does not hold, or None."""
+        where, found = self.values(res, res.data, cond["path"])
+        values = [str(v).lower() if isinstance(v, bool) else v for v in found]
+        if "in" in cond and not set(values) & set(cond["in"]):
+            return f"{where} is {', '.join(map(repr, values)) or 'absent'}, not one of {', '.join(cond['in'])}"
+        if "notIn" in cond and set(values) & set(cond["notIn"]):
+            return f"{where} is {', '.join(map(repr, values))}"
+        return None
+
     def may_deny(self, spec: dict[str, Any], res: _Resource, matched: list[URIRef], triples: list) -> bool:
-        """False (with a note) if a negative value rests only on a code broader or narrower than the term."""
-        negatives = {self.rules.expand(v) for v in spec["values"]}
-        if not any(o in negatives for _, _, o in triples):
+        """False (with a note) if a negative value rests only on a code broader or narrower than the term. Without
+        ``values``, every fact the rule records is negative (the absence of a treatment)."""
+        negatives = {self.rules.expand(v) for v in spec.get("values", [])}
+        if negatives and not any(o in negatives for _, _, o in triples):
             return True
         allowed = {self.rules.expand(p) for p in spec["predicates"]}
         if any(self.via.get((res.ref, t), set()) & allowed for t in matched):
             return True
-        self.notes.append(f"{res.ref}: the absence of a code mapped by "
-                          f"{', '.join(sorted(self.curie(p) for t in matched for p in self.via.get((res.ref, t), ())))}"
-                          f" does not show the absence of {', '.join(self.curie(t) for t in matched)}; not recorded")
+        by = ', '.join(sorted(self.curie(p) for t in matched for p in self.via.get((res.ref, t), ())))
+        self.note(res.ref, f"the absence of a code mapped by {by} does not show the absence of "
+                  f"{', '.join(self.curie(t) for t in matched)}; not recorded")
         return False
 
     def is_after(self, res: _Resource, spec: dict[str, Any]) -> bool:
@@ -449,8 +564,8 @@ class _Mapper:
             return True
         if when > date.fromisoformat(str(other)):
             return True
-        self.notes.append(f"{res.ref}: dated {when}, not after {self.curie(self.rules.expand(spec['property']))} "
-                          f"{other} of the {spec['shared']}; not recorded")
+        self.note(f"{res.ref} .{where}", f"dated {when}, not after "
+                  f"{self.curie(self.rules.expand(spec['property']))} {other} of the {spec['shared']}; not recorded")
         return False
 
     def resolve_pending(self) -> None:
@@ -458,8 +573,8 @@ class _Mapper:
         for node, prop, ref, res in self.pending:
             target = self.by_ref.get(ref) if isinstance(ref, str) else None
             if target is None or target.ref not in self.nodes:
-                self.notes.append(f"{res.ref} refers to {ref!r}, which is not a mapped resource of the bundle; "
-                                  f"{self.curie(prop)} not recorded")
+                self.note(res.ref, f"refers to {ref!r}, which is not a mapped resource of the bundle; "
+                          f"{self.curie(prop)} not recorded")
                 continue
             self.graph.add((node, prop, self.nodes[target.ref]))
 
@@ -468,39 +583,73 @@ class _Mapper:
         for (s, p), refs in sorted(self.origins.items()):
             values = set(self.graph.objects(s, p))
             if len(values) > 1 and all(isinstance(v, Literal) for v in values):
-                self.notes.append(f"conflicting values for {self.curie(p)} of {self.curie(s)}: "
-                                  f"{', '.join(sorted(str(v) for v in values))} (from {', '.join(sorted(set(refs)))})")
+                self.note(", ".join(sorted(set(refs))), f"conflicting values for {self.curie(p)} of {self.curie(s)}: "
+                          f"{', '.join(sorted(str(v) for v in values))}")
 
 
 
-def _entries(bundle: dict[str, Any], source: str | None) -> list[_Resource]:
-    """The bundle's entries as resources, each checked for a resourceType and given a stable local name."""
+def _entries(bundle: dict[str, Any], mapper: _Mapper) -> list[_Resource]:
+    """The bundle's entries as resources, each checked for a resourceType and given a stable local name; a
+    defective entry is recorded (every one, not only the first) and left out."""
     entries = bundle.get("entry", [])
     if not isinstance(entries, list):
-        raise InputError("Bundle.entry must be a list", path=source)
+        mapper.defects.append(InputNote("Bundle .entry", "must be a list"))
+        return []
     out = []
     for i, entry in enumerate(entries):
         resource = entry.get("resource") if isinstance(entry, dict) else None
         if not isinstance(resource, dict):
-            raise InputError(f"entry {i}: no resource object", path=source)
+            mapper.defects.append(InputNote(f"entry {i}", "no resource object"))
+            continue
         rtype = resource.get("resourceType")
         if not isinstance(rtype, str) or not rtype:
-            raise InputError(f"entry {i}: resource without resourceType", path=source)
+            mapper.defects.append(InputNote(f"entry {i}", "resource without resourceType"))
+            continue
         rid = resource.get("id")
         if rid is not None and (not isinstance(rid, str) or not re.fullmatch(r"[A-Za-z0-9\-.]{1,64}", rid)):
-            raise InputError(f"entry {i} ({rtype}): id {json.dumps(rid)[:40]} is not a FHIR id", path=source)
+            mapper.defects.append(InputNote(f"entry {i} ({rtype}) .id", f"{json.dumps(rid)[:40]} is not a FHIR id"))
+            continue
         full_url = entry.get("fullUrl")
         if rid is None and isinstance(full_url, str):
             rid = re.sub(r"[^A-Za-z0-9\-.]", "-", full_url.rsplit(":", 1)[-1].rsplit("/", 1)[-1])[:64]
         rid = rid or f"entry{i}"
         res = _Resource(i, resource, rtype, f"{rtype}/{rid}", f"{rtype.lower()}-{rid}")
+        if isinstance(full_url, str) and full_url.startswith("urn:uuid:") and not _UUID.match(full_url):
+            mapper.note(f"entry {i} ({res.ref}) .fullUrl", f"{full_url!r} is not a urn:uuid with a UUID; references "
+                        "to it may not resolve elsewhere")
+        for key in sorted(set(entry) - _ENTRY_ELEMENTS):
+            mapper.note(f"entry {i} ({res.ref})", f"{key!r} is not an element of a FHIR R4 Bundle.entry; not read")
         out.append(res)
     return out
 
 
+def _report_elements(mapper: _Mapper, recorded: list[_Resource]) -> None:
+    """Note each top-level element of the recorded resources that no rule reads on any recorded resource of its
+    type (once per resource type and element, at the first resource that has it), saying whether R4 knows it;
+    elements that hold no case fact (``notCaseFacts`` of the rules file) stay quiet."""
+    read: dict[str, set[str]] = {}
+    for res in recorded:
+        read.setdefault(res.type, set()).update(res.read)
+    said: set[tuple[str, str]] = set()
+    for res in recorded:
+        known = R4_ELEMENTS.get(res.type)
+        for key in res.data:
+            element = key[1:] if key.startswith("_") else key  # _x: the extensions of primitive x
+            if element in read[res.type] or mapper.rules.is_quiet(res.type, element) or (res.type, key) in said:
+                continue
+            said.add((res.type, key))
+            once = f"(said once per {res.type})"
+            if known is not None and element not in known and element not in _COMMON:
+                mapper.note(f"{res.ref} .{key}", f"not an element of a FHIR R4 {res.type}; not read {once}")
+            else:
+                mapper.note(f"{res.ref} .{key}", f"no rule maps this element; not recorded {once}")
+
+
 def bundle_to_case(bundle: dict, name: str, source: Path | None = None, *,
                    project: Project | None = None) -> Case:
-    """The patient case a FHIR R4 Bundle describes, mapped by the project's rules; unmapped codes are in notes."""
+    """The patient case a FHIR R4 Bundle describes, mapped by the project's rules. What cannot be recorded is in
+    the case's notes (each an InputNote with its place); a bundle with defects is refused with all of them
+    (:class:`BundleDefects`, an InputError)."""
     where = str(source) if source is not None else None
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         got = bundle.get("resourceType") if isinstance(bundle, dict) else type(bundle).__name__
@@ -509,7 +658,9 @@ def bundle_to_case(bundle: dict, name: str, source: Path | None = None, *,
     graph = bind_prefixes(Graph())
     patient = URIRef(f"{CASE}{name}")
     mapper = _Mapper(rules, name, where, graph, patient)
-    resources = _entries(bundle, where)
+    for key in sorted(set(bundle) - R4_ELEMENTS["Bundle"] - _COMMON):
+        mapper.note(f"Bundle .{key}", "not an element of a FHIR R4 Bundle; not read")
+    resources = _entries(bundle, mapper)
     for res in resources:
         mapper.by_ref[res.ref] = res
         full_url = bundle["entry"][res.index].get("fullUrl")
@@ -518,59 +669,85 @@ def bundle_to_case(bundle: dict, name: str, source: Path | None = None, *,
     if rules.assessment_date:
         stamp = bundle.get(rules.assessment_date)
         if stamp is None:
-            mapper.notes.append(f"no Bundle.{rules.assessment_date}: the assessment date is unknown")
+            mapper.note(f"Bundle .{rules.assessment_date}", "absent: the assessment date is unknown")
         else:
-            mapper.assessment = mapper.as_date(None, f"Bundle.{rules.assessment_date}", stamp)
+            with contextlib.suppress(_Defect):  # the defect is recorded
+                mapper.assessment = mapper.as_date(None, rules.assessment_date, stamp)
     graph.add((patient, RDF.type, GK.Patient))
     graph.add((patient, RDFS.label, Literal(f"{name}: from FHIR Bundle {bundle.get('id', '')}".strip())))
     # the patient resource
     patients = [r for r in resources if r.type == rules.patient.get("resourceType", "Patient")]
     if len(patients) > 1:
-        raise InputError(f"entries {', '.join(str(p.index) for p in patients)}: more than one Patient "
-                         "(a case is one patient)", path=where)
-    for spec in rules.patient.get("values", []):
-        prop = rules.expand(spec["property"])
-        if spec.get("from") == "assessmentDate":
-            if mapper.assessment:
-                graph.add((patient, prop, Literal(mapper.assessment.isoformat(), datatype=XSD.date)))
-            continue
-        for res in patients:
-            where_, found = mapper.values(res, res.data, spec["path"])
-            for value in found[:1]:
-                converted = mapper.convert(res, spec, where_, value, None)
-                if converted is not None:
-                    graph.add((patient, prop, converted))
-    for res in patients:
+        mapper.defects.append(InputNote(f"entries {', '.join(str(p.index) for p in patients)}",
+                                        "more than one Patient (a case is one patient)"))
+    for res in patients[:1]:
+        try:
+            for spec in rules.patient.get("values", []):
+                prop = rules.expand(spec["property"])
+                if spec.get("from") == "assessmentDate":
+                    if mapper.assessment:
+                        graph.add((patient, prop, Literal(mapper.assessment.isoformat(), datatype=XSD.date)))
+                    continue
+                where_, found = mapper.values(res, res.data, spec["path"])
+                for value in found[:1]:
+                    converted = mapper.convert(res, spec, where_, value, None)
+                    if converted is not None:
+                        graph.add((patient, prop, converted))
+        except _Defect:
+            pass
         mapper.nodes[res.ref] = patient
     # every other resource, rule by rule in the order of the rules file
     others = [r for r in resources if r not in patients]
     terms_by_res: dict[str, list[URIRef]] = {}
     for res in others:
         status = res.data.get("status")
-        if isinstance(status, str) and status in rules.skip_status:
-            mapper.notes.append(f"{res.ref}: status {status!r}; not recorded")
-            continue
+        res.read.add("status")  # weighed by skipStatus and each rule's "status"
         paths = {rule["resources"][res.type] for rule in rules.rules if res.type in rule["resources"]}
         if not paths:
-            mapper.notes.append(f"no mapping rule for {res.type} resources ({res.ref}); not recorded")
+            mapper.note(res.ref, f"no mapping rule for {res.type} resources; not recorded")
+            continue
+        if "modifierExtension" in res.data:
+            mapper.note(f"{res.ref} .modifierExtension", "a modifier extension may change what the resource "
+                        "means and none is understood; the resource is not recorded")
+            continue
+        accepted = {st for rule in rules.rules if res.type in rule["resources"] for st in rule.get("status", [])}
+        if isinstance(status, str) and status in rules.skip_status and status not in accepted:
+            mapper.note(f"{res.ref} .status", f"{status!r}; not recorded")
             continue
         terms: list[URIRef] = []
-        for path in sorted(paths):
-            at, concepts = mapper.values(res, res.data, path)
-            for concept in concepts:
-                terms += [t for t in mapper.terms_of(res, concept, at) if t not in terms]
+        try:
+            for path in sorted(paths):
+                at, concepts = mapper.values(res, res.data, path)
+                if not concepts:
+                    mapper.note(res.ref, f"no {path}; not recorded")
+                for concept in concepts:
+                    terms += [t for t in mapper.terms_of(res, concept, at) if t not in terms]
+        except _Defect:
+            continue
         terms_by_res[res.ref] = terms
     used: set[str] = set()
     for rule in rules.rules:
         for res in others:
-            if (res.ref in terms_by_res and res.type in rule["resources"]
-                    and mapper.apply(rule, res, terms_by_res[res.ref])):
-                used.add(res.ref)
+            if res.ref in terms_by_res and res.type in rule["resources"]:
+                try:
+                    if mapper.apply(rule, res, terms_by_res[res.ref]):
+                        used.add(res.ref)
+                except _Defect:
+                    del terms_by_res[res.ref]
     for res in others:
         mapped = terms_by_res.get(res.ref)
-        if mapped and res.ref not in used:
-            mapper.notes.append(f"{res.ref}: codes map to {', '.join(mapper.curie(t) for t in mapped)}, but no rule "
-                                f"maps a {res.type} with that term; not recorded")
+        if not mapped or res.ref in used:
+            continue
+        refused = mapper.refused.get(res.ref)
+        if refused:
+            for rule_id, why in refused:
+                mapper.note(res.ref, f"{why} (rule {rule_id}); not recorded")
+        else:
+            mapper.note(res.ref, f"codes map to {', '.join(mapper.curie(t) for t in mapped)}, but no rule maps a "
+                        f"{res.type} with that term; not recorded")
+    _report_elements(mapper, patients[:1] + [r for r in others if r.ref in used])
     mapper.resolve_pending()
     mapper.check_single_values()
+    if mapper.defects:
+        raise BundleDefects(mapper.defects, where)
     return Case(name, source, graph, patient, mapper.notes)
