@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from rdflib import Graph, Literal, URIRef
 
-from guideline_kg.cases.fhir_in import bundle_to_case, is_fhir_bundle, load_rules, read_sssom
+from guideline_kg.cases.fhir_in import BundleDefects, bundle_to_case, is_fhir_bundle, load_rules, read_sssom
 from guideline_kg.cases.reader import Case, load_cases
 from guideline_kg.core.errors import InputError
 from guideline_kg.core.namespaces import CASE, GK, RDF, RDFS, SKOS, XSD
@@ -262,6 +262,100 @@ def test_the_example_bundle_of_the_docs_maps_as_documented() -> None:
     assert case.notes == ["Condition/other .code: code http://snomed.info/sct|12345 is not in the mapping; not recorded"]
     assert (CASE["example-medicationstatement-opioid"], GK.careAction, GK.ExtendedReleaseOralOpioidTherapy) in case.graph
     assert (CASE["example-pain"], GK.painDurationMonths, Literal("9.0", datatype=XSD.decimal)) in case.graph
+
+
+# --- nothing dropped silently: every element, code or resource not recorded is a note with its place ----------
+
+def test_procedure_with_text_and_no_coding_is_reported_with_its_place() -> None:
+    case = mapped({"resourceType": "Procedure", "id": "p3", "status": "completed", "code": {"text": "physio"}})
+    assert (CASE.t, GK.hadTreatment, None) not in case.graph
+    assert case.notes == ["Procedure/p3 .code: text 'physio' has no coding the mapping knows (text is not matched "
+                          "to codes); not recorded"]
+    assert case.notes[0].place == "Procedure/p3 .code"
+
+
+def test_text_beside_unknown_codings_is_reported_too() -> None:
+    case = mapped({"resourceType": "Procedure", "id": "p", "status": "completed",
+                   "code": {"coding": [{"system": SCT, "code": "999"}], "text": "back school"}})
+    assert set(case.notes) == {
+        "Procedure/p .code: text 'back school' has no coding the mapping knows; not recorded",
+        "Procedure/p .code: code http://snomed.info/sct|999 is not in the mapping; not recorded"}
+
+
+def test_unknown_and_unmapped_elements_are_reported_once_per_resource_type() -> None:
+    pt = {"resourceType": "Procedure", "status": "completed", "code": cc(SCT, "91251008"),
+          "performedPeriod": {"start": "2025-09-01", "end": "2025-10-27"}}
+    case = mapped(dict(pt, id="a", perfomedDateTime="2025-09-01", note=[{"text": "core strengthening"}]),
+                  dict(pt, id="b", perfomedDateTime="2025-09-02", note=[{"text": "mostly massage"}]))
+    assert sorted(case.notes) == [
+        "Procedure/a .note: no rule maps this element; not recorded (said once per Procedure)",
+        "Procedure/a .perfomedDateTime: not an element of a FHIR R4 Procedure; not read (said once per Procedure)"]
+
+
+def test_elements_that_hold_no_case_fact_are_not_reported() -> None:
+    """subject, identifier, recorder and the Patient's name are in notCaseFacts of the rules file."""
+    case = bundle_to_case({"resourceType": "Bundle", "type": "collection", "timestamp": "2026-03-10T09:00:00Z",
+                           "entry": [{"resource": {"resourceType": "Patient", "id": "p", "name": [{"family": "X"}],
+                                                   "birthDate": "1967-08-20"}},
+                                     {"resource": dict(SURGERY, subject={"reference": "Patient/p"},
+                                                       identifier=[{"value": "1"}])}]}, "t")
+    assert case.notes == []
+
+
+def test_modifier_extension_keeps_the_resource_out_with_a_note() -> None:
+    case = mapped(dict(SURGERY, modifierExtension=[{"url": "https://example.invalid/x", "valueBoolean": True}]))
+    assert (CASE.t, GK.hadIndexSurgery, None) not in case.graph
+    assert any(n.startswith("Procedure/s .modifierExtension: ") for n in case.notes)
+
+
+def test_an_ingredient_not_taken_does_not_deny_opioid_therapy() -> None:
+    case = mapped({"resourceType": "MedicationStatement", "id": "m", "status": "not-taken",
+                   "medicationCodeableConcept": cc(RX, "7052")})
+    assert (CASE.t, GK.notTreatedWith, None) not in case.graph
+    assert any(n.startswith("MedicationStatement/m: the absence of a code mapped by skos:broadMatch does not show "
+                            "the absence of gk:OpioidTherapy") for n in case.notes)
+
+
+def test_a_spinal_operation_not_done_is_reported_not_taken_as_no_surgery() -> None:
+    """not-done says a planned operation did not happen, not that the patient never had spine surgery."""
+    case = mapped(dict(SURGERY, status="not-done"))
+    assert (CASE.t, GK.hadIndexSurgery, None) not in case.graph and (CASE.t, GK.hadSpinalSurgery, None) not in case.graph
+    assert "Procedure/s: status 'not-done' is not one of completed (rule index-surgery); not recorded" in case.notes
+
+
+def test_a_refuted_postoperative_pain_is_not_the_case_s_pain() -> None:
+    case = mapped({"resourceType": "Condition", "id": "c", "code": cc(ICD, "M96.1"), "onsetDateTime": "2025-07-01",
+                   "verificationStatus": cc("http://terminology.hl7.org/CodeSystem/condition-ver-status", "refuted")})
+    assert (CASE.t, GK.hasPostoperativePain, None) not in case.graph
+    assert "Condition/c: verificationStatus.coding.code is 'refuted' (rule postoperative-pain); not recorded" \
+        in case.notes
+
+
+def test_a_fullurl_that_is_not_a_uuid_is_noted() -> None:
+    data = bundle(SURGERY)
+    data["entry"][1]["fullUrl"] = "urn:uuid:surgery-1"
+    case = bundle_to_case(data, "t")
+    assert case.notes == ["entry 1 (Procedure/s) .fullUrl: 'urn:uuid:surgery-1' is not a urn:uuid with a UUID; "
+                          "references to it may not resolve elsewhere"]
+
+
+def test_all_defects_of_a_bundle_are_reported_in_one_run(tmp_path: Path) -> None:
+    data = bundle(dict(SURGERY, performedDateTime="last summer"),
+                  {"resourceType": "Observation", "id": "o", "status": "final",
+                   "code": cc(GKC, "opioid-monitoring-plan-in-place"), "valueBoolean": "yes"},
+                  {"resourceType": "Condition", "id": "c", "code": "M96.1"},
+                  {"id": "x"})
+    f = tmp_path / "four.fhir.json"
+    f.write_text(json.dumps(data))
+    with pytest.raises(BundleDefects) as err:
+        load_cases([f])
+    assert [str(d) for d in err.value.defects] == [
+        'entry 1 (Procedure/s): performedDateTime: expected a date (YYYY-MM-DD), got "last summer"',
+        'entry 2 (Observation/o): valueBoolean: expected true or false, got "yes"',
+        'entry 3 (Condition/c): code: expected a CodeableConcept object, got "M96.1"',
+        "entry 4: resource without resourceType"]
+    text = str(err.value)
+    assert text.startswith(f"{f}: 4 defects in the bundle:") and text.count("\n  - ") == 4
 
 
 def test_is_fhir_bundle() -> None:

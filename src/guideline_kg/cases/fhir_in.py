@@ -749,5 +749,8 @@ def bundle_to_case(bundle: dict, name: str, source: Path | None = None, *,
     mapper.resolve_pending()
     mapper.check_single_values()
     if mapper.defects:
-        raise BundleDefects(mapper.defects, where)
+        def entry_of(d: InputNote) -> int:
+            m = re.match(r"entry (\d+)", d.place)
+            return int(m[1]) if m else -1
+        raise BundleDefects(sorted(mapper.defects, key=entry_of), where)
     return Case(name, source, graph, patient, mapper.notes)
