@@ -14,11 +14,11 @@ import os
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pyoxigraph as ox
-from rdflib import Graph, Literal, URIRef
+from rdflib import BNode, Graph, Literal, URIRef
 from rdflib.term import Node
 
 from guideline_kg.cases.reader import Case
@@ -29,6 +29,7 @@ from guideline_kg.core.project import Project
 from guideline_kg.core.queries import load_query
 from guideline_kg.knowledge.graph import guideline_iri
 from guideline_kg.knowledge.statements import list_statements
+from guideline_kg.reasoning.explanation import Explainer, Facts, Gap, GraphFacts, Threshold, questions
 from guideline_kg.reasoning.hermit import classify
 from guideline_kg.store.stores import EmbeddedStore, Store
 
@@ -41,7 +42,8 @@ REASONERS = ("fast", "hermit")
 
 @dataclass(frozen=True)
 class Condition:
-    """A condition of a population, read from the graph: its class, negation, labels and missing-data text."""
+    """A condition of a population, read from the graph: its class, negation, labels and missing-data text;
+    ``scope`` marks a condition of the guideline's own population (said once per case, not per statement)."""
 
     iri: URIRef
     negation: URIRef
@@ -49,6 +51,7 @@ class Condition:
     negation_label: str
     missing: str
     urgent: bool
+    scope: bool = False
 
 
 #: How one fact of a witness is rendered: subject position (or None), verb, object position (or None), constant.
@@ -56,23 +59,14 @@ FactPlan = tuple[int | None, str, int | None, str]
 
 
 class Witness:
-    """The facts of a case that witness its membership of a class: one solution of the class's SPARQL
-    pattern, rendered to readable facts (``node property value``) only when first read."""
+    """A case's membership of a class found by the fast path: one solution of the class's SPARQL pattern,
+    whose nodes are the case facts the PROV-O result links to (read only when first used)."""
 
-    __slots__ = ("_facts", "_label", "_nodes", "_plan", "_solution", "_subjects")
+    __slots__ = ("_nodes", "_solution", "_subjects")
 
-    def __init__(self, solution: Any = None, plan: list[FactPlan] | None = None, subjects: list[int] | None = None,
-                 label: Any = None, facts: list[str] | None = None, nodes: list[str] | None = None) -> None:
-        self._solution, self._plan, self._subjects, self._label = solution, plan, subjects, label
-        self._facts, self._nodes = facts, nodes
-
-    @property
-    def facts(self) -> list[str]:
-        if self._facts is None:
-            sol, label = self._solution, self._label
-            self._facts = [f"{label(sol[si]) if si is not None else '?'} {verb} "
-                           f"{label(sol[oi]) if oi is not None else const}" for si, verb, oi, const in self._plan or []]
-        return self._facts
+    def __init__(self, solution: Any = None, subjects: list[int] | None = None, nodes: list[str] | None = None
+                 ) -> None:
+        self._solution, self._subjects, self._nodes = solution, subjects, nodes
 
     @property
     def nodes(self) -> list[str]:
@@ -81,43 +75,95 @@ class Witness:
         return self._nodes
 
 
-NO_WITNESS = Witness(facts=[], nodes=[])
+NO_WITNESS = Witness(nodes=[])
 
 
 @dataclass(slots=True)
 class ConditionState:
-    """How one condition came out for one case, with the facts that decided it."""
+    """How one condition came out for one case: the facts that decided it (with the thresholds they met) or,
+    when unknown, what is absent (alternatives of questions, smallest first)."""
 
     condition: Condition
     state: str  # met | failed | unknown
     facts: list[str] = field(default_factory=list)
     nodes: list[str] = field(default_factory=list)
+    thresholds: list[Threshold] = field(default_factory=list)
+    gaps: list[list[Gap]] = field(default_factory=list)
+
+    def reason(self) -> str:
+        """The condition in words with its deciding facts."""
+        facts = f" ({'; '.join(self.facts)})" if self.facts else ""
+        if self.state == "failed":
+            return f"{self.condition.negation_label}{facts}: so not {self.condition.label}"
+        return f"{self.condition.label}{facts}"
+
+    def questions(self) -> list[str]:
+        """What would decide an unknown condition: one line per alternative (any one suffices)."""
+        if self.state != "unknown":
+            return []
+        lines = questions(self.gaps, " ".join)
+        if not lines:
+            lines = [self.condition.missing or f"a fact deciding {self.condition.label}"]
+        if len(lines) > 1:
+            lines = ["Either: " + " Or: ".join(lines)]
+        return [f"{line} (decides: {self.condition.label})" for line in lines]
+
+
+IN_POPULATION = "the patient is in the guideline's population (see scope)"
+OUT_OF_POPULATION = "the patient is not in the guideline's population (see scope)"
+SCOPE_UNDECIDED = "whether the patient is in the guideline's population (see scope)"
+UNSPECIFIED_NOTE = "the guideline names this option without saying more"
 
 
 @dataclass(slots=True)
 class StatementResult:
-    """One statement's status for one case."""
+    """One statement's status for one case, explained."""
 
     statement: dict[str, Any]
     population: URIRef
     status: str
     conditions: list[ConditionState]
+    conflicts_with: list[str] = field(default_factory=list)
+    note: str | None = None
+
+    @property
+    def own(self) -> list[ConditionState]:
+        """The statement's own conditions (those of the guideline population are the scope's)."""
+        own = [c for c in self.conditions if not c.condition.scope]
+        return own if own or self.statement.get("kind") == "guideline" else []
+
+    def _scope_state(self) -> str:
+        states = {c.state for c in self.conditions if c.condition.scope}
+        return "failed" if "failed" in states else "unknown" if "unknown" in states else "met"
 
     @property
     def because(self) -> list[str]:
+        own = self.own if self.statement.get("kind") != "guideline" else self.conditions
         if self.status == "not-applicable":
-            return [f"not met: {c.condition.label}, since {c.condition.negation_label}"
-                    + (f" ({'; '.join(c.facts)})" if c.facts else "")
-                    for c in self.conditions if c.state == "failed"]
-        return [f"{c.condition.label}" + (f" ({'; '.join(c.facts)})" if c.facts else "")
-                for c in self.conditions if c.state == "met"]
+            out = [c.reason() for c in own if c.state == "failed"]
+            return out or [OUT_OF_POPULATION]
+        out = [c.reason() for c in own if c.state == "met"]
+        if self.status == "applicable" and not out:
+            out = [IN_POPULATION]
+        return out
 
     @property
     def missing(self) -> list[str]:
         if self.status != "undetermined":
             return []
-        return [c.condition.missing or f"a fact deciding {c.condition.label}"
-                for c in self.conditions if c.state == "unknown"]
+        own = self.own if self.statement.get("kind") != "guideline" else self.conditions
+        out = [q for c in own if c.state == "unknown" for q in c.questions()]
+        if self.statement.get("kind") != "guideline" and self._scope_state() == "unknown":
+            out.append(SCOPE_UNDECIDED)
+        return out
+
+    @property
+    def thresholds(self) -> list[Threshold]:
+        seen: dict[Threshold, None] = {}
+        for c in self.conditions:
+            if c.state != "unknown" and (self.statement.get("kind") == "guideline" or not c.condition.scope):
+                seen.update(dict.fromkeys(c.thresholds))
+        return list(seen)
 
     @property
     def urgent(self) -> bool:
@@ -125,29 +171,47 @@ class StatementResult:
 
     def to_json(self) -> dict[str, Any]:
         s = self.statement
-        return {"id": s["id"], "source_lines": s["source_lines"], "status": self.status, "text": s["text"],
-                "action": s["action"], "direction": s["direction"], "strength": s["strength"],
+        return {"id": s["id"], "source_lines": s["source_lines"], "status": self.status, "urgent": self.urgent,
+                "text": s["text"], "action": s["action"], "direction": s["direction"], "strength": s["strength"],
                 "line_of_therapy": s["line_of_therapy"], "citations": s["citations"],
-                "because": self.because, "missing": self.missing}
+                "because": self.because, "missing": self.missing,
+                "thresholds": [t.to_json() for t in self.thresholds],
+                "conflicts_with": list(self.conflicts_with), "note": self.note}
+
+
+@dataclass(frozen=True)
+class UnspecifiedOption:
+    """A section the source names without content, reported to a patient it concerns."""
+
+    statement: dict[str, Any]
+    section: str
+    because: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        s = self.statement
+        return {"id": s["id"], "source_lines": s["source_lines"], "text": s["text"], "section": self.section,
+                "because": self.because, "note": UNSPECIFIED_NOTE}
 
 
 class CaseResult:
-    """The derivation for one case: scope, urgent findings and every statement's result.
+    """The derivation for one case: scope, urgent findings, conflicts and every statement's result.
 
-    The statuses are decided when the result is made; the per-statement objects (``scope``, ``results``)
-    are assembled from them on first use, so a batch run pays for them only when it writes them."""
+    The statuses are decided when the result is made; the explanations (``scope``, ``results``) are computed
+    from the case's facts on first use, so a batch run pays for them only when it writes them."""
 
-    __slots__ = ("_built", "_evaluator", "_explain", "_signature", "case", "patient", "reasoner")
+    __slots__ = ("_built", "_evaluator", "_facts", "_members", "_signature", "_witnesses", "case", "patient",
+                 "reasoner")
 
-    def __init__(self, case: str, patient: URIRef, reasoner: str, signature: list,
-                 explain: dict[str, Witness], evaluator: Evaluator) -> None:
+    def __init__(self, case: str, patient: URIRef, reasoner: str, signature: list, members: frozenset[str],
+                 witnesses: dict[str, Witness], facts: Facts, evaluator: Evaluator) -> None:
         self.case, self.patient, self.reasoner = case, patient, reasoner
-        self._signature, self._explain, self._evaluator = signature, explain, evaluator
+        self._signature, self._members, self._witnesses = signature, members, witnesses
+        self._facts, self._evaluator = facts, evaluator
         self._built: list[StatementResult] | None = None
 
     def _all(self) -> list[StatementResult]:
         if self._built is None:
-            self._built = self._evaluator._build(self._signature, self._explain)
+            self._built = self._evaluator._build(self)
         return self._built
 
     @property
@@ -163,30 +227,65 @@ class CaseResult:
         return {sid: status for sid, status, _ in self._signature[1:]}
 
     def has_urgent(self) -> bool:
-        """Whether any urgent condition is met (what :attr:`urgent` lists), without assembling explanations."""
-        return any(state == "met" and cond.urgent for _, _, states in self._signature[1:] for cond, state in states)
+        """Whether any urgent condition is met by an applicable statement, without assembling explanations."""
+        return any(status == "applicable" and any(cond.urgent for cond, _ in states)
+                   for _, status, states in self._signature[1:])
 
     @property
     def in_scope(self) -> bool:
         return self._signature[0][1] == "applicable"
 
     @property
+    def scope_status(self) -> str:
+        """``in``, ``out`` or ``undetermined``."""
+        return {"applicable": "in", "not-applicable": "out"}.get(self._signature[0][1], "undetermined")
+
+    @property
+    def scope_reasons(self) -> list[str]:
+        """Why the case is in or out of the guideline's population (the scope conditions with their facts)."""
+        scope = self.scope
+        if scope.status == "not-applicable":
+            return [c.reason() for c in scope.conditions if c.state == "failed"]
+        return [c.reason() for c in scope.conditions if c.state == "met"]
+
+    @property
     def scope_reason(self) -> str | None:
-        if self.in_scope:
+        """One line for an out-of-scope or undetermined case (None when in scope)."""
+        if self.scope_status == "in":
             return None
-        if self.scope.status == "not-applicable":
-            return "; ".join(self.scope.because)
-        return "undetermined: missing " + "; ".join(self.scope.missing)
+        if self.scope_status == "out":
+            return "; ".join(self.scope_reasons)
+        return "not known, since " + "; ".join(self.scope.missing)
+
+    def scope_json(self) -> dict[str, Any]:
+        return {"status": self.scope_status, "reasons": self.scope_reasons, "missing": self.scope.missing}
+
+    @property
+    def urgent_findings(self) -> list[dict[str, Any]]:
+        """Each urgent statement that applies: its finding (with the facts) and its action in words."""
+        out = []
+        for r in self.results:
+            if r.urgent:
+                finding = "; ".join(c.reason() for c in r.conditions if c.state == "met" and c.condition.urgent)
+                actions = [self._evaluator.explainer.label(URIRef(a)) for a in r.statement["action"] or []]
+                out.append({"statement": r.statement["id"], "finding": finding, "action": ", ".join(actions)})
+        return out
 
     @property
     def urgent(self) -> list[str]:
-        """Readable urgent findings: met conditions flagged gk:urgent."""
-        seen: dict[str, None] = {}
-        for r in self.results:
-            for c in r.conditions:
-                if c.state == "met" and c.condition.urgent:
-                    seen[c.condition.label + (f" ({'; '.join(c.facts)})" if c.facts else "")] = None
-        return list(seen)
+        """Readable urgent findings: the urgent conditions met, with their facts."""
+        return list(dict.fromkeys(u["finding"] for u in self.urgent_findings))
+
+    @property
+    def conflicts(self) -> list[dict[str, Any]]:
+        """Pairs of applicable statements advising for and against the same action (as ``validate`` pairs
+        them), with both source texts and what the graph says would resolve them."""
+        return self._evaluator._conflicts(self.statuses())
+
+    @property
+    def unspecified_options(self) -> list[UnspecifiedOption]:
+        """Sections named without content that concern this patient (by the class each ``gk:concerns``)."""
+        return self._evaluator._unspecified(self)
 
     def ordered(self) -> list[StatementResult]:
         """Urgent applicable statements first, then by source line."""
@@ -196,9 +295,12 @@ class CaseResult:
         return self.statuses()[statement_id]
 
     def to_json(self) -> dict[str, Any]:
-        """The object of a case in `recommend --format json` (built straight from the signature: the
-        same content as the per-statement objects, without assembling them)."""
-        return self._evaluator._json(self)
+        """The object of a case in `recommend --format json`."""
+        return {"case": self.case, "patient": str(self.patient), "reasoner": self.reasoner, "valid": True,
+                "scope": self.scope_json(), "in_scope": self.in_scope, "scope_reason": self.scope_reason,
+                "urgent": self.urgent_findings, "conflicts": self.conflicts,
+                "recommendations": [r.to_json() for r in self.ordered()],
+                "unspecified_options": [u.to_json() for u in self.unspecified_options]}
 
 
 class Evaluator:
@@ -209,6 +311,7 @@ class Evaluator:
         self.project = project
         self.guideline = guideline_iri(knowledge)
         self.tbox_store = EmbeddedStore.from_graph(knowledge)
+        self.explainer = Explainer(knowledge)
         statements = {s["id"]: s for s in list_statements(self.tbox_store, project)}
         rows = self.tbox_store.select(load_query(project.queries_dir, "derive-conditions").text)
         self.populations: dict[str, URIRef] = {}
@@ -222,25 +325,53 @@ class Evaluator:
                              str(r["missing"] or ""), isinstance(urgent, Literal) and urgent.toPython() is True)
             if cond not in self.conditions[sid]:
                 self.conditions[sid].append(cond)
-        if str(self.guideline) not in self.conditions:
+        self._gid = str(self.guideline)
+        if self._gid not in self.conditions:
             raise InputError(f"the guideline {self.guideline} has no gk:population with conditions")
+        scope_iris = {c.iri for c in self.conditions[self._gid]}
+        self.conditions = defaultdict(list, {sid: [replace(c, scope=c.iri in scope_iris) for c in cs]
+                                             for sid, cs in self.conditions.items()})
         self.statements = {sid: statements[sid] for sid in self.conditions if sid in statements}
+        self._notes = self._read_notes()
+        self._candidates = self._read_conflict_candidates()
+        self.unspecified = self._read_unspecified(statements)
         self.classes = sorted({c.iri for cs in self.conditions.values() for c in cs}
-                              | {c.negation for cs in self.conditions.values() for c in cs})
+                              | {c.negation for cs in self.conditions.values() for c in cs}
+                              | {concerns for concerns, _, _ in self.unspecified})
         compiler = Compiler(knowledge)
         self.patterns: dict[URIRef, list[Pattern]] = {c: compiler.compile(c, "?patient") for c in self.classes}
-        self._labels: dict[str, str] = {str(s): str(o) for s, o in knowledge.subject_objects(RDFS.label)
-                                         if isinstance(s, URIRef)}
-        self._plans: dict[int, list[tuple[str | None, str, str | None, str]]] = {}
         self._status_memo: dict[frozenset[str], list[tuple[str, str, tuple[tuple[Condition, str], ...]]]] = {}
-        self._gid = str(self.guideline)
-        self._json_memo: dict[int, tuple] = {}
-        self._sort_key = {sid: (st["source_lines"], sid) for sid, st in self.statements.items()}
         self._condition_keys = {sid: [(c, str(c.iri), str(c.negation)) for c in cs]
                                 for sid, cs in self.conditions.items()}
         self._scope_statement: dict[str, Any] = {"id": self._gid, "source_lines": [], "text": "", "action": None,
-                                 "direction": None, "strength": None, "line_of_therapy": None, "citations": [],
-                                 "kind": "guideline"}
+                                                 "direction": None, "strength": None, "line_of_therapy": None,
+                                                 "citations": [], "kind": "guideline"}
+
+    # ---- what the graph says about statements -------------------------------------------------------
+    def _read_notes(self) -> dict[tuple[str, frozenset[str]], str]:
+        rows = self.tbox_store.select(load_query(self.project.queries_dir, "derive-notes").text)
+        return {(str(r["kind"]), frozenset((str(r["first"]), str(r["second"])))): str(r["text"] or "")
+                for r in rows.dicts()}
+
+    def _read_conflict_candidates(self) -> list[tuple[str, str, str]]:
+        """(for, against, action in words) pairs, as ``validate`` pairs them (contradiction-candidates.rq)."""
+        rows = self.tbox_store.select(load_query(self.project.queries_dir, "contradiction-candidates").text)
+        out = []
+        for r in rows.dicts():
+            message = str(r.get("message") or "")
+            action = message.split(" advises for ", 1)[-1].split(", line ", 1)[0] if " advises for " in message else ""
+            out.append((str(r["focus"]), str(r["other"]), action))
+        return out
+
+    def _read_unspecified(self, statements: dict[str, dict[str, Any]]) -> list[tuple[URIRef, dict[str, Any], str]]:
+        rows = self.tbox_store.select(load_query(self.project.queries_dir, "derive-unspecified").text)
+        out = []
+        for r in rows.dicts():
+            sid = str(r["statement"])
+            statement = statements.get(sid) or {"id": sid, "source_lines": [int(str(r["line"]))],
+                                                "text": str(r["text"]), "kind": "unspecified"}
+            out.append((URIRef(str(r["concerns"])), statement, str(r["sectionLabel"] or "")))
+        return out
 
     # ---- membership ---------------------------------------------------------------------------------
     def _witness_query(self, pattern: Pattern, patient: URIRef | None) -> str:
@@ -248,52 +379,18 @@ class Evaluator:
         bind = f"VALUES ?patient {{ <{patient}> }}\n  " if patient is not None else ""
         return f"SELECT {variables} WHERE {{\n  {bind}{pattern.where()}\n}}"
 
-    def _plan(self, pattern: Pattern) -> list[tuple[str | None, str, str | None, str]]:
-        """How to render a witness of ``pattern``: per fact, the subject variable, the verb, and the object
-        variable or constant label (computed once per pattern; the patient's own type is left out)."""
-        plan = []
-        for s, p, o in pattern.triples:
-            if p == f"<{RDF.type}>" and s == "?patient":
-                continue  # "the patient is a patient" explains nothing
-            verb = "is a" if p == f"<{RDF.type}>" else self._label_of(p[1:-1])
-            const = self._label_of(o[1:-1]) if o.startswith("<") else o
-            plan.append((s[1:] if s.startswith("?") else None, verb, o[1:] if o.startswith("?") else None, const))
-        return plan
-
-    def witnesses(self, store: Store, cls: URIRef, patient: URIRef | None = None
-                  ) -> dict[str, Witness]:
+    def witnesses(self, store: Store, cls: URIRef, patient: URIRef | None = None) -> dict[str, Witness]:
         """Members of ``cls`` in ``store`` (or just ``patient``), by IRI, each with one witnessing solution."""
         found: dict[str, Witness] = {}
-        label = self._term_label
         for pattern in self.patterns[cls]:
             variables = ["patient"] + [v[1:] for v in pattern.variables() if v != "?patient"]
             position = {v: i for i, v in enumerate(variables)}
-            plan = [(position[s] if s else None, verb, position[o] if o else None, const)
-                    for s, verb, o, const in self._plans.setdefault(id(pattern), self._plan(pattern))]
-            subjects = sorted({i for i, _, _, _ in plan if i is not None})
+            subjects = sorted({position[s[1:]] for s, _, _ in pattern.triples if s.startswith("?")})
             for sol in store.raw(self._witness_query(pattern, patient)):
                 key = sol[0].value
                 if key not in found:
-                    found[key] = Witness(sol, plan, subjects, label)
+                    found[key] = Witness(sol, subjects)
         return found
-
-    def _label_of(self, iri: str) -> str:
-        """The rdfs:label of an IRI of the knowledge graph, else its local name (case nodes)."""
-        label = self._labels.get(iri)
-        return label if label is not None else iri.rsplit("#", 1)[-1].rsplit("/", 1)[-1]
-
-    def _term_label(self, term: Any) -> str:
-        """A readable form of a pyoxigraph term: literal value, label, or local name."""
-        if term is None:
-            return "?"
-        if isinstance(term, ox.Literal):
-            return term.value
-        return self._label_of(term.value)
-
-    def _label(self, node: Node | None) -> str:
-        if node is None:
-            return "?"
-        return str(node) if isinstance(node, Literal) else self._label_of(str(node))
 
     # ---- status ---------------------------------------------------------------------------------------
     def _signature(self, members: frozenset[str]) -> list[tuple[str, str, tuple[tuple[Condition, str], ...]]]:
@@ -301,9 +398,8 @@ class Evaluator:
         memoised, since patients with the same memberships share them."""
         cached = self._status_memo.get(members)
         if cached is None:
-            if len(self._status_memo) >= _MEMO_LIMIT:  # bounded memory on unbounded cohorts; both memos go
-                self._status_memo.clear()             # together, so no id() of a dead signature is reused
-                self._json_memo.clear()
+            if len(self._status_memo) >= _MEMO_LIMIT:  # bounded memory on unbounded cohorts
+                self._status_memo.clear()
             cached = []
             for sid in [self._gid, *self.statements]:
                 states = tuple((c, "failed" if neg in members else "met" if iri in members else "unknown")
@@ -315,102 +411,99 @@ class Evaluator:
             self._status_memo[members] = cached
         return cached
 
-    def _build(self, signature: list, explain: dict[str, Witness]) -> list[StatementResult]:
-        """The statement results (scope first) of one signature, with the case's explaining facts."""
-        results = []
-        for sid, status, states in signature:
-            conditions = []
-            for cond, state in states:
-                if state == "unknown":
-                    conditions.append(ConditionState(cond, state))
-                else:
-                    w = explain.get(str(cond.negation if state == "failed" else cond.iri), NO_WITNESS)
-                    conditions.append(ConditionState(cond, state, w.facts, w.nodes))
+    # ---- explanation ----------------------------------------------------------------------------------
+    def _state(self, result: CaseResult, cond: Condition, state: str,
+               cache: dict[tuple[URIRef, str], ConditionState]) -> ConditionState:
+        """One condition's state for a case with its facts or gaps (computed once per case and condition)."""
+        key = (cond.iri, state)
+        found = cache.get(key)
+        if found is not None:
+            return found
+        ex, facts, patient = self.explainer, result._facts, result.patient
+        if state == "unknown":
+            found = ConditionState(cond, state, gaps=ex.gaps(ex.expression(cond.iri), patient, facts))
+        else:
+            cls = cond.negation if state == "failed" else cond.iri
+            trace = ex.trace(ex.expression(cls), patient, facts)
+            witness = result._witnesses.get(str(cls), NO_WITNESS)
+            if trace is None:  # entailed (HermiT) from facts the structure does not show directly
+                found = ConditionState(cond, state, [f"entailed by the {result.reasoner} reasoner from the case"],
+                                       witness.nodes)
+            else:
+                found = ConditionState(cond, state, trace.texts(),
+                                       list(dict.fromkeys(trace.nodes + witness.nodes)), trace.thresholds)
+        cache[key] = found
+        return found
+
+    def _build(self, result: CaseResult) -> list[StatementResult]:
+        """The statement results (scope first) of one case, explained from its facts."""
+        cache: dict[tuple[URIRef, str], ConditionState] = {}
+        statuses = {sid: status for sid, status, _ in result._signature}
+        conflicts: dict[str, list[str]] = defaultdict(list)
+        for c in self._conflicts(statuses):
+            conflicts[c["for"]].append(c["against"])
+            conflicts[c["against"]].append(c["for"])
+        out = []
+        for sid, status, states in result._signature:
+            conditions = [self._state(result, cond, state, cache) for cond, state in states]
             statement = self._scope_statement if sid == self._gid else self.statements[sid]
-            results.append(StatementResult(statement, self.populations[sid], status, conditions))
-        return results
+            out.append(StatementResult(statement, self.populations[sid], status, conditions, conflicts.get(sid, []),
+                                       self._divergence(sid, statuses)))
+        return out
+
+    def _divergence(self, sid: str, statuses: dict[str, str]) -> str | None:
+        """The graph's reason when a statement it records as a divergent repetition got another status."""
+        for (kind, pair), text in self._notes.items():
+            if kind == "divergence" and sid in pair:
+                (other,) = pair - {sid}
+                if other in statuses and statuses[other] != statuses[sid]:
+                    short = other.rsplit("/", 1)[-1]
+                    return f"repeats {short}, which is {statuses[other]} for this patient: {text}"
+        return None
+
+    def _conflicts(self, statuses: dict[str, str]) -> list[dict[str, Any]]:
+        out = []
+        for first, second, action in self._candidates:
+            if statuses.get(first) == "applicable" and statuses.get(second) == "applicable":
+                resolution = self._notes.get(("conflict", frozenset((first, second))))
+                out.append({"for": first, "against": second, "action": action,
+                            "for_text": self.statements[first]["text"], "against_text": self.statements[second]["text"],
+                            "resolution": resolution or None})
+        return out
+
+    def _unspecified(self, result: CaseResult) -> list[UnspecifiedOption]:
+        out = []
+        for concerns, statement, section in self.unspecified:
+            if str(concerns) in result._members:
+                trace = self.explainer.trace(self.explainer.expression(concerns), result.patient, result._facts)
+                because = ([f"{self.explainer.label(concerns)} ({'; '.join(trace.texts())})"]
+                           if trace is not None and trace.facts else [self.explainer.label(concerns)])
+                out.append(UnspecifiedOption(statement, section, because))
+        return out
 
     def _case_result(self, name: str, patient: URIRef, reasoner: str, members: set[str],
-                     explain: dict[str, Witness]) -> CaseResult:
-        return CaseResult(name, patient, reasoner, self._signature(frozenset(members)), explain, self)
-
-    # ---- JSON -----------------------------------------------------------------------------------------
-    def _json_plan(self, signature: list) -> tuple[list, list]:
-        """For one signature: per statement in report order, its static JSON fields, status, the
-        conditions whose facts explain it (with the wording), and the missing data; and the scope's."""
-        key = id(signature)
-        plan = self._json_memo.get(key)
-        if plan is None:
-            rows = []
-            for sid, status, states in signature:
-                if status == "not-applicable":
-                    explain = [(c, "failed") for c, st in states if st == "failed"]
-                else:
-                    explain = [(c, "met") for c, st in states if st == "met"]
-                missing = ([c.missing or f"a fact deciding {c.label}" for c, st in states if st == "unknown"]
-                           if status == "undetermined" else [])
-                urgent = status == "applicable" and any(c.urgent for c, _ in states)
-                rows.append((sid, status, explain, missing, urgent))
-            scope, statements = rows[0], rows[1:]
-            statements.sort(key=lambda r: (not r[4], self._sort_key[r[0]]))
-            plan = self._json_memo[key] = (scope, statements, signature)
-        return plan[0], plan[1]
-
-    def _reason(self, cond: Condition, kind: str, explain: dict[str, Witness],
-                cache: dict[tuple[Condition, str], str]) -> str:
-        """The wording of one met or failed condition with its facts (once per case and condition)."""
-        text = cache.get((cond, kind))
-        if text is None:
-            w = explain.get(str(cond.negation if kind == "failed" else cond.iri), NO_WITNESS)
-            facts = f" ({'; '.join(w.facts)})" if w.facts else ""
-            text = (f"not met: {cond.label}, since {cond.negation_label}{facts}" if kind == "failed"
-                    else f"{cond.label}{facts}")
-            cache[(cond, kind)] = text
-        return text
-
-    def _json(self, result: CaseResult) -> dict[str, Any]:
-        scope, statements = self._json_plan(result._signature)
-        explain = result._explain
-        cache: dict[tuple[Condition, str], str] = {}
-        if scope[1] == "applicable":
-            reason = None
-        elif scope[1] == "not-applicable":
-            reason = "; ".join(self._reason(c, k, explain, cache) for c, k in scope[2])
-        else:
-            reason = "undetermined: missing " + "; ".join(scope[3])
-        recs = []
-        for sid, status, conds, missing, _urgent in statements:
-            s = self.statements[sid]
-            recs.append({"id": sid, "source_lines": s["source_lines"], "status": status, "text": s["text"],
-                         "action": s["action"], "direction": s["direction"], "strength": s["strength"],
-                         "line_of_therapy": s["line_of_therapy"], "citations": s["citations"],
-                         "because": [self._reason(c, k, explain, cache) for c, k in conds],
-                         "missing": list(missing)})
-        return {"case": result.case, "in_scope": scope[1] == "applicable", "scope_reason": reason,
-                "recommendations": recs}
+                     witnesses: dict[str, Witness], facts: Facts) -> CaseResult:
+        frozen = frozenset(members)
+        return CaseResult(name, patient, reasoner, self._signature(frozen), frozen, witnesses, facts, self)
 
     def evaluate(self, case: Case, reasoner: str = "fast") -> CaseResult:
         """Derive every statement's status for ``case`` on the chosen path (``fast`` or ``hermit``)."""
         if reasoner not in REASONERS:
             raise InputError(f"unknown reasoner {reasoner!r} (expected one of {', '.join(REASONERS)})")
         store = EmbeddedStore.from_graph(case.graph)
-        explain: dict[str, Witness] = {}
+        witnesses: dict[str, Witness] = {}
         for cls in self.classes:
             found = self.witnesses(store, cls, case.patient)
             if str(case.patient) in found:
-                explain[str(cls)] = found[str(case.patient)]
-        members = set(explain)
+                witnesses[str(cls)] = found[str(case.patient)]
+        members = set(witnesses)
         if reasoner == "hermit":
             result = classify(self.knowledge, [case.patient], extra=case.graph)
             if not result.consistent:
                 raise InputError("the case contradicts the ontology (HermiT finds it inconsistent)",
                                  path=str(case.source) if case.source else case.name)
-            fast_members = members
             members = result.types.get(str(case.patient), set()) & {str(c) for c in self.classes}
-            for entailed in members - fast_members:
-                why = f"entailed by the reasoner for {self._label(case.patient)}"
-                explain[entailed] = Witness(facts=[why], nodes=[])
-        return self._case_result(case.name, case.patient, reasoner, members, explain)
+        return self._case_result(case.name, case.patient, reasoner, members, witnesses, GraphFacts(case.graph))
 
     def evaluate_store(self, store: Store, patients: Iterable[URIRef] | None = None,
                        names: dict[URIRef, str] | None = None) -> Iterator[CaseResult]:
@@ -427,10 +520,49 @@ class Evaluator:
         if patients is None:
             patients = [URIRef(sol["p"].value) for sol in
                         store.raw(f"SELECT ?p WHERE {{ ?p a <{GK.Patient}> }} ORDER BY ?p")]
+        facts = StoreFacts(store)
         for patient in patients:
-            explain = membership.get(str(patient), {})
+            witnesses = membership.get(str(patient), {})
             name = (names or {}).get(patient) or str(patient).rsplit("/", 1)[-1]
-            yield self._case_result(name, patient, "fast", set(explain), explain)
+            yield self._case_result(name, patient, "fast", set(witnesses), witnesses, facts)
+
+
+class StoreFacts:
+    """:class:`Facts` read from a store, one query per node (batch results explain only when written)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._cache: dict[Node, list[tuple[Node, Node]]] = {}
+
+    def _edges(self, node: Node) -> list[tuple[Node, Node]]:
+        found = self._cache.get(node)
+        if found is None:
+            if len(self._cache) > 50_000:
+                self._cache.clear()
+            found = []
+            if isinstance(node, URIRef):
+                for sol in self.store.raw(f"SELECT ?p ?o WHERE {{ <{node}> ?p ?o }}"):
+                    found.append((_rdflib(sol[0]), _rdflib(sol[1])))
+                found.sort()  # one explanation whatever order the store gives
+            self._cache[node] = found
+        return found
+
+    def objects(self, node: Node, prop: URIRef) -> list[Node]:
+        return [o for p, o in self._edges(node) if p == prop]
+
+    def types(self, node: Node) -> set[URIRef]:
+        return {o for p, o in self._edges(node) if p == RDF.type and isinstance(o, URIRef)}
+
+
+def _rdflib(term: Any) -> Node:
+    """A pyoxigraph term as an rdflib term."""
+    if isinstance(term, ox.NamedNode):
+        return URIRef(term.value)
+    if isinstance(term, ox.Literal):
+        if term.language:
+            return Literal(term.value, lang=term.language)
+        return Literal(term.value, datatype=URIRef(term.datatype.value))
+    return BNode(term.value)
 
 
 def results_graph(results: Iterable[CaseResult], knowledge: Graph | None = None) -> Graph:
