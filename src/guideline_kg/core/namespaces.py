@@ -28,6 +28,7 @@ __all__ = [
     "XSD",
     "bind_prefixes",
     "declare_namespace",
+    "qname",
     "sparql_prologue",
 ]
 
@@ -78,6 +79,15 @@ def bind_prefixes(graph: Graph) -> Graph:
     for prefix, namespace in PREFIXES.items():
         graph.bind(prefix, namespace, override=True, replace=True)
     return graph
+
+
+def qname(iri: str) -> str:
+    """A prefixed name for an IRI of a declared namespace (``plbp:ChronicPainDuration``), else the IRI."""
+    for prefix, ns in PREFIXES.items():
+        base = str(ns)
+        if prefix and iri.startswith(base) and len(iri) > len(base):
+            return f"{prefix}:{iri[len(base):]}"
+    return iri
 
 
 def sparql_prologue() -> str:

@@ -6,11 +6,11 @@ import textwrap
 
 from rdflib import URIRef
 
-from guideline_kg.core.namespaces import GK, RDFS, SKOS
+from guideline_kg.core.namespaces import GK, RDFS, SKOS, qname
 from guideline_kg.core.queries import load_query
 from guideline_kg.reasoning.derive import CaseResult, Evaluator, StatementResult
 
-__all__ = ["json_report", "summary_table", "text_report"]
+__all__ = ["case_header", "json_report", "summary_table", "text_report"]
 
 _MARK = {"applicable": "[x]", "not-applicable": "[ ]", "undetermined": "[?]"}
 
@@ -30,22 +30,52 @@ def _step(evaluator: Evaluator, result: StatementResult) -> str:
     return str(evaluator.knowledge.value(line, SKOS.notation)) if line is not None else ""
 
 
+def _short(iri: str) -> str:
+    return iri.rsplit("/", 1)[-1].rsplit("#", 1)[-1]
+
+
+def _lines(statement: dict) -> str:
+    lines = statement.get("source_lines") or []
+    return f"line{'s' if len(lines) > 1 else ''} {', '.join(map(str, lines))}" if lines else ""
+
+
+def case_header(cr: CaseResult) -> list[str]:
+    """Scope (said once), urgent findings and conflicts: what a clinician must see before the statements."""
+    out: list[str] = []
+    if cr.scope_status == "in":
+        out.append(_wrap("SCOPE: in the guideline's population, since " + "; ".join(cr.scope_reasons), "", 7))
+    elif cr.scope_status == "out":
+        out.append(_wrap("OUT OF SCOPE: " + "; ".join(cr.scope_reasons), "", 14))
+    else:
+        out.append(_wrap("SCOPE NOT KNOWN: the case does not say whether the patient is in the guideline's "
+                         "population. " + " ".join(cr.scope.missing), "", 17))
+    for u in cr.urgent_findings:
+        action = f" -> {u['action']}" if u["action"] else ""
+        out.append(_wrap(f"!!! URGENT ({_short(u['statement'])}): {u['finding']}{action}", "", 4))
+    for c in cr.conflicts:
+        text = (f"!!! CONFLICT: {_short(c['for'])} advises for and {_short(c['against'])} advises against "
+                f"{c['action'] or 'the same action'}, and both apply. {_short(c['for'])}: \"{c['for_text']}\" "
+                f"{_short(c['against'])}: \"{c['against_text']}\"")
+        text += f" Resolution: {c['resolution']}" if c["resolution"] else " The graph records no resolution."
+        out.append(_wrap(text, "", 4))
+    return out
+
+
 def text_report(evaluator: Evaluator, results: list[CaseResult], show_all: bool = True) -> str:
-    """A clinician's report per case: urgent findings first, then statements grouped by algorithm step."""
+    """A clinician's report per case: scope, urgent findings and conflicts first, then statements grouped by
+    algorithm step, then the options the guideline names without content that concern the patient.
+    ``show_all=False`` shows the applicable statements only."""
     rows = evaluator.tbox_store.select(load_query(evaluator.project.queries_dir, "lines-of-therapy").text)
     steps = [(str(r["notation"]), str(r["label"])) for r in rows.dicts()]
     title = evaluator.knowledge.value(evaluator.guideline, RDFS.label) or evaluator.guideline
     out: list[str] = []
     for cr in results:
-        out += ["=" * 100, f"Case {cr.case}  <{cr.patient}>  [{cr.reasoner} path]", f"Guideline: {title}"]
-        if cr.urgent:
-            out += ["", _wrap("!!! URGENT: " + " | ".join(cr.urgent), "")]
-        if not cr.in_scope:
-            out += ["", _wrap(f"OUT OF SCOPE: {cr.scope_reason}", "")]
+        out += ["=" * 100, f"Case {cr.case}  <{cr.patient}>  [{cr.reasoner} path]", f"Guideline: {title}", ""]
+        out += case_header(cr)
         counts = {s: sum(1 for r in cr.results if r.status == s) for s in _MARK}
-        out.append(f"{counts['applicable']} applicable, {counts['not-applicable']} not applicable, "
-                   f"{counts['undetermined']} undetermined   ([x] applies  [ ] does not  [?] undetermined)")
-        ordered = [r for r in cr.ordered() if show_all or r.status != "not-applicable"]
+        out += ["", f"{counts['applicable']} applicable, {counts['not-applicable']} not applicable, "
+                    f"{counts['undetermined']} undetermined   ([x] applies  [ ] does not  [?] undetermined)"]
+        ordered = [r for r in cr.ordered() if show_all or r.status == "applicable"]
         groups = [("URGENT", [r for r in ordered if r.urgent])]
         groups += [(label, [r for r in ordered if not r.urgent and _step(evaluator, r) == key]) for key, label in steps]
         for label, group in groups:
@@ -54,14 +84,28 @@ def text_report(evaluator: Evaluator, results: list[CaseResult], show_all: bool 
             out += ["", f"-- {label} " + "-" * max(0, 95 - len(label))]
             for r in group:
                 s = r.statement
-                head = f"{_MARK[r.status]} L{','.join(map(str, s['source_lines']))} {s['id'].rsplit('/', 1)[-1]}"
-                if s["direction"]:
-                    head += f"  ({s['direction']}, {s['strength']})"
+                head = f"{_MARK[r.status]} {_short(s['id'])}  ({_lines(s)}"
+                head += f"; {s['direction']}, {s['strength']})" if s["direction"] else ")"
                 out.append(head)
                 cites = f" [{', '.join(map(str, s['citations']))}]" if s["citations"] else ""
                 out.append(_wrap(s["text"] + cites, "      "))
                 out += [_wrap(b, "      because: ", 0) for b in r.because]
                 out += [_wrap(m, "      missing: ") for m in r.missing]
+                out += [_wrap(f"{t.label}: {t.value} (an interpretation, defined by {qname(t.name)})",
+                              "      threshold: ") for t in r.thresholds]
+                if r.conflicts_with:
+                    out.append(_wrap("conflicts with " + ", ".join(_short(x) for x in r.conflicts_with)
+                                     + " (see CONFLICT above)", "      !!! "))
+                if r.note:
+                    out.append(_wrap(r.note, "      note: "))
+        options = cr.unspecified_options
+        if options:
+            out += ["", "-- options the guideline names without saying more " + "-" * 47]
+            for o in options:
+                heading = o.section or o.statement["text"]
+                out.append(f"[i] {_short(o.statement['id'])}  ({_lines(o.statement)}) {heading}")
+                out.append(_wrap(f"concerns this patient: {'; '.join(o.because)}; the guideline names this option "
+                                 "without saying more (no recommendation)", "      "))
     return "\n".join(out) + "\n"
 
 

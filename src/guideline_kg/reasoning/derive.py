@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
+from urllib.parse import quote
 
 import pyoxigraph as ox
 from rdflib import BNode, Graph, Literal, URIRef
@@ -101,12 +102,26 @@ class ConditionState:
         """What would decide an unknown condition: one line per alternative (any one suffices)."""
         if self.state != "unknown":
             return []
-        lines = questions(self.gaps, " ".join)
+        answerable = [alt for alt in self.gaps if all(g.kind != "change" for g in alt)]
+        lines = questions(answerable, " ".join)
+        if not lines and self.gaps:
+            return [f"only a different recorded value would decide it (decides: {self.condition.label}); "
+                    "see `guideline-kg explain`"]
         if not lines:
             lines = [self.condition.missing or f"a fact deciding {self.condition.label}"]
         if len(lines) > 1:
             lines = ["Either: " + " Or: ".join(lines)]
         return [f"{line} (decides: {self.condition.label})" for line in lines]
+
+
+def _sets(alternatives: list[list[Gap]]) -> list[list[dict[str, str]]]:
+    """Flip sets as JSON, smallest first, without duplicates."""
+    out: list[list[dict[str, str]]] = []
+    for alt in sorted(alternatives, key=len):
+        item = [g.to_json() for g in alt]
+        if item and item not in out:
+            out.append(item)
+    return out[:8]
 
 
 IN_POPULATION = "the patient is in the guideline's population (see scope)"
@@ -293,6 +308,43 @@ class CaseResult:
 
     def status_of(self, statement_id: str) -> str:
         return self.statuses()[statement_id]
+
+    def statement_result(self, statement_id: str) -> StatementResult:
+        """The result of one statement (by IRI); InputError naming the known ids when there is none."""
+        for r in self.results:
+            if r.statement["id"] == statement_id:
+                return r
+        known = ", ".join(r.statement["id"].rsplit("/", 1)[-1] for r in self.results)
+        raise InputError(f"no statement {statement_id!r} has a status in this guideline (known: {known})")
+
+    def explain(self, statement_id: str) -> dict[str, Any]:
+        """Why (or why not) one statement applies, and what would change it: the smallest sets of facts that
+        would flip its status, read from the structure of its conditions (``guideline-kg explain``)."""
+        r = self.statement_result(statement_id)
+        ex, patient, facts = self._evaluator.explainer, self.patient, self._facts
+
+        def alternatives(cls: URIRef) -> list[list[Gap]]:
+            return ex.gaps(ex.expression(cls), patient, facts)
+
+        changes: list[dict[str, Any]] = []
+        if r.status in ("applicable", "undetermined"):  # any one condition proved false: not applicable
+            sets = [alt for c in r.conditions if c.state != "failed" for alt in alternatives(c.condition.negation)]
+            changes.append({"to": "not-applicable", "any_of": _sets(sets)})
+        if r.status in ("not-applicable", "undetermined"):  # every condition not met proved: applicable
+            needed = [alternatives(c.condition.iri) for c in r.conditions if c.state != "met"]
+            combined: list[list[Gap]] = [[]]
+            for options in needed:
+                combined = sorted(([*a, *[g for g in b if g not in a]] for a in combined for b in options),
+                                  key=len)[:8]
+            changes.append({"to": "applicable", "any_of": _sets(combined)})
+        conditions = [{"condition": str(c.condition.iri), "label": c.condition.label, "state": c.state,
+                       "scope": c.condition.scope, "facts": c.facts, "questions": c.questions(),
+                       "thresholds": [t.to_json() for t in c.thresholds]} for c in r.conditions]
+        return {"case": self.case, "patient": str(self.patient), "reasoner": self.reasoner,
+                "statement": r.statement["id"], "source_lines": r.statement["source_lines"],
+                "text": r.statement["text"], "status": r.status, "urgent": r.urgent, "conditions": conditions,
+                "because": r.because, "missing": r.missing, "thresholds": [t.to_json() for t in r.thresholds],
+                "conflicts_with": r.conflicts_with, "note": r.note, "would_change": changes}
 
     def to_json(self) -> dict[str, Any]:
         """The object of a case in `recommend --format json`."""
@@ -543,7 +595,7 @@ class StoreFacts:
             if isinstance(node, URIRef):
                 for sol in self.store.raw(f"SELECT ?p ?o WHERE {{ <{node}> ?p ?o }}"):
                     found.append((_rdflib(sol[0]), _rdflib(sol[1])))
-                found.sort()  # one explanation whatever order the store gives
+                found.sort(key=lambda e: (str(e[0]), str(e[1])))  # one explanation whatever order the store gives
             self._cache[node] = found
         return found
 
@@ -567,19 +619,24 @@ def _rdflib(term: Any) -> Node:
 
 def results_graph(results: Iterable[CaseResult], knowledge: Graph | None = None) -> Graph:
     """The results as RDF with PROV-O: each result linked to the case, the statement, the population class
-    and the case facts that decided it."""
+    and the case facts that decided it; the scope, urgent findings, conflicts, thresholds and unspecified options
+    of the patient result (the same content as the JSON)."""
     g = bind_prefixes(Graph())
     for cr in results:
-        case_key = str(cr.case).replace(" ", "_")
+        case_key = quote(str(cr.case).replace(" ", "_"), safe="-_.~")
         activity = RESULT[f"{case_key}/derivation"]
         g.add((activity, RDF.type, GK.Derivation))
         g.add((activity, RDF.type, PROV.Activity))
         g.add((activity, PROV.used, cr.patient))
         g.add((activity, RDFS.label, Literal(f"derivation for case {cr.case} ({cr.reasoner} path)")))
+        g.add((activity, GK.scopeStatus, Literal(cr.scope_status)))
+        for text in cr.scope_reasons + (cr.scope.missing if cr.scope_status == "undetermined" else []):
+            g.add((activity, GK.scopeReason, Literal(text)))
         g.add((cr.patient, GK.inScope, Literal(cr.in_scope)))
+        nodes: dict[str, URIRef] = {}
         for r in [cr.scope, *cr.results]:
             sid = r.statement["id"]
-            node = RESULT[f"{case_key}/{sid.rsplit('/', 1)[-1]}"]
+            node = nodes[sid] = RESULT[f"{case_key}/{sid.rsplit('/', 1)[-1]}"]
             g.add((node, RDF.type, GK.RecommendationResult))
             g.add((node, RDF.type, PROV.Entity))
             g.add((node, GK.forCase, cr.patient))
@@ -587,14 +644,41 @@ def results_graph(results: Iterable[CaseResult], knowledge: Graph | None = None)
             g.add((node, GK.status, STATUSES[r.status]))
             g.add((node, PROV.wasGeneratedBy, activity))
             g.add((node, PROV.wasDerivedFrom, r.population))
+            if r.statement.get("kind") != "guideline":
+                g.add((node, GK.isUrgent, Literal(r.urgent)))
             for c in r.conditions:
                 if c.state != "unknown":
                     for n in c.nodes:
-                        g.add((node, PROV.wasDerivedFrom, URIRef(n)))
+                        g.add((node, PROV.wasDerivedFrom, URIRef(n) if not n.startswith("_:") else BNode(n[2:])))
             for text in r.because:
                 g.add((node, GK.because, Literal(text)))
             for text in r.missing:
                 g.add((node, GK.missing, Literal(text)))
+            for t in r.thresholds:
+                g.add((node, GK.usedThreshold, URIRef(t.name)))
+            if r.note:
+                g.add((node, GK.resultNote, Literal(r.note)))
+        for u in cr.urgent_findings:
+            g.add((nodes[u["statement"]], GK.urgentFinding, Literal(u["finding"])))
+        for pair in cr.conflicts:
+            first, second = (pair[k].rsplit("/", 1)[-1] for k in ("for", "against"))
+            conflict = RESULT[f"{case_key}/conflict-{first}-{second}"]
+            g.add((activity, GK.hasConflict, conflict))
+            g.add((conflict, RDF.type, GK.PatientConflict))
+            g.add((conflict, RDF.type, PROV.Entity))
+            g.add((conflict, PROV.wasGeneratedBy, activity))
+            g.add((conflict, GK.conflictFor, nodes[pair["for"]]))
+            g.add((conflict, GK.conflictAgainst, nodes[pair["against"]]))
+            g.add((conflict, RDFS.label, Literal(f"conflict about {pair['action']}")))
+            if pair["resolution"]:
+                g.add((conflict, GK.resolution, Literal(pair["resolution"])))
+        for o in cr.unspecified_options:
+            node = RESULT[f"{case_key}/{o.statement['id'].rsplit('/', 1)[-1]}"]
+            g.add((node, RDF.type, GK.UnspecifiedOptionResult))
+            g.add((node, GK.forCase, cr.patient))
+            g.add((node, GK.forStatement, URIRef(o.statement["id"])))
+            g.add((node, PROV.wasGeneratedBy, activity))
+            g.add((node, RDFS.comment, Literal(UNSPECIFIED_NOTE)))
+            for text in o.because:
+                g.add((node, GK.because, Literal(text)))
     return g
-
-

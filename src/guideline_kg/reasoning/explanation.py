@@ -48,7 +48,7 @@ class GraphFacts:
         self.graph = graph
 
     def objects(self, node: Node, prop: URIRef) -> list[Node]:
-        return sorted(self.graph.objects(node, prop))  # sorted: one explanation whatever the store's order
+        return sorted(self.graph.objects(node, prop), key=str)  # sorted: one explanation whatever the store's order
 
     def types(self, node: Node) -> set[URIRef]:
         return {t for t in self.graph.objects(node, RDF.type) if isinstance(t, URIRef)}
@@ -196,6 +196,7 @@ class Explainer:
         self._questions = {s: str(o) for s, o in knowledge.subject_objects(GK.question)}
         self._data_props = set(knowledge.subjects(RDF.type, OWL.DatatypeProperty))
         self._boolean = {p for p in self._data_props if (p, RDFS.range, XSD.boolean) in knowledge}
+        self._functional = set(knowledge.subjects(RDF.type, OWL.FunctionalProperty))
         self._super: dict[Node, set[Node]] = {}
         #: object properties whose labelled values name a case node in words (its care action, its status)
         self._describing = sorted(p for p in set(knowledge.subjects(RDF.type, OWL.ObjectProperty))
@@ -374,6 +375,8 @@ class Explainer:
         if isinstance(expr, _Some):
             if isinstance(expr.filler, _Data):
                 return f"{self.label(expr.prop)} {self.describe_range(expr.filler)}"
+            if isinstance(expr.filler, _OneOf) or (isinstance(expr.filler, _Named) and expr.filler.iri in self._labels):
+                return self.describe(expr.filler)  # the value's name says it ("second-line treatment")
             return f"{self.label(expr.prop)}: {self.describe(expr.filler)}"
         return self.label(getattr(expr, "node", None))
 
@@ -476,12 +479,17 @@ class Explainer:
             wanted = self.label(expr.value)
             where = f" ({subject})" if subject else ""
             if not recorded:
-                if expr.prop in self._boolean or expr.prop in self._questions:
+                if expr.prop in self._boolean:
+                    return [[Gap("record", f"{self._ask(expr.prop, wanted)}{where} ({wanted} decides it)", subject)]]
+                if expr.prop in self._questions:
                     return [[Gap("record", self._ask(expr.prop, wanted) + where, subject)]]
                 return [[Gap("record", f"{self.label(expr.prop)}{where}? (is it {wanted}?)", subject)]]
             for o in recorded:
                 if o in self._supers(expr.value):  # the recorded value is more general than the one wanted
                     return [[Gap("refine", f"Was the {self.label(o)} {wanted}?", subject)]]
+            if expr.prop not in self._functional:  # another value may be added beside the recorded one
+                return [[Gap("record", self._ask(expr.prop, wanted) if expr.prop in self._questions
+                             else f"{self.label(expr.prop)}{where}: {wanted}?", subject)]]
             return [[Gap("change", f"{self.label(expr.prop)}{where} is {self.label(recorded[0])}, "
                                    f"not {wanted}", subject)]]
         if isinstance(expr, _Some):
@@ -490,27 +498,34 @@ class Explainer:
                 wanted = self.describe_range(expr.filler)
                 threshold = self._threshold(expr.filler)
                 bound = f" ({threshold.label})" if threshold else ""
-                if not recorded:
+                if not recorded or expr.prop not in self._functional:
                     question = self._ask(expr.prop, wanted)
                     return [[Gap("record", f"{question} (decisive: {wanted}{bound})", subject)]]
                 return [[Gap("change", f"{self.label(expr.prop)} is {self.label(recorded[0])}"
                                        f", not {wanted}{bound}", subject)]]
             if isinstance(expr.filler, _OneOf):
-                if not recorded:
-                    return [[Gap("record", f"{self.label(expr.prop)}? ({self.describe(expr.filler)})", subject)]]
+                if not recorded or expr.prop not in self._functional:
+                    return [[Gap("record", self._ask(expr.prop, self.describe(expr.filler)), subject)]]
                 for o in recorded:
                     narrower = [m for m in expr.filler.members if o in self._supers(m)]
                     if narrower:
                         return [[Gap("refine", f"Was the {self.label(o)} "
                                                f"{' or '.join(self.label(m) for m in narrower)}?", subject)]]
+                if expr.prop not in self._functional:
+                    return [[Gap("record", self._ask(expr.prop, self.describe(expr.filler)), subject)]]
                 return [[Gap("change", f"{self.label(expr.prop)} is {self.label(recorded[0])}, not "
                                        f"{self.describe(expr.filler)}", subject)]]
             options = []
             for o in recorded:  # an existing value that could still satisfy the filler: ask about it
-                inner = self._gaps(expr.filler, o, facts, self.node_name(facts, o, expr.prop))
-                options += [alt for alt in inner if alt and all(g.kind != "change" for g in alt)]
+                options += [alt for alt in self._gaps(expr.filler, o, facts, self.node_name(facts, o, expr.prop))
+                            if alt]
+            answerable = [alt for alt in options if all(g.kind != "change" for g in alt)]
+            if answerable:
+                return _smallest(answerable)
             new = [[Gap("record", self._ask(expr.prop, self.describe(expr.filler)), subject)]]
-            return _smallest(options) if options else new
+            if recorded and expr.prop in self._functional:  # the one value there is would have to differ
+                return _smallest(options) or new
+            return new
         return [[Gap("record", self.describe(expr), subject)]]
 
 
