@@ -6,7 +6,9 @@ means one thing everywhere:
 
 - **read** by the one reader (:func:`guideline_kg.cases.reader.load_cases`; a FHIR Bundle that arrives over HTTP
   by :func:`guideline_kg.cases.fhir_in.bundle_to_case`, the function the reader uses for ``*.fhir.json`` files);
-  a file that cannot be read is an :class:`InputError` (exit 2) before anything is validated;
+  a file that cannot be read gives an *unreadable* result (its InputError: file, place, defect) and every other
+  file is still read, validated and derived; the command then exits 2 (:func:`exit_code`). When no file at all
+  can be read, :meth:`Gate.read` raises the InputError (exit 2, nothing else is printed);
 - **validated** by the case shapes (:func:`case_shapes`: the project's ``case*-shapes.ttl``) compiled to SPARQL
   (:mod:`guideline_kg.compile.shacl2sparql`) and run on an embedded store holding the case and the class
   hierarchy of the knowledge graph; a case is **invalid** when one result has the severity
@@ -31,8 +33,8 @@ from rdflib.term import Node
 from rdflib.util import from_n3
 
 from guideline_kg.cases import fhir_in
-from guideline_kg.cases.model import Case
-from guideline_kg.cases.reader import load_cases
+from guideline_kg.cases.model import Case, InputNote
+from guideline_kg.cases.reader import case_name, load_cases
 from guideline_kg.checks.validate import CASE_SHAPES_PREFIX, load_shapes
 from guideline_kg.compile.shacl2sparql import (
     CompiledConstraint,
@@ -41,7 +43,7 @@ from guideline_kg.compile.shacl2sparql import (
     hierarchy_context,
     run_constraints,
 )
-from guideline_kg.core.errors import InputError
+from guideline_kg.core.errors import EXIT_ERROR, EXIT_FAILED, EXIT_OK, InputError
 from guideline_kg.core.findings import SEVERITIES, Finding
 from guideline_kg.core.namespaces import DCTERMS, RDF, SH, bind_prefixes
 from guideline_kg.core.project import Project
@@ -55,6 +57,7 @@ __all__ = [
     "GateResult",
     "Violation",
     "case_shapes",
+    "exit_code",
     "gate",
     "is_invalid",
 ]
@@ -192,7 +195,12 @@ class CaseShapes:
 @dataclass
 class GateResult:
     """What the gate says about one case. Valid: ``result`` (the derivation, unless it was not asked for) and
-    ``case``. Invalid: ``violations``, and neither ``case`` nor ``result``."""
+    ``case``. Invalid: ``violations``, and neither ``case`` nor ``result``. Unreadable: ``error`` (the file could
+    not be read: its InputError names file, place and defect), and nothing else.
+
+    ``notes`` are what the reader could not record (for a FHIR Bundle each is a
+    :class:`~guideline_kg.cases.model.InputNote` with ``place`` and ``message``); :meth:`input_notes` gives them
+    as JSON (``[{"place", "message"}]``), the case object's ``"input_notes"``."""
 
     name: str
     source: Path | None
@@ -201,10 +209,35 @@ class GateResult:
     warnings: list[Violation] = field(default_factory=list)
     case: Case | None = None
     result: CaseResult | None = None
+    error: InputError | None = None
 
     @property
     def valid(self) -> bool:
-        return not self.violations
+        return not self.violations and self.error is None
+
+    @property
+    def unreadable(self) -> bool:
+        """The case's file could not be read (``error``)."""
+        return self.error is not None
+
+    def input_notes(self) -> list[dict[str, Any]]:
+        """The reader's notes as ``[{"place", "message"}]`` (a note without a known place has place "")."""
+        return [n.to_json() if isinstance(n, InputNote) else {"place": "", "message": str(n)} for n in self.notes]
+
+    def input_errors(self) -> list[dict[str, Any]]:
+        """Why an unreadable file could not be read, as ``[{"place", "message"}]``: every defect of a FHIR
+        Bundle, or the one error of another file (place: ``line:column`` when known)."""
+        if self.error is None:
+            return []
+        defects = getattr(self.error, "defects", None)
+        if defects:
+            return [d.to_json() for d in defects]
+        e = self.error
+        place = f"{e.line}:{e.column}" if e.line is not None and e.column is not None else \
+            (str(e.line) if e.line is not None else "")
+        prefix = f"{e.path}:{place}: " if e.path and place else (f"{e.path}: " if e.path else "")
+        text = str(e)
+        return [{"place": place, "message": text[len(prefix):] if text.startswith(prefix) else text}]
 
     @property
     def where(self) -> str:
@@ -218,17 +251,27 @@ class GateResult:
         return self.where + (f" (case {self.name})" if "#" in self.name else "")
 
     def report(self, consequence: str) -> list[str]:
-        """The lines for people about an invalid case: the file, what it does not get, each violation."""
+        """The lines for people about an invalid case: the file, what it does not get, each violation (for an
+        unreadable file: the read error, which names file, place and defect)."""
+        if self.error is not None:
+            return [f"{self.label()}: UNREADABLE case file, {consequence}: {self.error}"]
         n = len(self.violations)
         return [f"{self.label()}: INVALID case, {consequence} ({n} violation{'s' if n != 1 else ''} "
                 "of the case shapes):"] + [f"  - {v.text()}" for v in self.violations]
 
     def to_json(self) -> dict[str, Any]:
-        """``{"case", "file", "valid", "violations"}`` (invalid) or ``{"case", "file", "valid"}`` (valid)."""
+        """``{"case", "file", "valid", "violations", "input_notes"}`` (invalid), ``{"case", "file", "valid",
+        "input_notes"}`` (valid), ``{"case", "file", "valid": false, "unreadable": true, "violations": [],
+        "input_errors": [{"place", "message"}]}`` (unreadable)."""
         doc: dict[str, Any] = {"case": self.name, "file": str(self.source) if self.source else None,
                                "valid": self.valid}
         if not self.valid:
             doc["violations"] = [v.to_json() for v in self.violations]
+        if self.error is not None:
+            doc["unreadable"] = True
+            doc["input_errors"] = self.input_errors()
+        else:
+            doc["input_notes"] = self.input_notes()
         return doc
 
     def shacl_report(self) -> Graph:
@@ -257,7 +300,8 @@ class GateResult:
         return out
 
     def findings(self) -> list[Finding]:
-        """Violations and warnings as ``shape`` findings naming the case file (for ``validate``)."""
+        """Violations and warnings as ``shape`` findings naming the case file (for ``validate``; an unreadable
+        file has none: its read error is reported on its own, :meth:`report`, and the command exits 2)."""
         return [v.finding(self.where) for v in self.violations + self.warnings]
 
 
@@ -333,14 +377,34 @@ class Gate:
         return out
 
     def read(self, paths: Sequence[Path | str], **options: Any) -> list[GateResult]:
-        """Read the case files and folders (one reader; an unreadable file is an InputError before anything
-        is validated), then :meth:`admit` every case."""
-        return self.admit(load_cases([Path(p) for p in paths], self.project), **options)
+        """Read the case files and folders (one reader), then :meth:`admit` every case. A file that cannot be
+        read becomes an unreadable result (after the others, in file order) and does not stop the rest; when no
+        file can be read at all, the InputError is raised (several: one error listing each)."""
+        errors: list[InputError] = []
+        cases = load_cases([Path(p) for p in paths], self.project, errors=errors)
+        if errors and not cases:
+            if len(errors) == 1:
+                raise errors[0]
+            raise InputError(f"none of the {len(errors)} case files can be read:"
+                             + "".join(f"\n  - {e}" for e in errors))
+        out = self.admit(cases, **options)
+        for e in errors:
+            source = Path(e.path) if e.path else None
+            out.append(GateResult(case_name(source) if source else "?", source, error=e))
+        return out
 
     def bundle(self, bundle: dict[str, Any], name: str, **options: Any) -> GateResult:
         """A FHIR R4 Bundle received in memory (CDS Hooks prefetch): mapped as the reader maps a
         ``*.fhir.json`` file, then :meth:`admit`."""
         return self.admit([fhir_in.bundle_to_case(bundle, name, project=self.project)], **options)[0]
+
+
+def exit_code(results: Sequence[GateResult]) -> int:
+    """The exit code the gate's results give a command: 2 when a case file could not be read, else 1 when a case
+    is invalid, else 0 (the command reports them all first)."""
+    if any(r.unreadable for r in results):
+        return EXIT_ERROR
+    return EXIT_FAILED if any(not r.valid for r in results) else EXIT_OK
 
 
 def gate(paths: Sequence[Path | str], knowledge: Graph, project: Project, *, derive: bool = True,

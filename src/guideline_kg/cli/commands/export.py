@@ -9,7 +9,7 @@ from typing import Any
 
 from guideline_kg.checks.gate import Gate
 from guideline_kg.cli.common import emit, note, project_inputs, project_of, refuse_overwriting_inputs, report_gate
-from guideline_kg.core.errors import EXIT_FAILED, EXIT_OK, InputError
+from guideline_kg.core.errors import EXIT_ERROR, EXIT_FAILED, EXIT_OK, InputError
 from guideline_kg.core.project import Project
 from guideline_kg.knowledge.algorithm import build_graph
 from guideline_kg.knowledge.graph import load_knowledge
@@ -74,11 +74,12 @@ def _valid(resource: dict[str, Any]) -> list[str]:
 
 
 def _cases(args: argparse.Namespace, project: Project, knowledge: Any) -> tuple[list[Any], list[str]]:
-    """Each case through the gate: the derivations of the valid ones; the names of the invalid ones (their
-    files and violations are reported on stderr)."""
+    """Each case through the gate: the derivations of the valid ones; one problem per invalid case or unreadable
+    case file (their files, violations and read errors are reported on stderr)."""
     gated = Gate(knowledge, project).read(args.case, reasoner=args.reasoner)
     invalid = report_gate(gated, "nothing exported for it")
-    return [g.result for g in gated if g.result is not None], [g.name for g in invalid]
+    return [g.result for g in gated if g.result is not None], \
+        [f"{g.name}: {'case file unreadable' if g.unreadable else 'case fails validation'}" for g in invalid]
 
 
 def _outputs(args: argparse.Namespace, project: Project) -> tuple[dict[str, str], list[str]]:
@@ -100,8 +101,7 @@ def _outputs(args: argparse.Namespace, project: Project) -> tuple[dict[str, str]
         bundle = pathway_bundle(store, project)
         problems = [m for e in bundle["entry"] for m in _valid(e["resource"])] + _valid(bundle)
         return {"": _json(bundle)}, problems
-    results, invalid = _cases(args, project, knowledge)
-    problems = [f"{name}: case fails validation" for name in invalid]
+    results, problems = _cases(args, project, knowledge)
     outputs: dict[str, str] = {}
     if not results:  # every case refused by the gate: nothing at all, not an empty Bundle
         return outputs, problems
@@ -127,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
     _check_args(args)
     project = project_of(args)
     outputs, problems = _outputs(args, project)
-    fatal = [p for p in problems if "fails validation" not in p]
+    fatal = [p for p in problems if "fails validation" not in p and "case file unreadable" not in p]
+    failed = EXIT_ERROR if any("case file unreadable" in p for p in problems) else EXIT_FAILED
     if fatal:
         for p in fatal:
             note(f"FHIR validation failed: {p}")
@@ -145,11 +146,11 @@ def run(args: argparse.Namespace) -> int:
         single = outputs.get("") if "" in outputs else next(iter(outputs.values()), None)
         if single is None:
             note("no valid case: nothing to export")
-            return EXIT_FAILED
+            return failed
         if args.out is None:
             emit(single.rstrip("\n"))
         else:
             name = next((n for n in outputs if n), "") if len(outputs) == 1 else ""
             target = args.out / f"{name or 'export'}{ext}" if args.out.is_dir() else args.out
             note(f"wrote {write_text(target, single)}")
-    return EXIT_FAILED if problems else EXIT_OK
+    return failed if problems else EXIT_OK

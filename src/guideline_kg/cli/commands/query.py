@@ -6,8 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from guideline_kg.checks.gate import exit_code
 from guideline_kg.cli.common import add_store_arguments, emit, emit_json, note, project_of, store_of
-from guideline_kg.core.errors import EXIT_FAILED, EXIT_OK, InputError
+from guideline_kg.core.errors import EXIT_OK, InputError
 from guideline_kg.core.project import Project
 from guideline_kg.core.queries import list_queries, load_query
 from guideline_kg.outputs.dataset import load_into, query_data
@@ -115,4 +116,4 @@ def run(args: argparse.Namespace) -> int:
     out = serialise(result, fmt)
     sys.stdout.buffer.write(out if out.endswith(b"\n") else out + b"\n")
     sys.stdout.flush()
-    return EXIT_FAILED if data.invalid else EXIT_OK
+    return exit_code(data.invalid)  # 2 if a case file was unreadable (reported above), 1 if a case is invalid

@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from guideline_kg.checks.gate import Gate
+from guideline_kg.checks.gate import Gate, exit_code
 from guideline_kg.cli.common import add_store_arguments, emit, emit_json, project_of, report_gate, store_of
-from guideline_kg.core.errors import EXIT_FAILED, EXIT_OK
 from guideline_kg.knowledge.graph import load_knowledge
 from guideline_kg.outputs.report import json_report, summary_table, text_report
 from guideline_kg.reasoning.derive import results_graph
@@ -46,4 +45,4 @@ def run(args: argparse.Namespace) -> int:
         emit(summary_table(results))
     else:
         emit(text_report(gate.evaluator, results, show_all=not args.applicable_only))
-    return EXIT_FAILED if invalid else EXIT_OK
+    return exit_code(gated)  # 2 if a case file was unreadable (reported above), 1 if a case is invalid

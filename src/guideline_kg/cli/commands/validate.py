@@ -8,8 +8,7 @@ from pathlib import Path
 
 from rdflib import Graph
 
-from guideline_kg.cases.reader import Case, load_cases
-from guideline_kg.checks.gate import Gate
+from guideline_kg.checks.gate import Gate, GateResult, exit_code
 from guideline_kg.checks.validate import (
     ValidationResult,
     check_case_results,
@@ -18,7 +17,7 @@ from guideline_kg.checks.validate import (
     validate_knowledge,
 )
 from guideline_kg.cli.common import emit, emit_json, project_of, report_gate
-from guideline_kg.core.errors import EXIT_FAILED, EXIT_OK
+from guideline_kg.core.errors import EXIT_ERROR, EXIT_FAILED, EXIT_OK
 from guideline_kg.core.findings import SEVERITIES, Finding
 from guideline_kg.core.project import Project
 from guideline_kg.knowledge.graph import load_knowledge
@@ -43,20 +42,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
-def _validate_cases(cases: list[Case], knowledge: Graph, project: Project) -> tuple[ValidationResult, int]:
+def _validate_cases(gated: list[GateResult], knowledge: Graph, project: Project) -> tuple[ValidationResult, int]:
     """Every case through the gate (case shapes, then the fast path for a valid case); the applicable
     statements of each valid case are checked for conflicts."""
     result = ValidationResult()
-    if not cases:
+    if not gated:
         return result, 0
-    gated = Gate(knowledge, project).admit(cases)
     report_gate(gated, "not evaluated")
     for g in gated:
         result.extend(ValidationResult(g.findings(), [g.shacl_report()]))
         if g.result is not None:
             derived = results_graph([g.result], knowledge)
             result.findings += [replace(f, source=g.where) for f in check_case_results(knowledge, derived, project)]
-    return result, len(cases)
+    return result, len(gated)
 
 
 def format_text(result: ValidationResult, cases: int) -> str:
@@ -84,11 +82,12 @@ def _line(f: Finding) -> str:
 
 def run(args: argparse.Namespace) -> int:
     project = project_of(args)
-    # unreadable input fails first, before any output
-    loaded = load_cases(list(args.cases), project) if args.cases else []
     knowledge = load_knowledge(project)
+    # read by the gate before any check runs: no readable case at all fails here (exit 2); one unreadable file
+    # among others is reported, the others are validated, and the run exits 2
+    gated = Gate(knowledge, project).read(list(args.cases)) if args.cases else []
     result = validate_knowledge(knowledge, project, reasoner=None if args.no_reasoner else run_hermit)
-    cases, n_cases = _validate_cases(loaded, knowledge, project)
+    cases, n_cases = _validate_cases(gated, knowledge, project)
     result.extend(cases)
     result.findings = sort_findings(result.findings)
     if args.format == "json":
@@ -97,4 +96,6 @@ def run(args: argparse.Namespace) -> int:
         emit(report_graph(result).serialize(format="turtle"))
     else:
         emit(format_text(result, n_cases))
+    if exit_code(gated) == EXIT_ERROR:
+        return EXIT_ERROR
     return EXIT_OK if result.conforms else EXIT_FAILED
