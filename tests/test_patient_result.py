@@ -14,7 +14,7 @@ from rdflib import Graph, Literal
 from conftest import REPO
 from guideline_kg.cases.reader import load_cases
 from guideline_kg.cli.main import main
-from guideline_kg.core.namespaces import GK, RDF
+from guideline_kg.core.namespaces import GK, RDF, SH
 from guideline_kg.core.project import Project
 from guideline_kg.knowledge.graph import load_knowledge
 from guideline_kg.reasoning.derive import Evaluator, results_graph
@@ -179,3 +179,21 @@ def test_explain_exit_codes(capsys, argv, code) -> None:
     assert main(["explain", _case("c05"), *argv]) == code
     if code == 2:
         assert "no statement 'L99'" in capsys.readouterr().err
+
+
+def test_invalid_case_in_turtle_is_its_shacl_report_with_every_violation(capsys) -> None:
+    invalid = REPO / "tests" / "data" / "invalid-cases" / "age-out-of-range.ttl"  # gk:ageYears 130
+    capsys.readouterr()
+    assert main(["recommend", str(invalid), "--format", "turtle"]) == 1
+    g = Graph().parse(data=capsys.readouterr().out, format="turtle")
+    (report,) = list(g.subjects(RDF.type, SH.ValidationReport))
+    assert g.value(report, SH.conforms) == Literal(False)
+    (result,) = list(g.objects(report, SH.result))
+    assert g.value(result, SH.resultPath) == GK.ageYears and g.value(result, SH.value).toPython() == 130
+    assert not list(g.subjects(RDF.type, GK.RecommendationResult))
+
+
+def test_json_case_carries_the_readers_notes(capsys) -> None:
+    doc = _json(capsys, _case("fhir-c06"))
+    assert isinstance(doc["input_notes"], list)
+    assert all(set(n) == {"place", "message"} for n in doc["input_notes"])

@@ -37,10 +37,17 @@ def run(args: argparse.Namespace) -> int:
     results = [g.result for g in gated if g.result is not None]
     if args.format == "json":
         doc = json_report(gate.evaluator, results)
+        notes = {id(g.result): g for g in gated if g.result is not None}
+        for case_doc, result in zip(doc["cases"], results, strict=True):  # what the reader could not record
+            case_doc["input_notes"] = notes[id(result)].input_notes()
         doc["invalid_cases"] = [g.to_json() for g in invalid]
         emit_json(doc)
     elif args.format == "turtle":
-        emit(results_graph(results, knowledge).serialize(format="turtle"))
+        graph = results_graph(results, knowledge)
+        for g in invalid:  # an invalid case: its SHACL validation report (every violation), and no results
+            if not g.unreadable:
+                graph += g.shacl_report()
+        emit(graph.serialize(format="turtle"))
     elif args.summary:
         emit(summary_table(results))
     else:
