@@ -22,9 +22,10 @@ from fastapi.testclient import TestClient
 from rdflib import Graph
 
 from guideline_kg.cases.reader import load_cases
-from guideline_kg.checks.gate import INVALID_SEVERITY, Gate, is_invalid
+from guideline_kg.checks.gate import INVALID_SEVERITY, Gate, exit_code, is_invalid
 from guideline_kg.checks.validate import validate_case
 from guideline_kg.cli.main import main
+from guideline_kg.core.errors import InputError
 from guideline_kg.core.project import Project
 from guideline_kg.service.app import CDS_SERVICE_ID, INVALID_CASE_STATUS
 
@@ -357,3 +358,98 @@ def test_cds_hooks_invalid_bundle_gets_no_cards(path: Path, served: dict[str, An
 def test_cds_hooks_valid_bundle_gets_cards(served: dict[str, Any]) -> None:
     status, body = served["cds"]["fhir-c04-urgent-deficit.fhir.json"]
     assert status == 200 and body["cards"] and body["cards"][0]["indicator"] == "critical"
+
+
+# ------------------------------------------------------------------ a folder with malformed files
+# One malformed file does not stop the rest: it is reported (file, place, defect), every other case is read,
+# validated and derived, and the run then exits 2. The folder holds a valid case, an invalid one, a malformed
+# Turtle file and a FHIR Bundle with three defects.
+
+BAD_BUNDLE = {"resourceType": "Bundle", "type": "collection", "timestamp": "2026-03-10T09:00:00Z", "entry": [
+    {"resource": {"resourceType": "Patient", "id": "p", "birthDate": "1967-08-20"}},
+    {"resource": {"resourceType": "Procedure", "id": "s", "status": "completed", "performedDateTime": "last summer",
+                  "code": {"coding": [{"system": "http://snomed.info/sct", "code": "387731002"}]}}},
+    {"resource": {"resourceType": "Condition", "id": "c", "code": "M96.1"}},
+    {"fullUrl": "urn:uuid:0b7c4d1e-3f7a-4a55-9c5e-2d1f0e9a8b7c"}]}
+INVALID_TTL = next(p for p in READABLE if p.suffix == ".ttl")
+BAD_DEFECTS = ['entry 1 (Procedure/s): performedDateTime: expected a date (YYYY-MM-DD), got "last summer"',
+               'entry 2 (Condition/c): code: expected a CodeableConcept object, got "M96.1"',
+               "entry 3: no resource object"]
+
+
+@pytest.fixture()
+def folder(tmp_path: Path, project: Project) -> Path:
+    d = tmp_path / "cases"
+    d.mkdir()
+    (d / VALID).write_text((project.cases_dir / VALID).read_text(encoding="utf-8"), encoding="utf-8")
+    (d / INVALID_TTL.name).write_text(INVALID_TTL.read_text(encoding="utf-8"), encoding="utf-8")
+    (d / "broken.ttl").write_text((INVALID / "malformed-turtle.ttl").read_text(encoding="utf-8"), encoding="utf-8")
+    (d / "three-defects.fhir.json").write_text(json.dumps(BAD_BUNDLE), encoding="utf-8")
+    return d
+
+
+def test_gate_reads_every_case_of_a_folder_beside_unreadable_files(folder: Path, gate: Gate) -> None:
+    results = gate.read([folder])
+    by_name = {g.name: g for g in results}
+    assert set(by_name) == {"c04-urgent-deficit", INVALID_TTL.stem, "broken", "three-defects"}
+    assert not by_name[INVALID_TTL.stem].valid and by_name[INVALID_TTL.stem].violations
+    assert by_name["c04-urgent-deficit"].valid and by_name["c04-urgent-deficit"].result is not None
+    bad = by_name["three-defects"]
+    assert bad.unreadable and not bad.valid and bad.result is None and bad.case is None
+    assert bad.source == folder / "three-defects.fhir.json"
+    assert [f"{e['place']}: {e['message']}" for e in bad.input_errors()] == BAD_DEFECTS
+    assert bad.to_json()["unreadable"] is True and bad.to_json()["violations"] == []
+    line = expected(INVALID / "malformed-turtle.ttl")["error"]["line"]
+    assert by_name["broken"].unreadable and by_name["broken"].input_errors()[0]["place"].startswith(f"{line}:")
+    assert exit_code(results) == 2 and exit_code([by_name["c04-urgent-deficit"]]) == 0
+
+
+def test_gate_raises_when_no_file_can_be_read(folder: Path, gate: Gate) -> None:
+    with pytest.raises(InputError, match="none of the 2 case files can be read"):
+        gate.read([folder / "broken.ttl", folder / "three-defects.fhir.json"])
+    with pytest.raises(InputError, match="no such file or folder"):
+        gate.read([folder / "nope.ttl"])
+
+
+def test_recommend_folder_with_malformed_files(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "recommend", "--format", "json", str(folder))
+    assert code == 2 and "Traceback" not in err
+    doc = json.loads(out)
+    assert [c["case"] for c in doc["cases"]] == ["c04-urgent-deficit"]
+    unreadable = {c["case"]: c for c in doc["invalid_cases"] if c.get("unreadable")}
+    assert set(unreadable) == {"broken", "three-defects"}
+    assert [f"{e['place']}: {e['message']}" for e in unreadable["three-defects"]["input_errors"]] == BAD_DEFECTS
+    assert next(c for c in doc["invalid_cases"] if not c.get("unreadable"))["violations"]
+    for defect in BAD_DEFECTS:
+        assert defect in err
+    assert f"{folder / 'broken.ttl'}: UNREADABLE case file" in err and f"{folder / 'broken.ttl'}:" in err
+    # several CASE arguments behave as the folder does; the text report shows the valid case
+    code, out, err = run(capsys, "recommend", str(folder / "three-defects.fhir.json"), str(folder / VALID))
+    assert code == 2 and "Case c04-urgent-deficit" in out and "three-defects" in err
+
+
+@pytest.mark.slow
+def test_validate_folder_with_malformed_files(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "validate", "--no-reasoner", "--format", "json", str(folder))
+    assert code == 2 and "Traceback" not in err
+    doc = json.loads(out)
+    shapes = {f["focus"] for f in doc["findings"] if f["kind"] == "shape" and f["severity"] == "Violation"}
+    assert shapes == {f["focus"] for f in expected(INVALID_TTL)["findings"]}  # the invalid case was still validated
+    assert f"{folder / INVALID_TTL.name}: INVALID case" in err
+    for defect in BAD_DEFECTS:
+        assert defect in err
+    assert f"{folder / 'broken.ttl'}: UNREADABLE case file" in err
+
+
+def test_reader_notes_reach_the_gate_result_with_their_place(tmp_path: Path, gate: Gate, project: Project) -> None:
+    data = json.loads((project.cases_dir / "fhir-c04-urgent-deficit.fhir.json").read_text(encoding="utf-8"))
+    data["entry"].append({"fullUrl": "urn:uuid:5d0c7f4e-1a2b-4c3d-8e9f-0a1b2c3d4e5f",
+                          "resource": {"resourceType": "Procedure", "id": "p3", "status": "completed",
+                                       "code": {"text": "physio"}}})
+    path = tmp_path / "with-text.fhir.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    [gated] = gate.read([path])
+    assert gated.valid
+    note = {"place": "Procedure/p3 .code",
+            "message": "text 'physio' has no coding the mapping knows (text is not matched to codes); not recorded"}
+    assert gated.input_notes() == [note] and gated.to_json()["input_notes"] == [note]
