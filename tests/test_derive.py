@@ -44,20 +44,57 @@ def expected_of(case: Case) -> dict:
     return json.loads(path.read_text())
 
 
-def test_at_least_fifteen_example_cases_in_turtle_and_fhir() -> None:
-    assert len(CASES) >= 15
-    suffixes = {Path(c.source).suffix for c in CASES}
-    assert ".ttl" in suffixes
+def short(iri: str) -> str:
+    """plbp:L16 -> L16 (the expected files name statements by their local id)."""
+    assert iri.startswith(str(PLBP)), iri
+    return iri[len(str(PLBP)):]
+
+
+def observed(doc: dict) -> dict:
+    """The parts of a case's JSON result (`recommend --format json`) that an expected file pins down.
+
+    The keys of the patient result are checked to be there, so a result that loses one fails here rather than
+    comparing nothing."""
+    for key in ("in_scope", "urgent", "conflicts", "recommendations", "unspecified_options"):
+        assert key in doc, f"the patient result has no {key!r}"
+    return {"in_scope": doc["in_scope"],
+            "urgent": bool(doc["urgent"]),
+            "statuses": {short(r["id"]): r["status"] for r in doc["recommendations"]},
+            "conflicts": sorted([short(c["for"]), short(c["against"])] for c in doc["conflicts"]),
+            "unspecified_options": sorted(short(u["id"]) for u in doc["unspecified_options"])}
+
+
+def test_example_cases_in_every_input_format() -> None:
+    """17 original cases (c01-c17, one in JSON-LD), 12 cases of issue 12 (n01-n12) and their FHIR twins."""
+    assert len(CASES) >= 35
+    assert sum(c.name.startswith("n") for c in CASES) >= 12
+    names = {Path(c.source).name for c in CASES}
+    assert any(n.endswith(".ttl") for n in names) and any(n.endswith(".jsonld") for n in names)
+    assert any(n.endswith(".fhir.json") for n in names)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 @pytest.mark.parametrize("reasoner", ["fast", pytest.param("hermit", marks=[pytest.mark.hermit, pytest.mark.slow])])
 def test_case_gives_expected_results(evaluator: Evaluator, case: Case, reasoner: str) -> None:
+    """Every statement's status, scope, urgency, conflicts and options named without content, as written by hand."""
     expected = expected_of(case)
-    result = derived(evaluator, case, reasoner)
-    assert result.in_scope == expected["in_scope"], result.scope_reason
-    for sid, status in expected["statuses"].items():
-        assert result.status_of(str(PLBP[sid])) == status, f"{sid} on the {reasoner} path"
+    got = observed(derived(evaluator, case, reasoner).to_json())
+    assert got["in_scope"] == expected["in_scope"], f"in_scope on the {reasoner} path"
+    assert got["urgent"] == expected["urgent"], f"urgent on the {reasoner} path"
+    wrong = {sid: (status, got["statuses"].get(sid, "no status")) for sid, status in expected["statuses"].items()
+             if got["statuses"].get(sid) != status}
+    assert not wrong, f"(expected, got) on the {reasoner} path: {wrong}"
+    assert got["conflicts"] == sorted(expected["conflicts"]), f"conflicts on the {reasoner} path"
+    assert got["unspecified_options"] == sorted(expected["unspecified_options"]), f"options on the {reasoner} path"
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_expected_file_lists_every_statement_the_evaluator_reports(evaluator: Evaluator, case: Case) -> None:
+    """No statement with a status may be left out of an expected file (nor one listed that has none)."""
+    reported = set(observed(derived(evaluator, case).to_json())["statuses"])
+    listed = set(expected_of(case)["statuses"])
+    assert reported - listed == set(), f"{case.name}: the expected file leaves out {sorted(reported - listed)}"
+    assert listed - reported == set(), f"{case.name}: the expected file lists statements without a status"
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
@@ -128,9 +165,12 @@ def test_out_of_scope_case_gives_reason(evaluator) -> None:
 
 
 def test_json_has_exactly_the_contract_keys(evaluator) -> None:
+    """The case object of docs (`recommend --format json`): the keys of the patient result, and scope_reason (the
+    one-line scope of the text report)."""
     doc = evaluator.evaluate(CASES[0]).to_json()
     assert set(doc) == {"case", "patient", "reasoner", "valid", "scope", "in_scope", "scope_reason", "urgent",
                         "conflicts", "recommendations", "unspecified_options"}
+    assert set(doc["scope"]) == {"status", "reasons", "missing"}
     keys = {"id", "source_lines", "status", "urgent", "text", "action", "direction", "strength", "line_of_therapy",
             "citations", "because", "missing", "thresholds", "conflicts_with", "note"}
     assert all(set(r) == keys for r in doc["recommendations"])
