@@ -473,7 +473,11 @@ class Explainer:
                 out += self._gaps(part, node, facts, subject)
             return _smallest(out)
         if isinstance(expr, _OneOf):
-            return [[Gap("change", f"one of: {self.describe(expr)}", subject)]]
+            narrower = [m for m in expr.members if node in self._supers(m)]
+            if narrower:  # the recorded value is more general than the wanted ones: ask which it was
+                return [[Gap("refine", f"Was the {self.label(node)} "
+                                       f"{' or '.join(self.label(m) for m in narrower)}?", subject)]]
+            return [[Gap("change", f"{self.label(node)} is not {self.describe(expr)}", subject)]]
         if isinstance(expr, _Value):
             recorded = facts.objects(node, expr.prop)
             wanted = self.label(expr.value)
