@@ -255,10 +255,29 @@ def test_partial_date_is_noted_not_guessed() -> None:
     assert any("partial date '2025-06'" in n for n in case.notes)
 
 
-def test_the_example_bundle_of_the_docs_maps_as_documented() -> None:
+def _docs_bundles() -> dict[str, dict]:
+    """The JSON examples of docs/cases-fhir.md, by Bundle id."""
     text = (PROJECT.home / "docs" / "cases-fhir.md").read_text()
-    example = json.loads(text.split("```json\n", 1)[1].split("```", 1)[0])
-    case = bundle_to_case(example, "example")
+    blocks = [json.loads(b.split("```", 1)[0]) for b in text.split("```json\n")[1:]]
+    return {b["id"]: b for b in blocks}
+
+
+def test_the_vocabulary_example_of_the_docs_maps_as_documented() -> None:
+    case = bundle_to_case(_docs_bundles()["vocabulary"], "vocabulary")
+    assert case.notes == ["Procedure/p3 .code: text 'physio' has no coding the mapping knows (text is not matched "
+                          "to codes); not recorded"]
+    patient, cmf, esi = CASE.vocabulary, CASE["vocabulary-observation-cmf"], CASE["vocabulary-procedure-esi"]
+    for triple in [(patient, GK.hadSpinalSurgery, Literal(False)), (patient, GK.notTreatedWith, GK.PhysicalTherapy),
+                   (patient, GK.notTreatedWith, GK.OpioidTherapy), (patient, GK.longTermOpioidTherapyConsidered,
+                                                                     Literal(True)),
+                   (patient, GK.hasFinding, cmf), (cmf, RDF.type, GK.ConservativeManagementFailure),
+                   (cmf, GK.assessmentStatus, GK.AssessedPresent), (patient, GK.hadTreatment, esi),
+                   (esi, GK.careAction, GK.EpiduralSteroidInjection), (esi, GK.response, GK.NoAdequateResponse)]:
+        assert triple in case.graph, triple
+
+
+def test_the_example_bundle_of_the_docs_maps_as_documented() -> None:
+    case = bundle_to_case(_docs_bundles()["example"], "example")
     assert case.notes == ["Condition/other .code: code http://snomed.info/sct|12345 is not in the mapping; not recorded"]
     assert (CASE["example-medicationstatement-opioid"], GK.careAction, GK.ExtendedReleaseOralOpioidTherapy) in case.graph
     assert (CASE["example-pain"], GK.painDurationMonths, Literal("9.0", datatype=XSD.decimal)) in case.graph
