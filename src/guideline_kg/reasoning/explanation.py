@@ -457,8 +457,11 @@ class Explainer:
             if general:
                 q = f"Was the {self.label(general[0])} a {self.label(expr.iri)}?"
                 return [[Gap("refine", q, subject)]]
-            q = f"Is {subject or 'it'} a {self.label(expr.iri)}?"
-            return [[Gap("change" if types else "record", q, subject)]]
+            if types:
+                recorded = " and ".join(sorted(self.label(t) for t in types))
+                return [[Gap("change", f"{subject or recorded} is recorded as {recorded}, not as a "
+                                       f"{self.label(expr.iri)}", subject)]]
+            return [[Gap("record", f"Is {subject or 'it'} a {self.label(expr.iri)}?", subject)]]
         if isinstance(expr, _And):
             combined: Alternatives = [[]]
             for part in expr.parts:
