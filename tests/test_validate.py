@@ -97,8 +97,13 @@ def test_every_constraint_has_a_message() -> None:
             assert g.value(prop, SH.message) is not None, f"{name}: property shape on {g.value(prop, SH.path)}"
         for sparql in g.objects(None, SH.sparql):
             assert g.value(sparql, SH.message) is not None, f"{name}: SPARQL constraint without sh:message"
-        for shape in g.subjects(RDF.type, SH.NodeShape):  # severity belongs to shapes, not to constraints
-            assert g.value(shape, SH.sparql) is None or g.value(shape, SH.severity) in (None, SH.Violation), shape
+        for sparql in g.objects(None, SH.sparql):  # severity belongs to shapes, not to constraints
+            assert g.value(sparql, SH.severity) is None, f"{name}: sh:severity on a SPARQL constraint"
+        for shape in g.subjects(RDF.type, SH.NodeShape):
+            # SPARQL constraints are violations, except in a shape of warnings only (no property shapes to demote)
+            warnings_only = g.value(shape, SH.severity) == SH.Warning and g.value(shape, SH.property) is None
+            assert g.value(shape, SH.sparql) is None or g.value(shape, SH.severity) in (None, SH.Violation) \
+                or warnings_only, shape
 
 
 # ------------------------------------------------------------------ guideline shapes: valid and invalid snippets
