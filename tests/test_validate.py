@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from pyshacl import validate as shacl_validate
-from rdflib import Graph, Literal
+from rdflib import Graph, Literal, URIRef
 
 from guideline_kg.cases.reader import load_cases
 from guideline_kg.checks.validate import (
@@ -18,8 +18,13 @@ from guideline_kg.checks.validate import (
     check_case_results,
     check_queries,
     contradiction_findings,
+    inline_number_findings,
+    negation_extra,
+    negation_findings,
+    population_findings,
     query_kind,
     query_severity,
+    repetition_status_findings,
     run_checks,
     run_shapes,
     shape_files,
@@ -32,7 +37,7 @@ from guideline_kg.core.namespaces import RDF, SH, bind_prefixes
 from guideline_kg.core.project import Project
 from guideline_kg.core.queries import load_query
 from guideline_kg.core.rdfio import read_graphs
-from guideline_kg.reasoning.hermit import ReasonerResult
+from guideline_kg.reasoning.hermit import ReasonerResult, run_hermit
 from guideline_kg.store.stores import EmbeddedStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -465,3 +470,113 @@ def test_command_turtle_is_a_validation_report(capsys) -> None:
     kinds = {str(graph.value(r, Graph().namespace_manager.expand_curie("dcterms:type")))
              for r in graph.objects(report, SH.result)}
     assert {"repetition", "content-gap", "unsupported", "contradiction"} <= kinds
+
+
+# ------------------------------------------------------------------ named definitions (issue 12)
+
+DEFINITIONS = """
+:dur a owl:DatatypeProperty, owl:FunctionalProperty ; rdfs:range xsd:decimal .
+:Chronic3 a rdfs:Datatype ; owl:equivalentClass
+    [ a rdfs:Datatype ; owl:onDatatype xsd:decimal ; owl:withRestrictions ( [ xsd:minInclusive 3.0 ] ) ] .
+:Below3 a rdfs:Datatype ; owl:equivalentClass
+    [ a rdfs:Datatype ; owl:intersectionOf ( xsd:decimal [ a rdfs:Datatype ; owl:datatypeComplementOf :Chronic3 ] ) ] .
+:Chronic a owl:Class ; gk:negation :NotChronic ;
+    owl:equivalentClass [ a owl:Restriction ; owl:onProperty :dur ; owl:someValuesFrom :Chronic3 ] .
+:NotChronic a owl:Class ; gk:negation :Chronic ;
+    owl:equivalentClass [ a owl:Restriction ; owl:onProperty :dur ; owl:someValuesFrom :Below3 ] .
+:Flag a owl:Class ; gk:negation :NoFlag ;
+    owl:equivalentClass [ a owl:Restriction ; owl:onProperty :flag ; owl:someValuesFrom :Marker ] .
+:NoFlag a owl:Class ; gk:negation :Flag ;
+    owl:equivalentClass [ a owl:Restriction ; owl:onProperty :flag ; owl:someValuesFrom :Other ] .
+:flag a owl:ObjectProperty . :Marker a owl:Class . :Other a owl:Class .
+"""
+DEFINITION_PREFIXES = "@prefix : <https://w3id.org/guideline-kg/test/d#> .\n"
+
+
+def definitions(text: str) -> Graph:
+    return turtle(DEFINITION_PREFIXES + text)
+
+
+@pytest.mark.hermit
+@pytest.mark.parametrize("change, expected", [
+    # named threshold and its named complement: the pair agrees on the data; :Flag/:NoFlag may overlap (nothing
+    # makes :Marker and :Other disjoint) and the graph says nothing about why
+    ({}, {("Violation", ":Flag", "belong to both")}),
+    # the overlap of :Flag and :NoFlag is stated to come only from contradicting records: Info with the reason
+    ({":Flag a owl:Class ;": ':Flag a owl:Class ; gk:negationOverlapReason "two records" ;'},
+     {("Info", ":Flag", "two records")}),
+    # the negation written with its own number, one that overlaps the threshold (4 > 3): the data ranges overlap
+    ({":someValuesFrom :Below3": ":someValuesFrom [ a rdfs:Datatype ; owl:onDatatype xsd:decimal ; "
+      "owl:withRestrictions ( [ xsd:maxExclusive 4.0 ] ) ]"},
+     {("Violation", ":Flag", "belong to both"), ("Violation", ":Chronic", "meet both"),
+      ("Violation", ":Chronic", "belong to both")}),
+    # ... or that leaves a gap (2.5 < 3): a recorded 2.7 would decide neither (a false "missing data")
+    ({":someValuesFrom :Below3": ":someValuesFrom [ a rdfs:Datatype ; owl:onDatatype xsd:decimal ; "
+      "owl:withRestrictions ( [ xsd:maxExclusive 2.5 ] ) ]"},
+     {("Violation", ":Flag", "belong to both"), ("Violation", ":Chronic", "meet neither")}),
+])
+def test_definition_and_negation_must_agree(change: dict[str, str], expected: set) -> None:
+    text = DEFINITIONS
+    for old, new in change.items():
+        text = text.replace(old.replace(":someValuesFrom", "owl:someValuesFrom"),
+                            new.replace(":someValuesFrom", "owl:someValuesFrom"))
+    graph = definitions(text)
+    verdict = run_hermit(graph, extra=negation_extra(graph))
+    found = {(f.severity, f.focus, next(w for w in ("belong to both", "meet both", "meet neither", "two records")
+                                         if w in f.message)) for f in negation_findings(graph, verdict)}
+    names = {(sev, focus.replace("<https://w3id.org/guideline-kg/test/d#", ":").rstrip(">") if focus else focus, w)
+             for sev, focus, w in found}
+    assert names == expected
+
+
+def test_negation_check_not_decided_without_reasoner() -> None:
+    (finding,) = negation_findings(definitions(DEFINITIONS), None)
+    assert (finding.kind, finding.severity) == ("definition", "Warning") and "not run" in finding.message
+
+
+def test_inline_number_in_a_condition_is_a_warning() -> None:
+    graph = definitions(DEFINITIONS.replace("owl:someValuesFrom :Below3", "owl:someValuesFrom [ a rdfs:Datatype ; "
+                                            "owl:onDatatype xsd:decimal ; owl:withRestrictions ( [ xsd:maxExclusive "
+                                            "3.0 ] ) ]"))
+    (finding,) = inline_number_findings(graph)
+    assert (finding.kind, finding.severity) == ("definition", "Warning")
+    assert "NotChronic" in (finding.focus or "") and "3.0" in finding.message
+    assert inline_number_findings(definitions(DEFINITIONS)) == []  # by IRI: no finding
+
+
+def test_the_shipped_definitions_write_no_number_in_place(knowledge: Graph) -> None:
+    assert inline_number_findings(knowledge) == []
+
+
+STATEMENTS = """
+plbp:S1 a gk:EvidenceStatement ; gk:sourceLine 12 ; gk:aboutAction gk:PhysicalTherapy .
+plbp:S2 a gk:UnspecifiedHeading ; gk:sourceLine 26 ; gk:aboutAction gk:EpiduralSteroidInjection ;
+    gk:noPopulationBecause "named without content" .
+plbp:S3 a gk:RecommendationFor ; gk:sourceLine 10 ; gk:recommendsAction gk:ActivePhysicalTherapy ;
+    gk:population plbp:GuidelinePopulation .
+"""
+
+
+def test_a_statement_naming_a_care_action_needs_a_population_or_a_reason() -> None:
+    found = {(f.focus, f.severity, f.source_lines) for f in population_findings(turtle(STATEMENTS))}
+    assert found == {("plbp:S1", "Violation", (12,)), ("plbp:S2", "Info", (26,))}
+
+
+def test_the_shipped_statements_have_populations_or_reasons(knowledge: Graph) -> None:
+    found = {(f.focus, f.severity) for f in population_findings(knowledge)}
+    assert found == {("plbp:L26", "Info"), ("plbp:L27", "Info"), ("plbp:L28", "Info")}
+
+
+@pytest.mark.slow
+def test_repetitions_must_agree_unless_the_graph_says_why(knowledge: Graph, project: Project) -> None:
+    # lines 31 and 41 are a repetition whose statuses may differ (plbp:repetition-L31-L41); the example case n11
+    # (higher chronicity, conservative management not failed) gets L41 applicable and L31 not: without the record
+    # of why, the check names the pair and a case where they differ
+    assert repetition_status_findings(knowledge, project) == []
+    without = Graph()
+    for t in knowledge:
+        if t[0] != URIRef("https://w3id.org/guideline-kg/plbp/repetition-L31-L41"):
+            without.add(t)
+    findings = repetition_status_findings(without, project)
+    assert [(f.kind, f.severity, f.source_lines) for f in findings] == [("repetition", "Violation", (31, 41))]
+    assert "plbp:L31" in findings[0].message and "plbp:L41" in findings[0].message and "case " in findings[0].message

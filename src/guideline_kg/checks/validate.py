@@ -6,6 +6,13 @@ returns ``?focus ?message`` and optionally ``?lines`` (space-separated source li
 query returns pairs of statements with their populations (``?focus ?other ?population ?otherPopulation``), and
 HermiT decides whether the two populations can overlap. Queries in ``queries/checks/case/`` run over the guideline
 graph plus one case's derivation results.
+
+The named definitions are checked too (kind ``definition``): a condition and its ``gk:negation`` must not overlap
+(HermiT, in the same run as the contradiction analysis), and a number in a condition should be a named threshold
+(an ``rdfs:Datatype`` IRI), not a literal written in place. Statements that name a care action need a
+``gk:population`` or a ``gk:noPopulationBecause`` (kind ``population``). Statements the repetition check pairs must
+get the same status on every example case and on a generated sample unless a ``gk:DivergentRepetition`` records why
+(:func:`repetition_status_findings`).
 """
 
 from __future__ import annotations
@@ -20,14 +27,16 @@ from rdflib import BNode, Graph, Literal, URIRef
 from rdflib.collection import Collection
 from rdflib.term import Node
 
+from guideline_kg.cases.reader import load_cases
 from guideline_kg.compile.shacl2sparql import compile_shapes, hierarchy_context, run_constraints
 from guideline_kg.core.errors import InputError
 from guideline_kg.core.findings import KINDS, SEVERITIES, Finding, severity_rank
-from guideline_kg.core.namespaces import DCTERMS, GK, OWL, RDF, RESULT, SH, XSD, bind_prefixes
+from guideline_kg.core.namespaces import DCTERMS, GK, OWL, RDF, RDFS, RESULT, SH, XSD, bind_prefixes
 from guideline_kg.core.project import Project
 from guideline_kg.core.queries import NamedQuery, list_queries
 from guideline_kg.core.rdfio import read_graphs
 from guideline_kg.knowledge import algorithm
+from guideline_kg.reasoning.derive import CaseResult, Evaluator
 from guideline_kg.reasoning.hermit import ReasonerResult, run_hermit
 from guideline_kg.store.stores import EmbeddedStore
 
@@ -38,9 +47,14 @@ __all__ = [
     "check_case_results",
     "check_queries",
     "contradiction_findings",
+    "inline_number_findings",
     "load_shapes",
+    "negation_extra",
+    "negation_findings",
+    "population_findings",
     "query_kind",
     "query_severity",
+    "repetition_status_findings",
     "report_graph",
     "run_checks",
     "run_shapes",
@@ -271,11 +285,21 @@ def _local(node: Node) -> str:
     return text.rsplit("#", 1)[-1].rsplit("/", 1)[-1]
 
 
-def contradiction_findings(knowledge: Graph, store: EmbeddedStore, queries: Iterable[NamedQuery],
-                           project: Project | None = None, reasoner: Reasoner | None = run_hermit) -> list[Finding]:
-    """Pairs from the -candidates queries, each decided by one reasoner run for all pairs: populations proved
-    disjoint (the intersection is unsatisfiable) are resolved by their conditions (Info), others conflict (Warning)."""
-    names = bind_prefixes(Graph())
+def _add_overlap(extra: Graph, overlap: URIRef, first: Node, second: Node) -> None:
+    """Declare ``overlap`` as the intersection of the two classes (HermiT finds it unsatisfiable when they are
+    disjoint)."""
+    members = BNode()
+    Collection(extra, members, [first, second])
+    expression = BNode()
+    extra.add((overlap, RDF.type, OWL.Class))
+    extra.add((overlap, OWL.equivalentClass, expression))
+    extra.add((expression, RDF.type, OWL.Class))
+    extra.add((expression, OWL.intersectionOf, members))
+
+
+def _overlap_classes(knowledge: Graph, store: EmbeddedStore, queries: Iterable[NamedQuery]
+                     ) -> tuple[list[tuple[NamedQuery, dict[str, Node | None], URIRef]], Graph]:
+    """The pairs of the -candidates queries, each with the class of their populations' intersection."""
     pairs: list[tuple[NamedQuery, dict[str, Node | None], URIRef]] = []
     extra = Graph()
     for query in queries:
@@ -293,17 +317,23 @@ def contradiction_findings(knowledge: Graph, store: EmbeddedStore, queries: Iter
                 raise InputError("a -candidates query must bind ?focus, ?other, ?population and ?otherPopulation "
                                  "in every row", path=str(query.path))
             overlap = RESULT[f"consistency/overlap-{_local(focus)}-{_local(other)}"]
-            members = BNode()
-            Collection(extra, members, [population, other_population])
-            expression = BNode()
-            extra.add((overlap, RDF.type, OWL.Class))
-            extra.add((overlap, OWL.equivalentClass, expression))
-            extra.add((expression, RDF.type, OWL.Class))
-            extra.add((expression, OWL.intersectionOf, members))
+            _add_overlap(extra, overlap, population, other_population)
             pairs.append((query, row, overlap))
+    return pairs, extra
+
+
+def contradiction_findings(knowledge: Graph, store: EmbeddedStore, queries: Iterable[NamedQuery],
+                           project: Project | None = None, reasoner: Reasoner | None = run_hermit,
+                           verdict: ReasonerResult | None = None) -> list[Finding]:
+    """Pairs from the -candidates queries, each decided by one reasoner run for all pairs: populations proved
+    disjoint (the intersection is unsatisfiable) are resolved by their conditions (Info), others conflict (Warning).
+    ``verdict``: a reasoner run already made with the overlap classes (see :func:`validate_knowledge`)."""
+    names = bind_prefixes(Graph())
+    pairs, extra = _overlap_classes(knowledge, store, queries)
     if not pairs:
         return []
-    verdict = reasoner(knowledge, extra=extra) if reasoner is not None else None
+    if verdict is None and reasoner is not None:
+        verdict = reasoner(knowledge, extra=extra)
     findings = []
     for query, row, overlap in pairs:
         kind = query_kind(query)
@@ -320,6 +350,323 @@ def contradiction_findings(knowledge: Graph, store: EmbeddedStore, queries: Iter
                                         "(HermiT finds their intersection satisfiable)")
         findings.append(Finding(kind, severity, f"{row['message']}; {why}", focus=_qname(names, row["focus"]),
                                 source_lines=_lines(row.get("lines")), source=_relative(project, query.path)))
+    return findings
+
+
+# ---------------------------------------------------------------- named definitions
+
+def negation_pairs(knowledge: Graph) -> list[tuple[URIRef, URIRef]]:
+    """Each condition with its ``gk:negation``, once per pair (the first of the two IRIs first), sorted."""
+    pairs = {tuple(sorted((a, b), key=str)) for a, b in knowledge.subject_objects(GK.negation)
+             if isinstance(a, URIRef) and isinstance(b, URIRef)}
+    return sorted(pairs, key=lambda p: (str(p[0]), str(p[1])))  # type: ignore[arg-type]
+
+
+def _negation_overlap(condition: URIRef, negation: URIRef) -> URIRef:
+    return RESULT[f"consistency/negation-{_local(condition)}-{_local(negation)}"]
+
+
+def _data_ranges(graph: Graph, node: Node, seen: set[Node]) -> dict[URIRef, list[Node]]:
+    """The data ranges a class expression requires of each data property (``P some D``), through intersections,
+    unions, object restrictions and the named classes it uses."""
+    found: dict[URIRef, list[Node]] = {}
+    if node in seen:
+        return found
+    seen.add(node)
+    if isinstance(node, URIRef):
+        if (node, RDF.type, RDFS.Datatype) in graph:
+            return found
+        nodes = list(graph.objects(node, OWL.equivalentClass))
+    else:
+        nodes = [node]
+    for n in nodes:
+        prop, filler = graph.value(n, OWL.onProperty), graph.value(n, OWL.someValuesFrom)
+        if isinstance(prop, URIRef) and filler is not None and (
+                (prop, RDF.type, OWL.DatatypeProperty) in graph or (filler, RDF.type, RDFS.Datatype) in graph
+                or graph.value(filler, OWL.onDatatype) is not None):
+            found.setdefault(prop, []).append(filler)
+            continue
+        children = [filler] if filler is not None else []
+        for p in (OWL.intersectionOf, OWL.unionOf):
+            head = graph.value(n, p)
+            if head is not None:
+                children += list(Collection(graph, head))
+        for child in children:
+            for prop, ranges in _data_ranges(graph, child, seen).items():
+                found.setdefault(prop, []).extend(r for r in ranges if r not in found.get(prop, []))
+    return found
+
+
+def _range_probe(extra: Graph, name: str, parts: list[Node]) -> URIRef:
+    """A class that is satisfiable exactly when the intersection of the data ranges ``parts`` is not empty: a
+    named datatype for the intersection, and ``probe some`` it on a fresh functional data property."""
+    datatype, cls, prop = (RESULT[f"consistency/{name}-range"], RESULT[f"consistency/{name}"],
+                           RESULT[f"consistency/{name}-value"])
+    head, expression, restriction = BNode(), BNode(), BNode()
+    Collection(extra, head, parts)
+    extra.add((prop, RDF.type, OWL.DatatypeProperty))
+    extra.add((prop, RDF.type, OWL.FunctionalProperty))
+    extra.add((datatype, RDF.type, RDFS.Datatype))
+    extra.add((datatype, OWL.equivalentClass, expression))
+    extra.add((expression, RDF.type, RDFS.Datatype))
+    extra.add((expression, OWL.intersectionOf, head))
+    extra.add((cls, RDF.type, OWL.Class))
+    extra.add((cls, OWL.equivalentClass, restriction))
+    extra.add((restriction, RDF.type, OWL.Restriction))
+    extra.add((restriction, OWL.onProperty, prop))
+    extra.add((restriction, OWL.someValuesFrom, datatype))
+    return cls
+
+
+def _copy(source: Graph, extra: Graph, node: Node) -> Node:
+    """A copy of a data range into ``extra`` with fresh blank nodes (OWL's RDF mapping allows a blank node of an
+    expression in one place only, so a range of a condition cannot also be a part of a probe)."""
+    if not isinstance(node, BNode):
+        return node
+    fresh = BNode()
+    for p, o in source.predicate_objects(node):
+        extra.add((fresh, p, _copy(source, extra, o)))
+    return fresh
+
+
+def _complement(extra: Graph, data_range: Node) -> Node:
+    node = BNode()
+    extra.add((node, RDF.type, RDFS.Datatype))
+    extra.add((node, OWL.datatypeComplementOf, data_range))
+    return node
+
+
+def _range_tests(knowledge: Graph, extra: Graph | None = None
+                 ) -> list[tuple[URIRef, URIRef, URIRef, str, URIRef]]:
+    """For each condition and its negation, and each data property both constrain: a probe class per pair of
+    their data ranges (satisfiable = the two ranges overlap) and one for the values neither covers within the
+    property's rdfs:range (satisfiable = a gap: a recorded value that decides neither). Rows: (condition,
+    negation, property, "overlap" or "gap", probe class)."""
+    tests = []
+    for i, (condition, negation) in enumerate(negation_pairs(knowledge)):
+        mine, theirs = _data_ranges(knowledge, condition, set()), _data_ranges(knowledge, negation, set())
+        for j, prop in enumerate(sorted(set(mine) & set(theirs), key=str)):
+            for k, (a, b) in enumerate((a, b) for a in mine[prop] for b in theirs[prop]):
+                probe = RESULT[f"consistency/range-{i}-{j}-{k}"]
+                if extra is not None:
+                    probe = _range_probe(extra, f"range-{i}-{j}-{k}", [_copy(knowledge, extra, a),
+                                                                      _copy(knowledge, extra, b)])
+                tests.append((condition, negation, prop, "overlap", probe))
+            base = knowledge.value(prop, RDFS.range)
+            if isinstance(base, URIRef):
+                probe = RESULT[f"consistency/gap-{i}-{j}"]
+                if extra is not None:
+                    parts = [base] + [_complement(extra, _copy(knowledge, extra, r)) for r in mine[prop] + theirs[prop]]
+                    probe = _range_probe(extra, f"gap-{i}-{j}", parts)
+                tests.append((condition, negation, prop, "gap", probe))
+    return tests
+
+
+def negation_extra(knowledge: Graph) -> Graph:
+    """For each condition and its negation, the class of their intersection, and the probes of the data ranges
+    they use (:func:`_range_tests`), for the one reasoner run."""
+    extra = Graph()
+    for condition, negation in negation_pairs(knowledge):
+        _add_overlap(extra, _negation_overlap(condition, negation), condition, negation)
+    _range_tests(knowledge, extra)
+    return extra
+
+
+def negation_findings(knowledge: Graph, verdict: ReasonerResult | None) -> list[Finding]:
+    """A condition and its negation must not disagree (``verdict``: a reasoner run with :func:`negation_extra`).
+    Per data property both constrain, their data ranges must be disjoint and leave no gap in the property's
+    range (a Violation each: the thresholds of the two disagree). As classes they must be disjoint too; where the
+    graph states that they can overlap only through contradicting records (gk:negationOverlapReason, such as a
+    finding recorded both present and absent), that is listed as Info with the reason, else a Violation."""
+    names = bind_prefixes(Graph())
+    findings = []
+    if verdict is None or not verdict.consistent:
+        why = "the reasoner was not run" if verdict is None else "the guideline graph is inconsistent"
+        return [Finding("definition", "Warning", f"conditions and their negations not compared: {why}",
+                        source="gk:negation")]
+    unsatisfiable = set(verdict.unsatisfiable)
+    for condition, negation, prop, kind, probe in _range_tests(knowledge):
+        if str(probe) in unsatisfiable:
+            continue
+        c, n, pr = _qname(names, condition), _qname(names, negation), _qname(names, prop)
+        what = (f"a value of {pr} can meet both (their data ranges overlap)" if kind == "overlap" else
+                f"a value of {pr} can meet neither (their data ranges leave a gap, where a recorded value would be "
+                "reported as missing data)")
+        findings.append(Finding("definition", "Violation", f"{c} and its negation {n} disagree: {what}; define "
+                                "the threshold once as a named datatype and use its complement in the negation",
+                                focus=c, source="gk:negation"))
+    for condition, negation in negation_pairs(knowledge):
+        if str(_negation_overlap(condition, negation)) in unsatisfiable:
+            continue
+        c, n = _qname(names, condition), _qname(names, negation)
+        reason = knowledge.value(condition, GK.negationOverlapReason) or knowledge.value(negation,
+                                                                                         GK.negationOverlapReason)
+        if reason is not None:
+            findings.append(Finding("definition", "Info", f"{c} and its negation {n} can both hold only through "
+                                    f"contradicting records, as the graph states: {reason}", focus=c,
+                                    source="gk:negationOverlapReason"))
+        else:
+            findings.append(Finding("definition", "Violation", f"{c} and its negation {n} disagree: a patient can "
+                                    "belong to both (HermiT finds their intersection satisfiable), so a case could "
+                                    "be found both to meet the condition and not to meet it", focus=c,
+                                    source="gk:negation"))
+    return findings
+
+
+def _expression_nodes(graph: Graph, node: Node, seen: set[Node]) -> Iterable[Node]:
+    """The anonymous parts of a class expression (restrictions, lists, data ranges), not entering named classes
+    or named datatypes (each of those is checked where it is defined)."""
+    if node in seen:
+        return
+    seen.add(node)
+    yield node
+    for p, o in graph.predicate_objects(node):
+        if p in (RDF.type,) or isinstance(o, (URIRef, Literal)):
+            continue
+        yield from _expression_nodes(graph, o, seen)
+
+
+def _numeric(value: Node | None) -> bool:
+    return isinstance(value, Literal) and value.datatype in (XSD.decimal, XSD.integer, XSD.double, XSD.float,
+                                                             XSD.int, XSD.long, XSD.short, XSD.nonNegativeInteger,
+                                                             XSD.positiveInteger)
+
+
+def inline_number_findings(knowledge: Graph) -> list[Finding]:
+    """A number in a condition (a facet of a datatype restriction, or a numeric owl:hasValue) written in place
+    instead of a named threshold (an rdfs:Datatype IRI defined once, used by IRI): a Warning naming the class, since
+    a copy of the number elsewhere can silently drift from this one."""
+    names = bind_prefixes(Graph())
+    classes = ({c for pair in knowledge.subject_objects(GK.negation) for c in pair if isinstance(c, URIRef)}
+               | {c for c in knowledge.objects(None, GK.population) if isinstance(c, URIRef)}
+               | {c for c in knowledge.objects(None, GK.concerns) if isinstance(c, URIRef)})
+    findings = []
+    for cls in sorted(classes, key=str):
+        if (cls, RDF.type, RDFS.Datatype) in knowledge:
+            continue
+        numbers: list[str] = []
+        for definition in knowledge.objects(cls, OWL.equivalentClass):
+            for node in _expression_nodes(knowledge, definition, set()):
+                for facet, bound in knowledge.predicate_objects(node):
+                    if str(facet).startswith(str(XSD)) and _numeric(bound):
+                        numbers.append(f"{_qname(names, facet)} {bound}")
+                value = knowledge.value(node, OWL.hasValue)
+                if _numeric(value):
+                    numbers.append(f"owl:hasValue {value}")
+        if numbers:
+            findings.append(Finding(
+                "definition", "Warning",
+                f"{_qname(names, cls)} writes a number in place ({', '.join(sorted(numbers))}): define it once as a "
+                "named threshold (an rdfs:Datatype IRI with owl:equivalentClass) and use it by IRI in the "
+                "condition and, through owl:datatypeComplementOf, in its negation", focus=_qname(names, cls),
+                source="definitions"))
+    return findings
+
+
+def population_findings(knowledge: Graph) -> list[Finding]:
+    """Every statement that names a care action (gk:aboutAction, gk:recommendsAction) gets a gk:population, so
+    that it has a status for a patient, or the graph states why not (gk:noPopulationBecause, listed as Info);
+    neither is a Violation naming the statement and its care actions."""
+    names = bind_prefixes(Graph())
+    findings = []
+    statements = {s for s in knowledge.subjects(GK.aboutAction, None)} | \
+        {s for s in knowledge.subjects(GK.recommendsAction, None)}
+    for statement in sorted((s for s in statements if isinstance(s, URIRef)), key=str):
+        if knowledge.value(statement, GK.population) is not None:
+            continue
+        actions = sorted({_qname(names, a) for p in (GK.aboutAction, GK.recommendsAction)
+                          for a in knowledge.objects(statement, p)})
+        lines = _lines_of(knowledge, statement)
+        why = knowledge.value(statement, GK.noPopulationBecause)
+        if why is not None:
+            findings.append(Finding("population", "Info", f"{_qname(names, statement)} names {', '.join(actions)} "
+                                    f"but has no population, by the graph's reason: {why}",
+                                    focus=_qname(names, statement), source_lines=lines,
+                                    source="gk:noPopulationBecause"))
+        else:
+            findings.append(Finding("population", "Violation",
+                                    f"{_qname(names, statement)} names {', '.join(actions)} but has no gk:population, "
+                                    "so it never gets a status for a patient; give it a population or state why not "
+                                    "(gk:noPopulationBecause)", focus=_qname(names, statement), source_lines=lines,
+                                    source="gk:population"))
+    return findings
+
+
+#: The size and seed of the generated sample the repetition check evaluates (``validate``; fixed, so that two
+#: runs agree).
+SAMPLE_SIZE = 200
+SAMPLE_SEED = 12
+
+
+def _repetition_pairs(knowledge: Graph, store: EmbeddedStore, queries: Iterable[NamedQuery]
+                      ) -> list[tuple[URIRef, URIRef]]:
+    """The pairs the repetition check (``repetition-*.rq``) reports, both with a population, and not recorded as a
+    gk:DivergentRepetition."""
+    divergent = {frozenset(knowledge.objects(note, GK.between))
+                 for note in knowledge.subjects(RDF.type, GK.DivergentRepetition)}
+    pairs: list[tuple[URIRef, URIRef]] = []
+    for query in queries:
+        if _role(query) == CANDIDATES_ROLE or query_kind(query) != "repetition":
+            continue
+        rows = store.select(query.text)
+        if "other" not in rows.variables:
+            continue
+        for row in rows.dicts():
+            focus, other = row.get("focus"), row.get("other")
+            if not isinstance(focus, URIRef) or not isinstance(other, URIRef):
+                continue
+            if knowledge.value(focus, GK.population) is None or knowledge.value(other, GK.population) is None:
+                continue
+            if frozenset((focus, other)) in divergent or (focus, other) in pairs:
+                continue
+            pairs.append((focus, other))
+    return pairs
+
+
+def _first_difference(results: Iterable[CaseResult], pairs: list[tuple[URIRef, URIRef]],
+                      found: dict[tuple[URIRef, URIRef], tuple[str, str, str]]) -> None:
+    for result in results:
+        statuses = result.statuses()
+        for first, second in pairs:
+            if (first, second) in found:
+                continue
+            a, b = statuses.get(str(first)), statuses.get(str(second))
+            if a is not None and b is not None and a != b:
+                found[(first, second)] = (result.case, a, b)
+
+
+def repetition_status_findings(knowledge: Graph, project: Project, store: EmbeddedStore | None = None,
+                               queries: Iterable[NamedQuery] | None = None, sample: Graph | None = None,
+                               cases: list[Path] | None = None) -> list[Finding]:
+    """Statements the graph reports as repetitions must get the same status for every patient, unless a
+    gk:DivergentRepetition records why they may differ: evaluated (fast path) on every valid example case of the
+    package (``cases``, default the manifest's cases folder) and on ``sample`` (generated patients, see the
+    ``validate`` command). A Violation names the pair and the first case where they differ."""
+    store = store or EmbeddedStore.from_graph(knowledge)
+    pairs = _repetition_pairs(knowledge, store, queries if queries is not None else check_queries(project))
+    if not pairs:
+        return []
+    evaluator = Evaluator(knowledge, project)
+    found: dict[tuple[URIRef, URIRef], tuple[str, str, str]] = {}
+    folder = project.part("cases")
+    paths = cases if cases is not None else ([folder] if folder is not None and folder.is_dir() else [])
+    if paths:
+        examples = [c for c in load_cases(list(paths), project, errors=[])
+                    if not any(f.severity == "Violation" for f in validate_case(c.graph, project, "compiled"))]
+        _first_difference((evaluator.evaluate(c) for c in examples), pairs, found)
+    if sample is not None and len(sample):
+        _first_difference(evaluator.evaluate_store(EmbeddedStore.from_graph(sample)), pairs, found)
+    names = bind_prefixes(Graph())
+    findings = []
+    for (first, second), (case, a, b) in found.items():
+        f, o = _qname(names, first), _qname(names, second)
+        findings.append(Finding(
+            "repetition", "Violation",
+            f"{f} and {o} are reported as repetitions but get different statuses for case {case} ({f} {a}, {o} {b}); "
+            f"align their populations or record why they may differ (a gk:DivergentRepetition gk:between {f}, {o} "
+            "with gk:reason)", focus=f, source_lines=tuple(sorted(_lines_of(knowledge, first)
+                                                                  + _lines_of(knowledge, second))),
+            source="repetition consistency"))
     return findings
 
 
@@ -354,13 +701,25 @@ def sort_findings(findings: Iterable[Finding]) -> list[Finding]:
                                            f.focus or "", f.message))
 
 
-def validate_knowledge(knowledge: Graph, project: Project, reasoner: Reasoner | None = run_hermit) -> ValidationResult:
-    """Shapes, check queries, the reasoner's contradiction analysis and the algorithm checks on the guideline."""
+def validate_knowledge(knowledge: Graph, project: Project, reasoner: Reasoner | None = run_hermit,
+                       sample: Graph | None = None, repetitions: bool = True) -> ValidationResult:
+    """Shapes, check queries, the reasoner's contradiction analysis (populations of opposed statements, and each
+    condition against its negation, in one reasoner run), the named definitions, populations of statements, the
+    repetition consistency (example cases and ``sample``; ``repetitions=False`` skips it) and the algorithm checks
+    on the guideline."""
     findings, report = run_shapes(knowledge, load_shapes(project))
     store = EmbeddedStore.from_graph(knowledge)
     queries = check_queries(project)
     findings += run_checks(store, queries, project)
-    findings += contradiction_findings(knowledge, store, queries, project, reasoner)
+    _pairs, extra = _overlap_classes(knowledge, store, queries)
+    extra += negation_extra(knowledge)
+    verdict = reasoner(knowledge, extra=extra) if reasoner is not None else None
+    findings += contradiction_findings(knowledge, store, queries, project, reasoner, verdict=verdict)
+    findings += negation_findings(knowledge, verdict)
+    findings += inline_number_findings(knowledge)
+    findings += population_findings(knowledge)
+    if repetitions:
+        findings += repetition_status_findings(knowledge, project, store, queries, sample)
     findings += _algorithm_findings(knowledge, project)
     return ValidationResult(sort_findings(_dedupe(findings)), [report])
 

@@ -9,7 +9,7 @@ __all__ = ["KINDS", "SEVERITIES", "Finding", "severity_rank"]
 
 #: The kinds a finding can have (the `validate --format json` contract).
 KINDS = ("shape", "contradiction", "repetition", "content-gap", "unsupported", "dangling-reference",
-         "unreachable", "case-conflict")
+         "unreachable", "case-conflict", "definition", "population")
 #: Severities, most severe first (SHACL's sh:Violation, sh:Warning, sh:Info).
 SEVERITIES = ("Violation", "Warning", "Info")
 
