@@ -34,7 +34,7 @@ def test_text_report_leads_with_urgent_findings_and_groups_by_step(capsys) -> No
     code, out, _ = run(capsys, "recommend", str(CASES / "c04-urgent-deficit.ttl"))
     assert code == 0
     assert out.index("!!! URGENT") < out.index("-- URGENT") < out.index("-- initial evaluation")
-    assert "[x] L5 L05-urgent" in out
+    assert "[x] L05-urgent  (line 5; for, would require)" in out
 
 
 def test_turtle_output_is_rdf_with_results(capsys) -> None:

@@ -143,7 +143,9 @@ def test_recommend_hermit_path_gives_the_expected_results(capsys) -> None:
 def test_recommend_explains_with_the_packages_definitions(capsys) -> None:
     results = _recommend(capsys, "fast")
     [l3] = [r for r in results["m06-rules-not-applied"]["recommendations"] if local(r["id"]) == "L3"]
-    assert l3["missing"] == ["the result of the Ottawa ankle rules"]  # gk:missingData of mini:OttawaRulesNegative
+    # computed from mini:OttawaRulesNegative's structure (hasValue on mini:ottawaRulesResult, which has no
+    # gk:question, so the generic question made of the property's label is asked)
+    assert l3["missing"] == ["What is the Ottawa ankle rules result? (decides: Ottawa ankle rules negative)"]
     assert results["m03-minor"]["scope_reason"]  # out of scope, and says why
 
 

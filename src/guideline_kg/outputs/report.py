@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from typing import Any
 
 from rdflib import URIRef
 
@@ -15,7 +16,7 @@ __all__ = ["case_header", "json_report", "summary_table", "text_report"]
 _MARK = {"applicable": "[x]", "not-applicable": "[ ]", "undetermined": "[?]"}
 
 
-def json_report(evaluator: Evaluator, results: list[CaseResult]) -> dict[str, object]:
+def json_report(evaluator: Evaluator, results: list[CaseResult]) -> dict[str, Any]:
     """The `recommend --format json` document."""
     return {"guideline": str(evaluator.guideline), "cases": [r.to_json() for r in results]}
 

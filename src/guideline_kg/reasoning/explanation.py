@@ -388,7 +388,7 @@ class Explainer:
             return question.replace("{}", wanted) if "{}" in question else question
         if prop in self._boolean:
             return f"{self.label(prop)}: yes or no?"
-        return f"{self.label(prop)}? ({wanted})" if wanted else f"{self.label(prop)}?"
+        return f"What is the {self.label(prop)}?"
 
     # ---- traces --------------------------------------------------------------------------------------
     def trace(self, expr: Any, node: Node, facts: Facts, subject: str = "") -> Trace | None:
@@ -458,8 +458,8 @@ class Explainer:
                 q = f"Was the {self.label(general[0])} a {self.label(expr.iri)}?"
                 return [[Gap("refine", q, subject)]]
             if types:
-                recorded = " and ".join(sorted(self.label(t) for t in types))
-                return [[Gap("change", f"{subject or recorded} is recorded as {recorded}, not as a "
+                as_recorded = " and ".join(sorted(self.label(t) for t in types))
+                return [[Gap("change", f"{subject or as_recorded} is recorded as {as_recorded}, not as a "
                                        f"{self.label(expr.iri)}", subject)]]
             return [[Gap("record", f"Is {subject or 'it'} a {self.label(expr.iri)}?", subject)]]
         if isinstance(expr, _And):
@@ -488,9 +488,7 @@ class Explainer:
             if not recorded:
                 if expr.prop in self._boolean:
                     return [[Gap("record", f"{self._ask(expr.prop, wanted)}{where} ({wanted} decides it)", subject)]]
-                if expr.prop in self._questions:
-                    return [[Gap("record", self._ask(expr.prop, wanted) + where, subject)]]
-                return [[Gap("record", f"{self.label(expr.prop)}{where}? (is it {wanted}?)", subject)]]
+                return [[Gap("record", self._ask(expr.prop, wanted) + where, subject)]]
             for o in recorded:
                 if o in self._supers(expr.value):  # the recorded value is more general than the one wanted
                     return [[Gap("refine", f"Was the {self.label(o)} {wanted}?", subject)]]
