@@ -502,8 +502,10 @@ def negation_findings(knowledge: Graph, verdict: ReasonerResult | None) -> list[
         reason = knowledge.value(condition, GK.negationOverlapReason) or knowledge.value(negation,
                                                                                          GK.negationOverlapReason)
         if reason is not None:
+            if knowledge.value(condition, GK.negationOverlapReason) is None:
+                c, n = n, c  # name first the class that carries the reason (the condition the graph explains)
             findings.append(Finding("definition", "Info", f"{c} and its negation {n} can both hold only through "
-                                    f"contradicting records, as the graph states: {reason}", focus=c,
+                                    f"records that disagree, as the graph states: {reason}", focus=c,
                                     source="gk:negationOverlapReason"))
         else:
             findings.append(Finding("definition", "Violation", f"{c} and its negation {n} disagree: a patient can "

@@ -10,6 +10,8 @@ from rdflib import Graph
 
 from guideline_kg.checks.gate import Gate, GateResult, exit_code
 from guideline_kg.checks.validate import (
+    SAMPLE_SEED,
+    SAMPLE_SIZE,
     ValidationResult,
     check_case_results,
     report_graph,
@@ -17,6 +19,7 @@ from guideline_kg.checks.validate import (
     validate_knowledge,
 )
 from guideline_kg.cli.common import emit, emit_json, project_of, report_gate
+from guideline_kg.cohort.generate import generate, load_profile, record_to_ntriples
 from guideline_kg.core.errors import EXIT_ERROR, EXIT_FAILED, EXIT_OK
 from guideline_kg.core.findings import SEVERITIES, Finding
 from guideline_kg.core.project import Project
@@ -39,7 +42,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="text for people (default), json for pipelines, turtle: the sh:ValidationReport")
     p.add_argument("--no-reasoner", action="store_true",
                    help="do not run HermiT: contradiction candidates are reported undecided (Warning)")
+    p.add_argument("--sample", type=int, default=SAMPLE_SIZE, metavar="N",
+                   help=f"patients drawn from the package's cohort profile (seed {SAMPLE_SEED}) on which statements "
+                        f"reported as repetitions must get equal statuses, besides the example cases "
+                        f"(default {SAMPLE_SIZE}; 0: the example cases only)")
     p.set_defaults(handler=run)
+
+
+def _sample(project: Project, n: int) -> Graph | None:
+    """``n`` valid patients drawn from the package's cohort profile (none without a profile)."""
+    path = project.part("cohort_profile")
+    if n <= 0 or path is None or not path.is_file():
+        return None
+    records = (r for r in generate(load_profile(path), n, SAMPLE_SEED) if r.defect is None)
+    return Graph().parse(data="".join(record_to_ntriples(r) for r in records), format="nt")
 
 
 def _validate_cases(gated: list[GateResult], knowledge: Graph, project: Project) -> tuple[ValidationResult, int]:
@@ -86,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
     # read by the gate before any check runs: no readable case at all fails here (exit 2); one unreadable file
     # among others is reported, the others are validated, and the run exits 2
     gated = Gate(knowledge, project).read(list(args.cases)) if args.cases else []
-    result = validate_knowledge(knowledge, project, reasoner=None if args.no_reasoner else run_hermit)
+    result = validate_knowledge(knowledge, project, reasoner=None if args.no_reasoner else run_hermit,
+                                sample=_sample(project, args.sample))
     cases, n_cases = _validate_cases(gated, knowledge, project)
     result.extend(cases)
     result.findings = sort_findings(result.findings)
