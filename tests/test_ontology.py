@@ -87,7 +87,33 @@ def test_every_class_used_is_declared(knowledge: Graph) -> None:
     used |= {o for s, o in knowledge.subject_objects(RDFS.range)
              if (s, RDF.type, OWL.ObjectProperty) in knowledge}
     used = {c for c in used if not str(c).startswith(BUILT_IN_NAMESPACES) and c != RDFS.Literal}
-    assert sorted(c for c in used if (c, RDF.type, OWL.Class) not in knowledge) == []
+    named_datatypes = set(knowledge.subjects(RDF.type, RDFS.Datatype))  # thresholds, checked below
+    assert sorted(c for c in used if (c, RDF.type, OWL.Class) not in knowledge and c not in named_datatypes) == []
+
+
+def test_every_named_datatype_is_defined_and_used_as_a_data_range(knowledge: Graph) -> None:
+    """The interpretation thresholds are named OWL 2 datatypes: each has a definition (owl:equivalentClass to a data
+    range), a label, and is used only as a data range (never as a class)."""
+    named = {d for d in knowledge.subjects(RDF.type, RDFS.Datatype) if isinstance(d, URIRef)}
+    assert {d.rsplit("/", 1)[-1] for d in named} >= {"ChronicPainDuration", "PainDurationBelowChronic",
+                                                      "MeaningfulPainRelief", "LessThanMeaningfulPainRelief",
+                                                      "OpioidTrialLength", "HigherChronicityStage",
+                                                      "LowerChronicityStage"}
+    for d in named:
+        definition = knowledge.value(d, OWL.equivalentClass)
+        assert definition is not None and (definition, RDF.type, RDFS.Datatype) in knowledge, d
+        assert knowledge.value(d, RDFS.label) is not None, d
+        assert (d, RDF.type, OWL.Class) not in knowledge, d
+
+
+def test_each_interpretation_number_is_written_once(knowledge: Graph) -> None:
+    """A threshold's number is a facet of its named datatype only: no other facet in the graph has the same number
+    on the same property path (the former design wrote 3 months in a condition and again in its negation)."""
+    facets = [(p, o) for s, p, o in knowledge if str(p).startswith(str(XSD)) and isinstance(o, Literal)
+              and p in (XSD.minInclusive, XSD.maxInclusive, XSD.minExclusive, XSD.maxExclusive)]
+    assert sorted((str(p), float(o)) for p, o in facets) == sorted([
+        (str(XSD.minInclusive), 3.0), (str(XSD.minInclusive), 30.0), (str(XSD.minInclusive), 4.0),
+        (str(XSD.minInclusive), 2.0)])
 
 
 @pytest.mark.parametrize("pair", [(OWL.ObjectProperty, OWL.DatatypeProperty),
