@@ -21,7 +21,6 @@ from guideline_kg.checks.validate import (
     inline_number_findings,
     negation_extra,
     negation_findings,
-    population_findings,
     query_kind,
     query_severity,
     repetition_status_findings,
@@ -557,14 +556,19 @@ plbp:S3 a gk:RecommendationFor ; gk:sourceLine 10 ; gk:recommendsAction gk:Activ
 """
 
 
-def test_a_statement_naming_a_care_action_needs_a_population_or_a_reason() -> None:
-    found = {(f.focus, f.severity, f.source_lines) for f in population_findings(turtle(STATEMENTS))}
+def _population_findings(graph: Graph) -> set[tuple[str | None, str, tuple[int, ...]]]:
+    queries = [load_query(CHECKS, "population-violation"), load_query(CHECKS, "population-info")]
+    return {(f.focus, f.severity, f.source_lines) for f in run_checks(EmbeddedStore.from_graph(graph), queries)}
+
+
+def test_a_statement_naming_a_care_action_needs_a_population_or_a_reason(ontology: Graph) -> None:
+    found = _population_findings(ontology + turtle(STATEMENTS))
     assert found == {("plbp:S1", "Violation", (12,)), ("plbp:S2", "Info", (26,))}
 
 
 def test_the_shipped_statements_have_populations_or_reasons(knowledge: Graph) -> None:
-    found = {(f.focus, f.severity) for f in population_findings(knowledge)}
-    assert found == {("plbp:L26", "Info"), ("plbp:L27", "Info"), ("plbp:L28", "Info")}
+    assert _population_findings(knowledge) == {("plbp:L26", "Info", (26,)), ("plbp:L27", "Info", (27,)),
+                                               ("plbp:L28", "Info", (28,))}
 
 
 @pytest.mark.slow

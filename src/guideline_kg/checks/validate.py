@@ -9,8 +9,7 @@ graph plus one case's derivation results.
 
 The named definitions are checked too (kind ``definition``): a condition and its ``gk:negation`` must not overlap
 (HermiT, in the same run as the contradiction analysis), and a number in a condition should be a named threshold
-(an ``rdfs:Datatype`` IRI), not a literal written in place. Statements that name a care action need a
-``gk:population`` or a ``gk:noPopulationBecause`` (kind ``population``). Statements the repetition check pairs must
+(an ``rdfs:Datatype`` IRI), not a literal written in place. Statements the repetition check pairs must
 get the same status on every example case and on a generated sample unless a ``gk:DivergentRepetition`` records why
 (:func:`repetition_status_findings`).
 """
@@ -51,7 +50,6 @@ __all__ = [
     "load_shapes",
     "negation_extra",
     "negation_findings",
-    "population_findings",
     "query_kind",
     "query_severity",
     "repetition_status_findings",
@@ -565,35 +563,6 @@ def inline_number_findings(knowledge: Graph) -> list[Finding]:
     return findings
 
 
-def population_findings(knowledge: Graph) -> list[Finding]:
-    """Every statement that names a care action (gk:aboutAction, gk:recommendsAction) gets a gk:population, so
-    that it has a status for a patient, or the graph states why not (gk:noPopulationBecause, listed as Info);
-    neither is a Violation naming the statement and its care actions."""
-    names = bind_prefixes(Graph())
-    findings = []
-    statements = {s for s in knowledge.subjects(GK.aboutAction, None)} | \
-        {s for s in knowledge.subjects(GK.recommendsAction, None)}
-    for statement in sorted((s for s in statements if isinstance(s, URIRef)), key=str):
-        if knowledge.value(statement, GK.population) is not None:
-            continue
-        actions = sorted({_qname(names, a) for p in (GK.aboutAction, GK.recommendsAction)
-                          for a in knowledge.objects(statement, p)})
-        lines = _lines_of(knowledge, statement)
-        why = knowledge.value(statement, GK.noPopulationBecause)
-        if why is not None:
-            findings.append(Finding("population", "Info", f"{_qname(names, statement)} names {', '.join(actions)} "
-                                    f"but has no population, by the graph's reason: {why}",
-                                    focus=_qname(names, statement), source_lines=lines,
-                                    source="gk:noPopulationBecause"))
-        else:
-            findings.append(Finding("population", "Violation",
-                                    f"{_qname(names, statement)} names {', '.join(actions)} but has no gk:population, "
-                                    "so it never gets a status for a patient; give it a population or state why not "
-                                    "(gk:noPopulationBecause)", focus=_qname(names, statement), source_lines=lines,
-                                    source="gk:population"))
-    return findings
-
-
 #: The size and seed of the generated sample the repetition check evaluates (``validate``; fixed, so that two
 #: runs agree).
 SAMPLE_SIZE = 200
@@ -719,7 +688,6 @@ def validate_knowledge(knowledge: Graph, project: Project, reasoner: Reasoner | 
     findings += contradiction_findings(knowledge, store, queries, project, reasoner, verdict=verdict)
     findings += negation_findings(knowledge, verdict)
     findings += inline_number_findings(knowledge)
-    findings += population_findings(knowledge)
     if repetitions:
         findings += repetition_status_findings(knowledge, project, store, queries, sample)
     findings += _algorithm_findings(knowledge, project)
