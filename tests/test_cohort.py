@@ -88,7 +88,9 @@ def test_every_output_line_is_a_case_and_none_is_dropped(evaluated) -> None:
     assert len(invalid) == len(summary.invalid) > 0
     assert all(d["violations"] and d["violations"][0]["message"] for d in invalid)
     valid = [d for d in lines if not d.get("invalid")]
-    assert set(valid[0]) == {"case", "in_scope", "scope_reason", "recommendations"}
+    # each line is the one patient result, as `recommend --format json` gives it
+    assert set(valid[0]) == {"case", "patient", "reasoner", "valid", "scope", "in_scope", "scope_reason", "urgent",
+                             "conflicts", "recommendations", "unspecified_options"}
 
 
 @pytest.mark.slow

@@ -572,38 +572,28 @@ class Evaluator:
         if patients is None:
             patients = [URIRef(sol["p"].value) for sol in
                         store.raw(f"SELECT ?p WHERE {{ ?p a <{GK.Patient}> }} ORDER BY ?p")]
-        facts = StoreFacts(store)
         for patient in patients:
             witnesses = membership.get(str(patient), {})
             name = (names or {}).get(patient) or str(patient).rsplit("/", 1)[-1]
-            yield self._case_result(name, patient, "fast", set(witnesses), witnesses, facts)
+            yield self._case_result(name, patient, "fast", set(witnesses), witnesses, StoreFacts(store))
 
 
-class StoreFacts:
-    """:class:`Facts` read from a store, one query per node (batch results explain only when written)."""
+class StoreFacts(Facts):
+    """:class:`Facts` of one patient read from a store (batch results explain only when written): straight from
+    pyoxigraph's index for the embedded store, one SPARQL query per node for a server."""
 
     def __init__(self, store: Store) -> None:
+        super().__init__()
         self.store = store
-        self._cache: dict[Node, list[tuple[Node, Node]]] = {}
 
-    def _edges(self, node: Node) -> list[tuple[Node, Node]]:
-        found = self._cache.get(node)
-        if found is None:
-            if len(self._cache) > 50_000:
-                self._cache.clear()
-            found = []
-            if isinstance(node, URIRef):
-                for sol in self.store.raw(f"SELECT ?p ?o WHERE {{ <{node}> ?p ?o }}"):
-                    found.append((_rdflib(sol[0]), _rdflib(sol[1])))
-                found.sort(key=lambda e: (str(e[0]), str(e[1])))  # one explanation whatever order the store gives
-            self._cache[node] = found
-        return found
-
-    def objects(self, node: Node, prop: URIRef) -> list[Node]:
-        return [o for p, o in self._edges(node) if p == prop]
-
-    def types(self, node: Node) -> set[URIRef]:
-        return {o for p, o in self._edges(node) if p == RDF.type and isinstance(o, URIRef)}
+    def _load(self, node: Node) -> list[tuple[Node, Node]]:
+        if not isinstance(node, URIRef):
+            return []  # a blank node of a store cannot be named in a query
+        if isinstance(self.store, EmbeddedStore):
+            return [(_rdflib(q.predicate), _rdflib(q.object))
+                    for q in self.store.ox.quads_for_pattern(ox.NamedNode(str(node)), None, None)]
+        query = f"SELECT ?p ?o WHERE {{ <{node}> ?p ?o }}"
+        return [(_rdflib(sol[0]), _rdflib(sol[1])) for sol in self.store.raw(query)]
 
 
 def _rdflib(term: Any) -> Node:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any, Protocol
+from typing import Any
 
 from rdflib import BNode, Graph, Literal, URIRef
 from rdflib.collection import Collection
@@ -33,25 +33,48 @@ _FACET_SIGN = {XSD.minInclusive: "≥", XSD.maxInclusive: "≤", XSD.minExclusiv
 _MAX_ALTERNATIVES = 8  # alternatives kept per expression (the smallest first); enough to answer, bounded to read
 
 
-class Facts(Protocol):
-    """What the explainer reads of a case: the objects of a property and the asserted types of a node."""
+class Facts:
+    """What the explainer reads of one case: each node's properties and values, loaded once per node and sorted
+    (one explanation whatever order a store gives); subclasses say where they come from (:meth:`_load`). It also
+    keeps what the explainer works out per case (node names, traces), so nothing is computed twice."""
 
-    def objects(self, node: Node, prop: URIRef) -> list[Node]: ...
+    def __init__(self) -> None:
+        self._edges: dict[Node, dict[Node, list[Node]]] = {}
+        self._types: dict[Node, set[URIRef]] = {}
+        self.names: dict[tuple[Node, Node | None], str] = {}
+        self.traces: dict[tuple[int, Node, str], Trace | None] = {}
 
-    def types(self, node: Node) -> set[URIRef]: ...
+    def _load(self, node: Node) -> list[tuple[Node, Node]]:
+        raise NotImplementedError
+
+    def edges(self, node: Node) -> dict[Node, list[Node]]:
+        found = self._edges.get(node)
+        if found is None:
+            found = {}
+            for p, o in sorted(self._load(node), key=lambda e: (str(e[0]), str(e[1]))):
+                found.setdefault(p, []).append(o)
+            self._edges[node] = found
+        return found
+
+    def objects(self, node: Node, prop: Node) -> list[Node]:
+        return self.edges(node).get(prop, [])
+
+    def types(self, node: Node) -> set[URIRef]:
+        found = self._types.get(node)
+        if found is None:
+            found = self._types[node] = {t for t in self.edges(node).get(RDF.type, []) if isinstance(t, URIRef)}
+        return found
 
 
-class GraphFacts:
+class GraphFacts(Facts):
     """:class:`Facts` over an rdflib graph (one case)."""
 
     def __init__(self, graph: Graph) -> None:
+        super().__init__()
         self.graph = graph
 
-    def objects(self, node: Node, prop: URIRef) -> list[Node]:
-        return sorted(self.graph.objects(node, prop), key=str)  # sorted: one explanation whatever the store's order
-
-    def types(self, node: Node) -> set[URIRef]:
-        return {t for t in self.graph.objects(node, RDF.type) if isinstance(t, URIRef)}
+    def _load(self, node: Node) -> list[tuple[Node, Node]]:
+        return list(self.graph.predicate_objects(node))
 
 
 @dataclass(frozen=True)
@@ -199,8 +222,7 @@ class Explainer:
         self._functional = set(knowledge.subjects(RDF.type, OWL.FunctionalProperty))
         self._super: dict[Node, set[Node]] = {}
         #: object properties whose labelled values name a case node in words (its care action, its status)
-        self._describing = sorted(p for p in set(knowledge.subjects(RDF.type, OWL.ObjectProperty))
-                                  if isinstance(p, URIRef))
+        self._describing = {p for p in knowledge.subjects(RDF.type, OWL.ObjectProperty) if isinstance(p, URIRef)}
 
     # ---- reading ---------------------------------------------------------------------------------
     def label(self, node: Node | None) -> str:
@@ -347,15 +369,22 @@ class Explainer:
     # ---- describing nodes and expressions ------------------------------------------------------------
     def node_name(self, facts: Facts, node: Node, via: URIRef | None = None) -> str:
         """A case node in words: its most specific type's label and its deciding values, never its id."""
-        types = sorted(t for t in facts.types(node) if t != OWL.NamedIndividual)
-        label = self.label(types[0]) if types else (self.label(via) if via is not None else "")
-        details = [self.label(o) for p in self._describing for o in facts.objects(node, p)
-                   if isinstance(o, URIRef) and o in self._labels]
-        return f"{label} ({', '.join(details)})" if details and label else (", ".join(details) or label)
+        key = (node, via)
+        name = facts.names.get(key)
+        if name is None:
+            types = sorted(t for t in facts.types(node) if t != OWL.NamedIndividual)
+            label = self.label(types[0]) if types else (self.label(via) if via is not None else "")
+            details = [self.label(o) for p, values in facts.edges(node).items() if p in self._describing
+                       for o in values if isinstance(o, URIRef) and o in self._labels]
+            name = f"{label} ({', '.join(details)})" if details and label else (", ".join(details) or label)
+            facts.names[key] = name
+        return name
 
     def describe(self, expr: Any) -> str:
         """An expression as a noun phrase made of labels."""
         if isinstance(expr, _Named):
+            if isinstance(expr.definition, _OneOf) and len(expr.definition.members) <= 3:
+                return self.describe(expr.definition)  # a short list says more than the list's name
             if expr.iri in self._labels or expr.definition is None:
                 return self.label(expr.iri)
             return self.describe(expr.definition)
@@ -392,7 +421,16 @@ class Explainer:
 
     # ---- traces --------------------------------------------------------------------------------------
     def trace(self, expr: Any, node: Node, facts: Facts, subject: str = "") -> Trace | None:
-        """The facts of ``node`` that satisfy ``expr``, or None when the recorded facts do not."""
+        """The facts of ``node`` that satisfy ``expr``, or None when the recorded facts do not (memoised per
+        case: the conditions of a guideline share their parts)."""
+        key = (id(expr), node, subject)
+        if key in facts.traces:
+            return facts.traces[key]
+        found = self._trace(expr, node, facts, subject)
+        facts.traces[key] = found
+        return found
+
+    def _trace(self, expr: Any, node: Node, facts: Facts, subject: str) -> Trace | None:
         if isinstance(expr, _Named):
             if expr.definition is not None:
                 return self.trace(expr.definition, node, facts, subject)
