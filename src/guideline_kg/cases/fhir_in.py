@@ -30,9 +30,10 @@ from guideline_kg.core.dates import months_between
 from guideline_kg.core.errors import InputError
 from guideline_kg.core.namespaces import CASE, GK, RDF, RDFS, XSD, bind_prefixes
 from guideline_kg.core.project import Project
+from guideline_kg.core.rdfio import iri_segment
 
-__all__ = ["R4_ELEMENTS", "RULES_PART", "BundleDefects", "MappingRules", "bundle_to_case", "is_fhir_bundle",
-           "load_rules", "project_rules", "read_sssom"]
+__all__ = ["R4_ELEMENTS", "RULES_PART", "SUBJECT_ELEMENTS", "BundleDefects", "MappingRules", "bundle_to_case",
+           "is_fhir_bundle", "load_rules", "project_rules", "read_sssom"]
 
 #: The manifest part naming the package's rules file (``[parts] fhir_case_mapping``).
 RULES_PART = "fhir_case_mapping"
@@ -83,6 +84,10 @@ R4_ELEMENTS: dict[str, frozenset[str]] = {rtype: frozenset(names.split()) for rt
                     "numberOfSeries numberOfInstances procedureReference procedureCode location reasonCode "
                     "reasonReference note description series",
 }.items()}
+#: The elements by which an R4 resource names the patient it is about (Observation.subject,
+#: AllergyIntolerance.patient, ...): each must refer to the bundle's Patient, or the resource is not recorded.
+SUBJECT_ELEMENTS = ("subject", "patient")
+_HISTORY = re.compile(r"/_history/[^/]+$")
 #: The elements of Bundle.entry (R4).
 _ENTRY_ELEMENTS = {"link", "fullUrl", "resource", "search", "request", "response", "id", "extension",
                    "modifierExtension"}
@@ -596,6 +601,8 @@ def _entries(bundle: dict[str, Any], mapper: _Mapper) -> list[_Resource]:
         mapper.defects.append(InputNote("Bundle .entry", "must be a list"))
         return []
     out = []
+    seen_ids: dict[str, int] = {}
+    seen_urls: dict[str, int] = {}
     for i, entry in enumerate(entries):
         resource = entry.get("resource") if isinstance(entry, dict) else None
         if not isinstance(resource, dict):
@@ -610,10 +617,24 @@ def _entries(bundle: dict[str, Any], mapper: _Mapper) -> list[_Resource]:
             mapper.defects.append(InputNote(f"entry {i} ({rtype}) .id", f"{json.dumps(rid)[:40]} is not a FHIR id"))
             continue
         full_url = entry.get("fullUrl")
+        if rid is not None:
+            if f"{rtype}/{rid}" in seen_ids:
+                mapper.defects.append(InputNote(f"entry {i} ({rtype}/{rid}) .id", f"duplicate resource id: entry "
+                                                f"{seen_ids[f'{rtype}/{rid}']} is {rtype}/{rid} too (the ids of a "
+                                                "bundle's resources must be unique)"))
+                continue
+            seen_ids[f"{rtype}/{rid}"] = i
+        if isinstance(full_url, str):
+            if full_url in seen_urls:
+                mapper.defects.append(InputNote(f"entry {i} ({rtype}) .fullUrl", f"duplicate fullUrl "
+                                                f"{json.dumps(full_url)[:80]}: entry {seen_urls[full_url]} has it "
+                                                "too (a bundle's fullUrls must be unique)"))
+                continue
+            seen_urls[full_url] = i
         if rid is None and isinstance(full_url, str):
             rid = re.sub(r"[^A-Za-z0-9\-.]", "-", full_url.rsplit(":", 1)[-1].rsplit("/", 1)[-1])[:64]
         rid = rid or f"entry{i}"
-        res = _Resource(i, resource, rtype, f"{rtype}/{rid}", f"{rtype.lower()}-{rid}")
+        res = _Resource(i, resource, rtype, f"{rtype}/{rid}", iri_segment(f"{rtype.lower()}-{rid}"))
         if isinstance(full_url, str) and full_url.startswith("urn:uuid:") and not _UUID.match(full_url):
             mapper.note(f"entry {i} ({res.ref}) .fullUrl", f"{full_url!r} is not a urn:uuid with a UUID; references "
                         "to it may not resolve elsewhere")
@@ -645,6 +666,28 @@ def _report_elements(mapper: _Mapper, recorded: list[_Resource]) -> None:
                 mapper.note(f"{res.ref} .{key}", f"no rule maps this element; not recorded {once}")
 
 
+def _about_someone_else(res: _Resource, patient: _Resource, full_url: Any) -> tuple[str, str] | None:
+    """(element, why) when ``res`` names a subject or patient that is not the bundle's Patient ``patient``: a
+    reference ``Patient/<id>`` (optionally with ``/_history/<version>``) or the Patient entry's ``fullUrl``
+    (``urn:uuid:...`` or absolute) is the patient; any other reference, or one without ``reference``, is not.
+    None when every such element refers to the patient, or there is none."""
+    ours = {patient.ref} | ({full_url} if isinstance(full_url, str) else set())
+    for key in SUBJECT_ELEMENTS:
+        if key not in res.data:
+            continue
+        value = res.data[key]
+        for item in value if isinstance(value, list) else [value]:
+            ref = item.get("reference") if isinstance(item, dict) else None
+            if not isinstance(ref, str):
+                return key, (f"{json.dumps(item, ensure_ascii=False)[:60]} does not refer to the bundle's Patient "
+                             f"({patient.ref}) by reference; the resource may be about someone else and is not "
+                             "recorded")
+            if ref not in ours and _HISTORY.sub("", ref) not in ours:
+                return key, (f"refers to {ref!r}, not to the bundle's Patient ({patient.ref}): the resource is about "
+                             "someone else and is not recorded")
+    return None
+
+
 def bundle_to_case(bundle: dict, name: str, source: Path | None = None, *,
                    project: Project | None = None) -> Case:
     """The patient case a FHIR R4 Bundle describes, mapped by the project's rules. What cannot be recorded is in
@@ -656,8 +699,8 @@ def bundle_to_case(bundle: dict, name: str, source: Path | None = None, *,
         raise InputError(f"not a FHIR Bundle (resourceType is {json.dumps(got)})", path=where)
     rules = project_rules(project or Project.at(), "reading a FHIR case")
     graph = bind_prefixes(Graph())
-    patient = URIRef(f"{CASE}{name}")
-    mapper = _Mapper(rules, name, where, graph, patient)
+    patient = URIRef(f"{CASE}{iri_segment(name)}")  # a name (file name, Bundle.id) escaped, so the IRI is valid
+    mapper = _Mapper(rules, iri_segment(name), where, graph, patient)
     for key in sorted(set(bundle) - R4_ELEMENTS["Bundle"] - _COMMON):
         mapper.note(f"Bundle .{key}", "not an element of a FHIR R4 Bundle; not read")
     resources = _entries(bundle, mapper)
@@ -680,6 +723,10 @@ def bundle_to_case(bundle: dict, name: str, source: Path | None = None, *,
     if len(patients) > 1:
         mapper.defects.append(InputNote(f"entries {', '.join(str(p.index) for p in patients)}",
                                         "more than one Patient (a case is one patient)"))
+    elif not patients and isinstance(bundle.get("entry", []), list):
+        mapper.defects.append(InputNote("Bundle .entry", f"no {rules.patient.get('resourceType', 'Patient')} "
+                                        "resource: a case is one patient's record, and every other resource must "
+                                        "name that patient as its subject"))
     for res in patients[:1]:
         try:
             for spec in rules.patient.get("values", []):
@@ -698,6 +745,17 @@ def bundle_to_case(bundle: dict, name: str, source: Path | None = None, *,
         mapper.nodes[res.ref] = patient
     # every other resource, rule by rule in the order of the rules file
     others = [r for r in resources if r not in patients]
+    if patients:  # subject integrity: a resource about another patient is reported and left out
+        the_patient = patients[0]
+        patient_url = bundle["entry"][the_patient.index].get("fullUrl")
+        kept = []
+        for res in others:
+            foreign = _about_someone_else(res, the_patient, patient_url)
+            if foreign is None:
+                kept.append(res)
+            else:
+                mapper.note(f"{res.ref} .{foreign[0]}", foreign[1])
+        others = kept
     terms_by_res: dict[str, list[URIRef]] = {}
     for res in others:
         status = res.data.get("status")

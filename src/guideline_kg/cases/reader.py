@@ -13,8 +13,8 @@ from rdflib import Graph, URIRef
 
 from guideline_kg.cases import fhir_in
 from guideline_kg.cases.model import Case
-from guideline_kg.core.errors import InputError
-from guideline_kg.core.files import load_json
+from guideline_kg.core.errors import InputError, printable
+from guideline_kg.core.files import load_json, read_input_text
 from guideline_kg.core.namespaces import GK, RDF, bind_prefixes
 from guideline_kg.core.project import Project
 from guideline_kg.core.rdfio import FORMATS, read_graph
@@ -44,20 +44,18 @@ def case_files(paths: list[Path], errors: list[InputError] | None = None) -> lis
 
 
 def case_name(path: Path) -> str:
-    """The name of the case a file holds: the file name without its case suffix (``.fhir.json``, ``.ttl``...)."""
-    name = path.name
+    """The name of the case a file holds: the file name without its case suffix (``.fhir.json``, ``.ttl``...);
+    bytes of a file name that are not UTF-8 are shown as escapes (``\\xff``), so the name can be written."""
+    name = printable(path.name)
     for suffix in (".fhir.json", ".jsonld", ".json", ".ttl", ".nt", ".rdf", ".owl", ".n3", ".trig", ".xml"):
         if name.endswith(suffix):
             return name[: -len(suffix)]
-    return path.stem
+    return printable(path.stem)
 
 
 def _load_file(path: Path, project: Project | None = None) -> list[Case]:
     if path.suffix.lower() == ".json":
-        try:
-            data = load_json(path.read_text(encoding="utf-8"), path)
-        except UnicodeDecodeError as exc:
-            raise InputError(f"not UTF-8 text ({exc.reason})", path=str(path)) from None
+        data = load_json(read_input_text(path), path)
         if isinstance(data, dict) and data.get("resourceType") is not None:
             return [fhir_in.bundle_to_case(data, case_name(path), source=path, project=project)]
     graph = read_graph(path, bind_prefixes(Graph()))

@@ -4,24 +4,36 @@ Nothing is fetched while reading: a JSON-LD ``@context`` (or ``@import``) that n
 before parsing, except the project's own shipped contexts, matched by their published IRI and read from the local
 file (:func:`shipped_contexts`). rdflib's own context loader is replaced by one that refuses everything, so no
 JSON-LD parse anywhere in the process can reach the network or the file system on a document's say-so.
+
+Limits (docs/security.md): a file is read only if it is a regular file within the input size limit
+(:func:`guideline_kg.core.files.read_input_text`); RDF/XML with a document type declaration (``<!DOCTYPE``, hence
+entity declarations: "billion laughs") is refused before parsing; a literal whose lexical form is not valid for its
+datatype (``"abc"^^xsd:integer``) is an InputError naming the value, and rdflib's log noise about it never reaches
+stderr. :func:`iri_segment` escapes a name (a file name, a Bundle id) for use in an IRI, reversibly.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import logging
 import re
+import threading
+import unicodedata
+import urllib.parse
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import rdflib.plugins.shared.jsonld.context as _jsonld_context
-from rdflib import Graph
+from rdflib import Graph, Literal
 from rdflib.parser import PythonInputSource
 from rdflib.plugins.parsers.notation3 import BadSyntax
 
 from guideline_kg.core.errors import GuidelineKGError, InputError
-from guideline_kg.core.files import TOO_DEEP, load_json, write_atomic
+from guideline_kg.core.files import TOO_DEEP, load_json, read_input_text, write_atomic
 from guideline_kg.core.namespaces import PREFIXES, bind_prefixes
 from guideline_kg.core.project import Project
 
@@ -30,6 +42,8 @@ __all__ = [
     "EXTENSIONS",
     "FORMATS",
     "guess_format",
+    "iri_segment",
+    "iri_segment_name",
     "localise_contexts",
     "read_graph",
     "read_graphs",
@@ -157,6 +171,108 @@ def localise_contexts(doc: Any, path: Path, text: str = "") -> Any:
     return doc
 
 
+def _iri_char(ch: str) -> bool:
+    """Whether ``ch`` may stand unescaped in an IRI path segment minted from a name: RFC 3986 unreserved ASCII,
+    or an RFC 3987 ``ucschar`` (no controls, no private use, no surrogates, no non-characters)."""
+    if ch.isascii():
+        return ch.isalnum() or ch in "-._~"
+    code = ord(ch)
+    return code >= 0xA0 and unicodedata.category(ch) not in ("Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp", "Zs") \
+        and (code & 0xFFFE) != 0xFFFE and not 0xFDD0 <= code <= 0xFDEF
+
+
+def iri_segment(name: str) -> str:
+    """``name`` as one IRI path segment (RFC 3987): letters, digits, ``-._~`` and non-ASCII letters stay, every
+    other character is percent-encoded as its UTF-8 bytes (a file name's bytes that are not UTF-8, kept by Python
+    as surrogates, as those bytes). Reversible: :func:`iri_segment_name`. ``"a b<>"`` -> ``"a%20b%3C%3E"``."""
+    if all(_iri_char(ch) for ch in name):
+        return name
+    out = []
+    for ch in name:
+        if _iri_char(ch):
+            out.append(ch)
+        else:
+            out.append(urllib.parse.quote(ch.encode("utf-8", "surrogateescape"), safe=""))
+    return "".join(out)
+
+
+def iri_segment_name(segment: str) -> str:
+    """The name :func:`iri_segment` escaped (bytes that are not UTF-8 come back as surrogates)."""
+    return urllib.parse.unquote(segment, errors="surrogateescape")
+
+
+class _IllTyped(logging.Filter):
+    """Drops rdflib's log record for a literal it cannot convert (a warning with a traceback, on stderr) and, while
+    :func:`_collect_ill_typed` is active in this thread, lets the reader report the literal itself."""
+
+    local = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("Failed to convert Literal lexical form"):
+            return True
+        found = getattr(self.local, "found", None)
+        if found is not None:
+            found.append(record)
+        return False
+
+
+_ILL_TYPED = _IllTyped()
+logging.getLogger("rdflib.term").addFilter(_ILL_TYPED)
+
+
+@contextlib.contextmanager
+def _collect_ill_typed() -> Iterator[list[logging.LogRecord]]:
+    found: list[logging.LogRecord] = []
+    _IllTyped.local.found = found
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # rdflib warns about odd IRIs and literals; the reader reports defects
+            yield found
+    finally:
+        _IllTyped.local.found = None
+
+
+def _ill_typed_literals(graph: Graph) -> list[Literal]:
+    """The ill-typed literals of ``graph``, sorted, at most 10."""
+    bad = {o for o in graph.objects() if isinstance(o, Literal) and o.ill_typed}
+    return sorted(bad, key=str)[:10]
+
+
+def _refuse_ill_typed(bad: list[Literal], path: Path, text: str) -> None:
+    def shown(lit: Literal) -> str:
+        dt = str(lit.datatype)
+        for prefix, ns in PREFIXES.items():
+            if dt.startswith(str(ns)):
+                dt = f"{prefix}:{dt[len(str(ns)):]}"
+                break
+        return f"{json.dumps(str(lit), ensure_ascii=False)[:80]}^^{dt}"
+
+    first = bad[0]
+    at = max(text.find(json.dumps(str(first), ensure_ascii=False)), text.find(f'"{first}"'))
+    at = at if at >= 0 or not str(first) else text.find(str(first))
+    line = None if at < 0 else text.count("\n", 0, at) + 1
+    more = f" (and {len(bad) - 1} more: {', '.join(shown(b) for b in bad[1:])})" if len(bad) > 1 else ""
+    raise InputError(f"ill-typed literal {shown(first)}: {json.dumps(str(first), ensure_ascii=False)[:80]} is not "
+                     f"a valid {shown(first).rsplit('^^', 1)[1]}{more}", path=str(path), line=line)
+
+
+#: A document type declaration in XML: the only place entities are declared (refused, "billion laughs").
+_DOCTYPE = re.compile(r"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
+_XML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
+
+
+def _refuse_dtd(text: str, path: Path) -> None:
+    """InputError when an RDF/XML document has a document type declaration (``<!DOCTYPE ...>``, entity
+    declarations): entity expansion can turn a kilobyte into gigabytes ("billion laughs"), and external entities
+    read other files; RDF/XML needs neither."""
+    m = _DOCTYPE.search(_XML_COMMENT.sub(lambda c: " " * len(c[0]), text))
+    if m:
+        line = text.count("\n", 0, m.start()) + 1
+        raise InputError("RDF/XML with a document type declaration (<!DOCTYPE or <!ENTITY) is refused: entity "
+                         "declarations can expand without bound (\"billion laughs\") or read other files; write "
+                         "the RDF/XML without a DTD", path=str(path), line=line)
+
+
 def guess_format(path: Path) -> str:
     """The rdflib parser for ``path`` from its extension, or an InputError naming the file."""
     fmt = FORMATS.get(path.suffix.lower())
@@ -191,22 +307,20 @@ def _sax_position(exc: Exception) -> tuple[int | None, int | None]:
 def read_graph(path: Path | str, graph: Graph | None = None, fmt: str | None = None) -> Graph:
     """Parse one RDF file into ``graph`` (a new graph by default). Errors say file, line, column and why."""
     path = Path(path)
-    if not path.exists():
-        raise InputError("no such file", path=str(path))
     if path.is_dir():
         raise InputError("is a folder, not an RDF file", path=str(path))
     fmt = fmt or guess_format(path)
     graph = graph if graph is not None else bind_prefixes(Graph())
+    text = read_input_text(path)  # a regular file within the size limit, else InputError before reading
+    if fmt == "xml":
+        _refuse_dtd(text, path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", path=str(path)) from None
-    try:
-        if fmt == "json-ld":
-            doc = localise_contexts(load_json(text, path), path, text)
-            graph.parse(source=PythonInputSource(doc, path.resolve().as_uri()), format=fmt)
-        else:
-            graph.parse(data=text, format=fmt, publicID=path.resolve().as_uri())
+        with _collect_ill_typed() as ill:
+            if fmt == "json-ld":
+                doc = localise_contexts(load_json(text, path), path, text)
+                graph.parse(source=PythonInputSource(doc, path.resolve().as_uri()), format=fmt)
+            else:
+                graph.parse(data=text, format=fmt, publicID=path.resolve().as_uri())
     except InputError:
         raise
     except _FetchRefused as exc:
@@ -226,6 +340,10 @@ def read_graph(path: Path | str, graph: Graph | None = None, fmt: str | None = N
             m = re.search(r"line (\d+)", message)
             line = int(m.group(1)) if m else None
         raise InputError(f"malformed {fmt}: {message}", path=str(path), line=line, column=col) from None
+    if ill:
+        bad = _ill_typed_literals(graph)
+        if bad:
+            _refuse_ill_typed(bad, path, text)
     return graph
 
 
