@@ -3,6 +3,10 @@
 Queries on the embedded store run in a child process (:class:`worker.QueryWorker`) that is killed at the
 time limit; on a remote store (``--store``) the HTTP client's timeout applies. Results are serialised by
 pyoxigraph (:mod:`sparql_results`), chosen by the request's Accept header.
+
+Every request first passes :mod:`guideline_kg.service.guard` (Host check, CORS when allowed, bearer token,
+body limit); queries and CDS derivations run in pools of their own with bounded queues, so a flood of slow
+queries gets 503 + ``Retry-After`` and never delays ``/health``, the pages or CDS Hooks (docs/security.md).
 """
 
 from __future__ import annotations
@@ -18,10 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
-import anyio
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from rdflib import Graph
+from starlette.middleware.cors import CORSMiddleware
 
 from guideline_kg.cases.reader import Case
 from guideline_kg.checks.gate import Gate, GateResult
@@ -34,11 +38,13 @@ from guideline_kg.knowledge.algorithm import build_graph
 from guideline_kg.knowledge.graph import guideline_iri
 from guideline_kg.outputs.cds_cards import cards_for
 from guideline_kg.outputs.render import render
+from guideline_kg.service.guard import LOOPBACK_HOSTS, Busy, HostCheck, Limits, Pool
 from guideline_kg.service.page import PAGE as _PAGE
 from guideline_kg.store.results import MEDIA_TYPES, QueryResult, QueryTimeout, ResultTooLarge, serialise
 from guideline_kg.store.stores import SparqlSyntaxError
 
-__all__ = ["CDS_SERVICE_ID", "INVALID_CASE_STATUS", "ServerConfig", "create_app", "is_update", "negotiate"]
+__all__ = ["CDS_SERVICE_ID", "INVALID_CASE_STATUS", "LOOPBACK_HOSTS", "MAX_BODY", "MAX_DEPTH", "ServerConfig",
+           "create_app", "is_update", "negotiate"]
 
 log = logging.getLogger("guideline_kg.server")
 
@@ -54,6 +60,14 @@ OFFERS = {"solutions": ["json", "xml", "csv", "tsv"], "boolean": ["json", "xml",
 #: Extra media types accepted as aliases of a format.
 ALIASES = {"application/json": "json", "application/xml": "xml", "text/xml": "xml",
            "text/plain": "nt", "application/x-turtle": "turtle", "application/json+ld": "jsonld"}
+#: Default request-body limit in bytes (``serve --max-body``).
+MAX_BODY = 1024 * 1024
+#: Deepest nesting of arrays and objects accepted in a CDS Hooks request (a FHIR Bundle needs about a dozen).
+MAX_DEPTH = 64
+#: A FHIR id (FHIR R4 datatype ``id``): what ``context.patientId`` may be, since it names the case.
+_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+#: ``hookInstance``: a UUID in CDS Hooks 2.0; any short token of these characters is taken.
+_HOOK_INSTANCE = re.compile(r"[A-Za-z0-9\-._:]{1,128}")
 _UPDATE = re.compile(r"^(INSERT|DELETE|LOAD|CLEAR|CREATE|DROP|COPY|MOVE|ADD|WITH)\b", re.IGNORECASE)
 _PROLOGUE = re.compile(r"^\s*(?:(?:#[^\n]*\n)|(?:PREFIX\s+[^\s:]*:\s*<[^>]*>)|(?:BASE\s*<[^>]*>)|\s+)*",
                        re.IGNORECASE)
@@ -72,6 +86,22 @@ class ServerConfig:
     cases: list[Case] = field(default_factory=list)
     triples: int = 0
     invalid: list[GateResult] = field(default_factory=list)  #: cases the gate refused: listed, never served
+    #: the request-body limit in bytes (413 above it) and the time a body may take to arrive (408 after it)
+    max_body: int = MAX_BODY
+    body_timeout: float = 30.0
+    #: names accepted in the ``Host`` header (with LOOPBACK_HOSTS); None: no check (an application embedded in
+    #: another server or a test client); ``serve`` always sets it
+    allowed_hosts: tuple[str, ...] | None = None
+    #: the bearer token every route but /health needs; None: no token
+    token: str | None = None
+    #: origins allowed by CORS; empty: no CORS headers at all (browsers keep other sites' pages out)
+    cors_origins: tuple[str, ...] = ()
+    #: queries running at once (1 for the embedded store's single worker process) and queries waiting
+    query_workers: int = 1
+    query_queue: int = 8
+    #: CDS derivations running at once and waiting
+    cds_workers: int = 2
+    cds_queue: int = 16
 
 
 def is_update(text: str) -> bool:
@@ -140,9 +170,27 @@ def _page(config: ServerConfig, examples: list[NamedQuery]) -> str:
 
 
 def create_app(config: ServerConfig) -> Any:
-    """The FastAPI application for ``config``."""
+    """The ASGI application for ``config``: the FastAPI routes behind the guards of :mod:`service.guard`."""
+    app = _routes(config)
+    guarded: Any = Limits(app, config.max_body, config.token, config.body_timeout)
+    if config.cors_origins:
+        guarded = CORSMiddleware(guarded, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
+                                 allow_headers=["Authorization", "Content-Type", "Accept"],
+                                 expose_headers=["Retry-After"], max_age=600)
+    if config.allowed_hosts is not None:
+        guarded = HostCheck(guarded, (*LOOPBACK_HOSTS, *config.allowed_hosts))
+    return guarded
+
+
+def _busy(exc: Busy) -> PlainTextResponse:
+    return PlainTextResponse(f"{exc}\n", status_code=503, headers={"Retry-After": str(exc.retry_after)})
+
+
+def _routes(config: ServerConfig) -> FastAPI:
     app = FastAPI(title="guideline-kg", docs_url=None, redoc_url=None, openapi_url=None)
     examples = list_queries(config.project.query_folders())
+    queries_pool = Pool("queries", config.query_workers, config.query_queue, config.timeout)
+    cds_pool = Pool("CDS requests", config.cds_workers, config.cds_queue, config.timeout)
 
     @app.middleware("http")
     async def log_requests(request: Request, call_next: Any) -> Any:
@@ -160,11 +208,14 @@ def create_app(config: ServerConfig) -> Any:
         return HTMLResponse(_page(config, examples))
 
     @app.get("/health")
-    def health() -> dict[str, Any]:
+    async def health() -> dict[str, Any]:  # async: answered on the event loop, never waits for a thread
         return {"status": "ok", "store": config.store_label, "triples": config.triples,
                 "cases": [c.name for c in config.cases], "invalid_cases": [g.to_json() for g in config.invalid],
                 "timeout_s": config.timeout,
-                "max_results": config.max_results}
+                "max_results": config.max_results, "max_body": config.max_body,
+                "queries": {"running_or_waiting": queries_pool.admitted,
+                            "most": config.query_workers + config.query_queue},
+                "token": config.token is not None}
 
     @app.get("/queries")
     def queries() -> list[dict[str, str]]:
@@ -214,7 +265,9 @@ def create_app(config: ServerConfig) -> Any:
         if is_update(query):
             return problem(403, "this endpoint is read-only: SPARQL Update is refused")
         try:
-            result = await anyio.to_thread.run_sync(config.run_query, query, config.timeout, config.max_results)
+            result = await queries_pool.run(config.run_query, query, config.timeout, config.max_results)
+        except Busy as exc:
+            return _busy(exc)
         except SparqlSyntaxError as exc:
             return problem(400, str(exc))
         except QueryTimeout as exc:
@@ -252,13 +305,18 @@ def create_app(config: ServerConfig) -> Any:
             body = load_json(await request.body())
         except InputError as exc:  # malformed, not UTF-8, or nested too deeply
             return problem(400, f"the request body is not JSON: {exc}")
+        defects = _request_defects(body)
+        if not defects:
+            try:
+                bundle = _prefetch_bundle(body)
+            except InputError as exc:
+                defects.append(str(exc))
+        if defects:
+            return problem(400, "malformed CDS Hooks request: " + "; ".join(defects))
         try:
-            bundle = _prefetch_bundle(body)
-        except InputError as exc:
-            return problem(400, str(exc))
-        name = str((body.get("context") or {}).get("patientId") or body.get("hookInstance") or "patient")
-        try:
-            gated = await anyio.to_thread.run_sync(_through_gate, config, gates, bundle, name)
+            gated = await cds_pool.run(_through_gate, config, gates, bundle, body["context"]["patientId"])
+        except Busy as exc:
+            return _busy(exc)
         except InputError as exc:
             return problem(400, f"prefetch.bundle: {exc}")
         if not gated.valid:
@@ -273,12 +331,73 @@ def create_app(config: ServerConfig) -> Any:
     return app
 
 
-def _prefetch_bundle(body: Any) -> dict[str, Any]:
-    """The FHIR Bundle of a CDS Hooks request's prefetch (key ``bundle``, else the only Bundle given)."""
+def _depth_beyond(value: Any, limit: int) -> bool:
+    """Whether arrays and objects in ``value`` nest more than ``limit`` deep (walked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return False
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number")
+
+
+def _request_defects(body: Any) -> list[str]:
+    """What is wrong with the envelope of a CDS Hooks 2.0 patient-view request (hook, hookInstance, context),
+    each a reason for the client; empty when it is well formed. The prefetch is checked by _prefetch_bundle."""
     if not isinstance(body, dict):
-        raise InputError("the request must be a JSON object (a CDS Hooks request)")
-    if body.get("hook") not in (None, "patient-view"):
-        raise InputError(f"this service answers the patient-view hook, not {body.get('hook')!r}")
+        return [f"the request must be a JSON object, got {_type_name(body)}"]
+    if _depth_beyond(body, MAX_DEPTH):
+        return [f"nested too deeply (arrays or objects more than {MAX_DEPTH} levels deep)"]
+    defects = []
+    hook = body.get("hook")
+    if hook is None:
+        defects.append("missing hook (\"patient-view\")")
+    elif hook != "patient-view":
+        defects.append(f"this service answers the patient-view hook, not {str(hook)[:80]!r}")
+    instance = body.get("hookInstance")
+    if instance is None:
+        defects.append("missing hookInstance (a UUID for this call)")
+    elif not isinstance(instance, str) or not _HOOK_INSTANCE.fullmatch(instance):
+        defects.append("hookInstance must be a UUID (letters, digits, '-', '.', '_', ':'; at most 128), got "
+                       + (repr(instance[:80]) if isinstance(instance, str) else _type_name(instance)))
+    context = body.get("context")
+    if context is None:
+        defects.append("missing context (with the patientId)")
+    elif not isinstance(context, dict):
+        defects.append(f"context must be a JSON object, got {_type_name(context)}")
+    else:
+        patient = context.get("patientId")
+        if patient is None:
+            defects.append("missing context.patientId")
+        elif not isinstance(patient, str) or not _FHIR_ID.fullmatch(patient):
+            defects.append("context.patientId must be a FHIR id (letters, digits, '-' and '.'; at most 64), got "
+                           + (repr(patient[:80]) if isinstance(patient, str) else _type_name(patient)))
+        for key in ("userId", "encounterId"):
+            if key in context and not isinstance(context[key], str):
+                defects.append(f"context.{key} must be a string, got {_type_name(context[key])}")
+    for key in ("fhirServer",):
+        if key in body and not isinstance(body[key], str):
+            defects.append(f"{key} must be a string, got {_type_name(body[key])}")
+    if "fhirAuthorization" in body and not isinstance(body["fhirAuthorization"], dict | type(None)):
+        defects.append(f"fhirAuthorization must be an object, got {_type_name(body['fhirAuthorization'])}")
+    prefetch = body.get("prefetch")
+    if prefetch is None or prefetch == {}:
+        defects.append("missing prefetch: send the patient's data as a FHIR R4 Bundle in prefetch.bundle")
+    elif not isinstance(prefetch, dict):
+        defects.append(f"prefetch must be a JSON object, got {_type_name(prefetch)}")
+    return defects
+
+
+def _prefetch_bundle(body: dict[str, Any]) -> dict[str, Any]:
+    """The FHIR Bundle of a CDS Hooks request's prefetch (key ``bundle``, else the only Bundle given); the
+    envelope has passed _request_defects."""
     prefetch = body.get("prefetch")
     if not isinstance(prefetch, dict) or not prefetch:
         raise InputError("missing prefetch: send the patient's data as a FHIR R4 Bundle in prefetch.bundle")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import re
 import socket
 from pathlib import Path
 
@@ -31,8 +33,51 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-results", type=int, default=10000, metavar="N",
                    help="most solutions or triples a result may have; larger results get HTTP 413 (default: 10000)")
     p.add_argument("--inferred", action="store_true", help="also serve HermiT's inferred rdf:type triples")
+    p.add_argument("--max-body", type=_size, default=1024 * 1024, metavar="BYTES",
+                   help="largest request body, bytes or with K/M (e.g. 512K); larger bodies get HTTP 413 and are "
+                        "not read further (default: 1M)")
+    p.add_argument("--query-queue", type=_count, default=8, metavar="N",
+                   help="queries that may wait while one runs; more get HTTP 503 with Retry-After (default: 8)")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="a name clients may use in the Host header besides localhost, 127.0.0.1, [::1] and "
+                        "--host (repeatable); other names get HTTP 400 (a defence against DNS rebinding)")
+    p.add_argument("--token", default=None, metavar="TOKEN",
+                   help="require `Authorization: Bearer TOKEN` on every route but /health (HTTP 401 otherwise); "
+                        f"better given in the environment variable {TOKEN_ENV}, which other users cannot see "
+                        "in the process list")
+    p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                   help="let pages of this origin (e.g. https://app.example.net) call the server from a browser "
+                        "(repeatable; default: no CORS, no other site's page can read the answers)")
     add_store_arguments(p)
     p.set_defaults(handler=run)
+
+
+#: The environment variable that holds the bearer token (``serve --token`` wins over it).
+TOKEN_ENV = "GUIDELINE_KG_TOKEN"
+#: What a bearer token may be made of (RFC 6750 b64token).
+_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+_ORIGIN = re.compile(r"(\*|https?://[^/\s?#]+)")
+
+
+def _size(text: str) -> int:
+    """A size in bytes for argparse: digits, optionally followed by K or M (binary: 1K = 1024)."""
+    match = re.fullmatch(r"\s*(\d+)\s*([kKmM]?)[iI]?[bB]?\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (bytes, or a number with K or M)")
+    size = int(match.group(1)) * {"": 1, "k": 1024, "m": 1024 * 1024}[match.group(2).lower()]
+    if size < 1:
+        raise argparse.ArgumentTypeError("the size must be at least 1 byte")
+    return size
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative")
+    return value
 
 
 def _port(text: str) -> int:
@@ -64,6 +109,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.timeout <= 0 or args.max_results < 0:
         raise InputError("--timeout must be positive and --max-results not negative")
+    token = args.token if args.token is not None else (os.environ.get(TOKEN_ENV) or None)
+    if token is not None and not _TOKEN.fullmatch(token):
+        where = "--token" if args.token is not None else TOKEN_ENV
+        raise InputError(f"{where}: a bearer token is letters, digits and - . _ ~ + / (then = at the end), "
+                         "not empty and without spaces")
+    for origin in args.cors_origin:
+        if not _ORIGIN.fullmatch(origin):
+            raise InputError(f"--cors-origin {origin!r} is not an origin (scheme://host[:port], no path) or *")
     _check_port(args.host, args.port)
     project = project_of(args)
     data = query_data(project, args.cases, results=True, inferred=args.inferred)
@@ -74,16 +127,21 @@ def run(args: argparse.Namespace) -> int:
         store = RemoteStore(args.store, args.store_data, timeout=args.timeout)
         load_into(store, data)
         run_query = lambda q, t, limit: store.result(q, limit)  # noqa: E731  (the client's timeout applies)
+        workers = 4  # a SPARQL server answers several at once
         label, triples = store.url, int(str(store.select("SELECT (COUNT(*) AS ?n) WHERE { ?s ?p ?o }").rows[0][0]))
     else:
         graph = data.knowledge + data.extra
         worker = QueryWorker(graph_to_ntriples(graph))
         run_query, label, triples = worker.run, "embedded", len(graph)
+        workers = 1  # one worker process, one query at a time
     config = ServerConfig(project, data.knowledge, run_query, args.timeout, args.max_results, label, data.cases,
-                          triples, invalid=data.invalid)
+                          triples, invalid=data.invalid, max_body=args.max_body,
+                          allowed_hosts=(args.host, *args.allowed_host), token=token,
+                          cors_origins=tuple(args.cors_origin), query_workers=workers, query_queue=args.query_queue)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     note(f"guideline-kg serve: http://{args.host}:{args.port}/ ({triples} triples, {len(data.cases)} cases, "
-         + (f"{len(data.invalid)} invalid cases left out, " if data.invalid else "") + f"store {label})")
+         + (f"{len(data.invalid)} invalid cases left out, " if data.invalid else "") + f"store {label}"
+         + ("; bearer token required" if token else "") + ")")
     try:
         uvicorn.run(create_app(config), host=args.host, port=args.port, log_level="warning", access_log=False)
     finally:
