@@ -27,7 +27,7 @@ from rdflib import Graph, Literal, URIRef
 
 from guideline_kg.cases.model import Case, InputNote
 from guideline_kg.core.dates import months_between
-from guideline_kg.core.errors import InputError
+from guideline_kg.core.errors import InputError, printable
 from guideline_kg.core.namespaces import CASE, GK, RDF, RDFS, XSD, bind_prefixes
 from guideline_kg.core.project import Project
 from guideline_kg.core.rdfio import iri_segment
@@ -717,7 +717,8 @@ def bundle_to_case(bundle: dict, name: str, source: Path | None = None, *,
             with contextlib.suppress(_Defect):  # the defect is recorded
                 mapper.assessment = mapper.as_date(None, rules.assessment_date, stamp)
     graph.add((patient, RDF.type, GK.Patient))
-    graph.add((patient, RDFS.label, Literal(f"{name}: from FHIR Bundle {bundle.get('id', '')}".strip())))
+    shown = printable(name)  # a file name's bytes that are not UTF-8 as escapes; the IRI keeps them (%FF)
+    graph.add((patient, RDFS.label, Literal(printable(f"{shown}: from FHIR Bundle {bundle.get('id', '')}".strip()))))
     # the patient resource
     patients = [r for r in resources if r.type == rules.patient.get("resourceType", "Patient")]
     if len(patients) > 1:
@@ -811,4 +812,4 @@ def bundle_to_case(bundle: dict, name: str, source: Path | None = None, *,
             m = re.match(r"entry (\d+)", d.place)
             return int(m[1]) if m else -1
         raise BundleDefects(sorted(mapper.defects, key=entry_of), where)
-    return Case(name, source, graph, patient, mapper.notes)
+    return Case(shown, source, graph, patient, mapper.notes)

@@ -46,18 +46,24 @@ def case_files(paths: list[Path], errors: list[InputError] | None = None) -> lis
 def case_name(path: Path) -> str:
     """The name of the case a file holds: the file name without its case suffix (``.fhir.json``, ``.ttl``...);
     bytes of a file name that are not UTF-8 are shown as escapes (``\\xff``), so the name can be written."""
-    name = printable(path.name)
+    return printable(_raw_case_name(path))
+
+
+def _raw_case_name(path: Path) -> str:
+    """:func:`case_name` as the file system has it (bytes that are not UTF-8 as surrogates): the name that a FHIR
+    case's IRIs are minted from (escaped by ``rdfio.iri_segment``, so they give back the file's bytes)."""
+    name = path.name
     for suffix in (".fhir.json", ".jsonld", ".json", ".ttl", ".nt", ".rdf", ".owl", ".n3", ".trig", ".xml"):
         if name.endswith(suffix):
             return name[: -len(suffix)]
-    return printable(path.stem)
+    return path.stem
 
 
 def _load_file(path: Path, project: Project | None = None) -> list[Case]:
     if path.suffix.lower() == ".json":
         data = load_json(read_input_text(path), path)
         if isinstance(data, dict) and data.get("resourceType") is not None:
-            return [fhir_in.bundle_to_case(data, case_name(path), source=path, project=project)]
+            return [fhir_in.bundle_to_case(data, _raw_case_name(path), source=path, project=project)]
     graph = read_graph(path, bind_prefixes(Graph()))
     patients = sorted({URIRef(str(p)) for p in graph.subjects(RDF.type, GK.Patient)})
     if not patients:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from guideline_kg.checks.gate import GateResult
-from guideline_kg.core.errors import InputError
+from guideline_kg.core.errors import InputError, printable
 from guideline_kg.core.files import overlapping_input
 from guideline_kg.core.project import Project
 from guideline_kg.store.stores import open_store
@@ -29,18 +29,22 @@ __all__ = [
 
 
 def emit(text: str) -> None:
-    """Write to stdout, ending with a newline."""
+    """Write to stdout, ending with a newline (a file name's bytes that are not UTF-8 as ``\\xff`` escapes)."""
+    text = printable(text)
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
 def note(text: str) -> None:
     """A message for people, on stderr (stdout stays clean for pipelines)."""
-    sys.stderr.write(text + "\n")
+    sys.stderr.write(printable(text) + "\n")
 
 
 def emit_json(data: Any) -> None:
-    """Pretty JSON on stdout."""
-    emit(json.dumps(data, indent=2, ensure_ascii=False))
+    """Pretty JSON on stdout (ASCII escapes when a value holds what UTF-8 cannot write, so it stays JSON)."""
+    text = json.dumps(data, indent=2, ensure_ascii=False)
+    if printable(text) != text:
+        text = json.dumps(data, indent=2)
+    emit(text)
 
 
 def report_gate(results: list[GateResult], consequence: str) -> list[GateResult]:

@@ -20,6 +20,7 @@ from guideline_kg import __version__
 from guideline_kg.cli import commands
 from guideline_kg.cli.common import note
 from guideline_kg.core.errors import EXIT_ERROR, EXIT_OK, GuidelineKGError
+from guideline_kg.core.files import DEFAULT_MAX_INPUT_SIZE, parse_size, set_max_input_size
 
 __all__ = ["DEBUG_VARIABLE", "build_parser", "main"]
 
@@ -43,11 +44,22 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the one package under HOME/guidelines/; docs/guideline-package.md)")
     parser.add_argument("--shapes", type=Path, help="folder of SHACL shapes (default: HOME/shapes)")
     parser.add_argument("--queries", type=Path, help="folder of SPARQL queries (default: HOME/queries)")
+    parser.add_argument("--max-input-size", type=_size, default=DEFAULT_MAX_INPUT_SIZE, metavar="SIZE",
+                        help="refuse an input file larger than this before reading it (e.g. 100MB, 2G, 512KiB; 0: no "
+                        f"limit; default {DEFAULT_MAX_INPUT_SIZE // 10**6} MB). Cohort files are streamed: the limit "
+                        "applies to each of their records. Devices and FIFOs are always refused.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         module = importlib.import_module(f"{commands.__name__}.{info.name}")
         module.register(sub)
     return parser
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _exit_code(exc: BaseException, command: str) -> int:
@@ -84,6 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help(sys.stderr)
         return EXIT_ERROR
+    set_max_input_size(args.max_input_size)
     try:
         return int(args.handler(args))
     except (Exception, KeyboardInterrupt) as exc:  # every failure: one line and an exit code

@@ -3,24 +3,28 @@
 Turtle and N-Triples cohorts are cut at the ``# case <name>`` marker lines that `cohort generate` writes
 (a Turtle file's ``@prefix`` lines before the first marker are repeated for every shard). A file without
 markers cannot be cut safely and is read as one shard. FHIR NDJSON holds one Bundle per line, mapped by
-:func:`fhir_in.bundle_to_case`. A record that does not parse is reported with its file and line and skipped;
-the rest of its shard is still read.
+:func:`fhir_in.bundle_to_case`. A record that does not parse is reported with its file and line (the line of the
+defect in a Turtle record, the line of an NDJSON record) and skipped; the rest of its shard is still read. An NDJSON
+line that is not UTF-8, not JSON, not an object (an array, a string), not a Bundle, or longer than the input size
+limit (``--max-input-size``, read without holding more than that) is such a record.
 """
 
 from __future__ import annotations
 
-import json
+import collections
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pyoxigraph as ox
 from rdflib import Graph
 
 from guideline_kg.cases import fhir_in
 from guideline_kg.cohort.generate import MARKER
-from guideline_kg.core.errors import InputError
-from guideline_kg.core.files import TOO_DEEP
+from guideline_kg.core.errors import InputError, printable
+from guideline_kg.core.files import TOO_DEEP, load_json, max_input_size
 from guideline_kg.core.project import Project
 from guideline_kg.store.stores import graph_to_ntriples
 
@@ -110,6 +114,18 @@ _RDF_TYPE = "http://www.w3.org/1999/02/22-rdf-syntax-ns#type"
 _PATIENT = "https://w3id.org/guideline-kg/ontology#Patient"
 
 
+def _parse_error(exc: SyntaxError, path: Path, start: int, header_lines: int) -> str:
+    """The message of a record's syntax error at the defect's line in the file: the parser counts lines of the
+    header plus the record; the record's first line follows its marker line ``start``."""
+    message = str(exc.msg if exc.msg else exc)
+    lineno = exc.lineno if isinstance(exc.lineno, int) else None
+    if lineno is None or lineno <= header_lines:
+        return f"{path}:{start}: record does not parse: {message}"
+    line = start + lineno - header_lines
+    message = re.sub(r"^Parser error at line \d+ ", f"Parser error at line {line} ", message)
+    return f"{path}:{line}: record does not parse: {message}"
+
+
 def _make_shard(path: Path, header: bytes, batch: list[tuple[str, int, list[bytes]]], fmt: ox.RdfFormat,
                 context: bytes) -> Shard:
     store = ox.Store()
@@ -119,12 +135,14 @@ def _make_shard(path: Path, header: bytes, batch: list[tuple[str, int, list[byte
     except SyntaxError:
         # one bad record must not cost the shard: load record by record and report the bad ones
         store = shard.store = ox.Store()
+        header_lines = header.count(b"\n")
         for name, start, lines in batch:
             try:
-                ox.parse(header + b"".join(lines), format=fmt)  # parse first: a failed bulk load may be partial
+                # parse first (the parser is lazy: consume it): a failed bulk load may be partial
+                collections.deque(ox.parse(header + b"".join(lines), format=fmt), maxlen=0)
                 _load(store, header + b"".join(lines), fmt)
             except SyntaxError as exc:
-                shard.unreadable.append(Unreadable(name, start, f"{path}:{start}: record does not parse: {exc}"))
+                shard.unreadable.append(Unreadable(name, start, _parse_error(exc, path, start, header_lines)))
         shard.cases = len(batch) - len(shard.unreadable)
     store.bulk_load(context, format=ox.RdfFormat.N_TRIPLES)
     return shard
@@ -138,20 +156,32 @@ def _fhir_shards(path: Path, size: int, context: bytes, project: Project | None)
         return Shard(store, n, bad)
 
     graph, n, bad = Graph(), 0, []
-    with path.open("r", encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            name = f"{path.stem}-line{lineno}"
+    with path.open("rb") as handle:
+        for lineno, raw in _ndjson_lines(handle):
+            name = printable(f"{path.stem}-line{lineno}")
             try:
-                bundle = json.loads(line)
-                name = str(bundle.get("id") or name)
+                if raw is None:
+                    raise InputError(f"the record is longer than the input size limit of {max_input_size():,} "
+                                     "bytes (--max-input-size); skipped without reading it whole")
+                if not raw.strip():
+                    continue
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise InputError(f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+                bundle = load_json(text)  # InputError: malformed, nested too deeply
+                if not isinstance(bundle, dict):
+                    raise InputError(f"a record must be a FHIR Bundle object, not a JSON {_json_kind(bundle)}")
+                if isinstance(bundle.get("id"), str) and bundle["id"]:
+                    name = bundle["id"]
                 case = fhir_in.bundle_to_case(bundle, name, project=project)
-            except (json.JSONDecodeError, InputError, ValueError, KeyError) as exc:
-                bad.append(Unreadable(name, lineno, f"{path}:{lineno}: bundle cannot be read: {exc}"))
+                name = case.name
+            except (InputError, ValueError, KeyError, TypeError, AttributeError) as exc:
+                bad.append(Unreadable(printable(name), lineno,
+                                      printable(f"{path}:{lineno}: bundle cannot be read: {exc}")))
                 continue
             except RecursionError:
-                bad.append(Unreadable(name, lineno, f"{path}:{lineno}: bundle cannot be read: {TOO_DEEP}"))
+                bad.append(Unreadable(printable(name), lineno, f"{path}:{lineno}: bundle cannot be read: {TOO_DEEP}"))
                 continue
             graph += case.graph
             n += 1
@@ -160,6 +190,31 @@ def _fhir_shards(path: Path, size: int, context: bytes, project: Project | None)
                 graph, n, bad = Graph(), 0, []
     if n or bad:
         yield flush(graph, n, bad)
+
+
+def _json_kind(value: object) -> str:
+    kinds: dict[type, str] = {list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return kinds.get(type(value), "number")
+
+
+def _ndjson_lines(handle: Any) -> Iterator[tuple[int, bytes | None]]:
+    """(line number, bytes) of each line of a binary handle; None for a line longer than the input size limit,
+    which is skipped to its end without being held in memory."""
+    limit = max_input_size()
+    lineno = 0
+    while True:
+        line = handle.readline(limit + 1) if limit else handle.readline()
+        if not line:
+            return
+        lineno += 1
+        if limit and len(line) > limit and not line.endswith(b"\n"):
+            while True:  # skip to the end of the line, a chunk at a time
+                chunk = handle.readline(1 << 20)
+                if not chunk or chunk.endswith(b"\n"):
+                    break
+            yield lineno, None
+            continue
+        yield lineno, line
 
 
 def iter_shards(path: Path, size: int = 10_000, context: bytes = b"",
