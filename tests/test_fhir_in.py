@@ -11,6 +11,7 @@ import pytest
 from rdflib import Graph, Literal, URIRef
 
 from guideline_kg.cases.fhir_in import BundleDefects, bundle_to_case, is_fhir_bundle, load_rules, read_sssom
+from guideline_kg.cases.model import InputNote
 from guideline_kg.cases.reader import Case, load_cases
 from guideline_kg.core.errors import InputError
 from guideline_kg.core.namespaces import CASE, GK, RDF, RDFS, SKOS, XSD
@@ -526,3 +527,89 @@ def test_fhir_twin_derives_the_same_status_for_every_statement(evaluator: Evalua
     fhir, turtle = (evaluator.evaluate(load_cases([p])[0]) for p in (path, _twin_of(path)))
     assert fhir.in_scope == turtle.in_scope
     assert {r.statement["id"]: r.status for r in fhir.results} == {r.statement["id"]: r.status for r in turtle.results}
+
+
+# --- subject integrity: every resource is about the bundle's Patient (issue 13; docs/security.md) ---------------
+
+URGENT_TWIN = PROJECT.cases_dir / "fhir-c04-urgent-deficit.fhir.json"
+
+
+def _about(data: dict, ids: set[str], reference: object) -> dict:
+    """``data`` with the subject of the resources ``ids`` replaced by ``reference`` (a dict, or removed if None)."""
+    data = json.loads(json.dumps(data))
+    for entry in data["entry"]:
+        if entry["resource"].get("id") in ids:
+            if reference is None:
+                entry["resource"].pop("subject", None)
+            else:
+                entry["resource"]["subject"] = reference
+    return data
+
+
+def test_findings_about_someone_else_do_not_make_the_patient_urgent(evaluator: Evaluator) -> None:
+    data = json.loads(URGENT_TWIN.read_text(encoding="utf-8"))
+    findings = {"pnd", "serious", "new"}
+    assert evaluator.evaluate(bundle_to_case(data, "p")).has_urgent()  # control: about p, they make p urgent
+    case = bundle_to_case(_about(data, findings, {"reference": "Patient/someone-else"}), "p")
+    assert not evaluator.evaluate(case).has_urgent()
+    said = {n.place: n.message for n in case.notes if isinstance(n, InputNote) and n.place.endswith(".subject")}
+    assert set(said) == {f"Condition/{i} .subject" for i in findings}
+    assert all("'Patient/someone-else'" in m and "not recorded" in m for m in said.values())
+    assert not any(str(s).endswith(("-pnd", "-serious", "-new")) for s in case.graph.subjects())
+    assert (CASE.p, GK.hasFinding, CASE["p-condition-pnd"]) not in case.graph
+
+
+@pytest.mark.parametrize("reference", [
+    {"reference": "Patient/p"}, {"reference": "Patient/p/_history/3"},
+    {"reference": "urn:uuid:17378429-eed3-51cb-9ac7-d1955f32007c", "display": "the patient"}, None])
+def test_a_subject_naming_the_bundle_s_patient_is_accepted(reference: dict | None) -> None:
+    data = _about(json.loads(URGENT_TWIN.read_text(encoding="utf-8")), {"pnd"}, reference)
+    case = bundle_to_case(data, "p")
+    assert not [n for n in case.notes if "subject" in n]
+    assert (CASE.p, GK.hasFinding, CASE["p-condition-pnd"]) in case.graph
+
+
+@pytest.mark.parametrize("reference,said", [
+    ({"reference": "Patient/q"}, "refers to 'Patient/q'"),
+    ({"reference": "urn:uuid:00000000-0000-0000-0000-000000000000"}, "refers to 'urn:uuid:0000"),
+    ({"reference": "http://elsewhere.example/fhir/Patient/p"}, "refers to 'http://elsewhere.example/fhir/Patient/p'"),
+    ({"display": "Jane"}, "does not refer to the bundle's Patient (Patient/p) by reference"),
+    ({"reference": "Group/g"}, "refers to 'Group/g'"),
+    ("Patient/p", "does not refer to the bundle's Patient"),
+])
+def test_a_subject_that_is_not_the_bundle_s_patient_is_noted_and_left_out(reference: object, said: str) -> None:
+    one = bundle(dict(SURGERY, subject={"reference": "Patient/p"}), dict(MRI, subject=reference))
+    case = bundle_to_case(one, "t")
+    notes = [n for n in case.notes if isinstance(n, InputNote) and n.place == "DiagnosticReport/mri .subject"]
+    assert len(notes) == 1 and said in notes[0].message and "not recorded" in notes[0].message
+    assert (CASE.t, GK.hasPostoperativeImaging, None) not in case.graph  # the MRI is left out
+    assert (CASE.t, GK.hadIndexSurgery, node("surgery")) in case.graph  # the surgery about p is kept
+
+
+def test_resources_without_a_subject_in_a_one_patient_bundle_are_accepted() -> None:
+    case = mapped(SURGERY, MRI)
+    assert (CASE.t, GK.hasPostoperativeImaging, node("diagnosticreport-mri")) in case.graph
+    assert not [n for n in case.notes if "subject" in n]
+
+
+def test_duplicate_resource_ids_and_fullurls_are_defects(tmp_path: Path) -> None:
+    with pytest.raises(BundleDefects) as err:
+        bundle_to_case(bundle(SURGERY, dict(SURGERY, performedDateTime="2025-07-01")), "t", tmp_path / "t.fhir.json")
+    assert [str(d) for d in err.value.defects] == [
+        "entry 2 (Procedure/s) .id: duplicate resource id: entry 1 is Procedure/s too (the ids of a bundle's "
+        "resources must be unique)"]
+    data = bundle(SURGERY, MRI)
+    data["entry"][1]["fullUrl"] = data["entry"][2]["fullUrl"] = "urn:uuid:a2f36862-2753-5a3d-bc6c-6372fc1ede0c"
+    with pytest.raises(BundleDefects, match=r"entry 2 \(DiagnosticReport\) .fullUrl: duplicate fullUrl"):
+        bundle_to_case(data, "t")
+    # the same id under two resource types is no duplicate
+    bundle_to_case(bundle(SURGERY, dict(MRI, id="s")), "t")
+
+
+def test_a_bundle_without_a_patient_is_refused_from_a_file(tmp_path: Path) -> None:
+    f = tmp_path / "nobody.fhir.json"
+    f.write_text(json.dumps({"resourceType": "Bundle", "type": "collection", "entry": [{"resource": SURGERY}]}))
+    with pytest.raises(InputError) as err:
+        load_cases([f])
+    assert str(err.value) == (f"{f}: Bundle .entry: no Patient resource: a case is one patient's record, and every "
+                              "other resource must name that patient as its subject")

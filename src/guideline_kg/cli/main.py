@@ -20,7 +20,7 @@ from guideline_kg import __version__
 from guideline_kg.cli import commands
 from guideline_kg.cli.common import note
 from guideline_kg.core.errors import EXIT_ERROR, EXIT_OK, GuidelineKGError
-from guideline_kg.core.files import DEFAULT_MAX_INPUT_SIZE, parse_size, set_max_input_size
+from guideline_kg.core.files import DEFAULT_MAX_INPUT_SIZE, max_input_size, parse_size, set_max_input_size
 
 __all__ = ["DEBUG_VARIABLE", "build_parser", "main"]
 
@@ -96,11 +96,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help(sys.stderr)
         return EXIT_ERROR
+    previous = max_input_size()
     set_max_input_size(args.max_input_size)
     try:
         return int(args.handler(args))
     except (Exception, KeyboardInterrupt) as exc:  # every failure: one line and an exit code
         return _exit_code(exc, args.command)
+    finally:
+        set_max_input_size(previous)  # for callers that run main() in-process (tests)
 
 
 if __name__ == "__main__":  # pragma: no cover
