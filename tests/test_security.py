@@ -12,6 +12,7 @@ import json
 import os
 import stat
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -27,9 +28,17 @@ from conftest import REPO
 from guideline_kg.cli.commands import statements as statements_command
 from guideline_kg.cli.main import main
 from guideline_kg.core.errors import InputError
-from guideline_kg.core.files import atomic_output, load_json, overlapping_input, write_atomic
+from guideline_kg.core.files import (
+    DEFAULT_MAX_INPUT_SIZE,
+    atomic_output,
+    load_json,
+    max_input_size,
+    overlapping_input,
+    parse_size,
+    write_atomic,
+)
 from guideline_kg.core.project import Project
-from guideline_kg.core.rdfio import CONTEXT_IRI, read_graph
+from guideline_kg.core.rdfio import CONTEXT_IRI, iri_segment, iri_segment_name, read_graph
 from guideline_kg.service.app import ServerConfig, create_app
 from guideline_kg.store.stores import EmbeddedStore, ServiceRefused, check_service, graph_to_ntriples
 from guideline_kg.store.worker import QueryWorker
@@ -354,3 +363,226 @@ def test_outputs_are_atomic_with_mode_0644(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert sorted(p.name for p in path.parent.iterdir()) == ["out.txt"]  # no temporary file left
+
+
+# ---- limits: input size, endless files, entity expansion (issue 13, item 3; docs/security.md) ----------------------
+
+def _in_time(target, seconds: float) -> None:
+    """Run ``target`` in a thread; fail if it is still running after ``seconds`` (a hang)."""
+    worker = threading.Thread(target=target, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert not worker.is_alive(), f"still running after {seconds} s"
+
+
+@pytest.mark.parametrize("name", ["huge.ttl", "huge.fhir.json", "huge.jsonld"])
+def test_a_file_over_the_input_size_limit_is_refused_before_reading(capsys: pytest.CaptureFixture[str],
+                                                                    tmp_path: Path, name: str) -> None:
+    huge = tmp_path / name
+    with huge.open("wb") as fh:  # a sparse 1 GB file: reading it whole would take seconds and a gigabyte
+        fh.truncate(10**9)
+    started = time.monotonic()
+    code, out, err = run(capsys, "recommend", huge)
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert f"{huge}: is 1,000.0 MB, larger than the input size limit of 100.0 MB (--max-input-size" in err
+    assert time.monotonic() - started < 30
+
+
+
+def test_max_input_size_option(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    padded = tmp_path / "case.ttl"  # the example case, 300 kB with a comment
+    padded.write_text(TURTLE_CASE.read_text(encoding="utf-8") + "#" + "x" * 300_000 + "\n", encoding="utf-8")
+    code, _, err = run(capsys, "--max-input-size", "200KB", "recommend", padded)  # the option
+    size = padded.stat().st_size
+    assert code == 2 and f"{padded}: is {size:,} bytes, larger than the input size limit of 200,000 bytes" in err
+    code, _, err = run(capsys, "--max-input-size", "0", "recommend", padded)  # 0: no limit
+    assert code == 0, err
+    assert parse_size("100MB") == DEFAULT_MAX_INPUT_SIZE and max_input_size() == DEFAULT_MAX_INPUT_SIZE  # restored
+    assert [parse_size(s) for s in ("100MB", "100M", "2G", "512KiB", "1.5kb", "0", "42")] == [
+        10**8, 10**8, 2 * 10**9, 512 * 1024, 1500, 0, 42]
+    for bad in ("-1", "ten", "5X", ""):
+        with pytest.raises(ValueError):
+            parse_size(bad)
+    with pytest.raises(SystemExit) as info:
+        main(["--max-input-size", "lots", "statements"])
+    assert info.value.code == 2
+
+
+@pytest.mark.parametrize("name", ["zero.ttl", "zero.json", "zero.jsonld", "zero.rdf"])
+def test_dev_zero_is_refused_without_reading_it(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                name: str) -> None:
+    link = tmp_path / name
+    link.symlink_to("/dev/zero")
+    results: list[tuple[int, str, str]] = []
+    _in_time(lambda: results.append(run(capsys, "validate", link)), 30)
+    code, _, err = results[0]
+    assert code == 2 and f"{link}: is a device, not a regular file: refused without reading it" in err
+
+
+def test_a_fifo_is_refused_without_opening_it(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    fifo = tmp_path / "case.ttl"
+    os.mkfifo(fifo)  # opening it for reading would block until a writer comes: a hang
+    results: list[tuple[int, str, str]] = []
+    try:
+        _in_time(lambda: results.append(run(capsys, "recommend", fifo)), 30)
+    finally:
+        if not results:  # unblock the reader so the test run can end
+            with open(fifo, "wb"):
+                pass
+    code, _, err = results[0]
+    assert code == 2 and f"{fifo}: is a FIFO, not a regular file: refused without reading it" in err
+
+
+LAUGHS = ('<?xml version="1.0"?>\n<!DOCTYPE lolz [\n <!ENTITY lol "lol">\n'
+          + "".join(f' <!ENTITY lol{i} "{("&lol" + str(i - 1 if i > 1 else "") + ";") * 10}">\n'
+                    for i in range(1, 10))
+          + ']>\n<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">\n'
+          '<rdf:Description rdf:about="https://w3id.org/guideline-kg/case/x"><rdf:value>&lol9;</rdf:value>'
+          "</rdf:Description></rdf:RDF>\n")
+
+
+@pytest.mark.parametrize("name", ["laughs.rdf", "laughs.owl", "laughs.xml"])
+def test_billion_laughs_fails_fast(capsys: pytest.CaptureFixture[str], tmp_path: Path, name: str) -> None:
+    assert len(LAUGHS) < 1100  # about 1 KB that would expand to 10^9 "lol"s
+    path = tmp_path / name
+    path.write_text(LAUGHS, encoding="utf-8")
+    started = time.monotonic()
+    for command in ("recommend", "validate"):
+        code, _, err = run(capsys, command, path)
+        assert code == 2 and "Traceback" not in err
+        assert f"{path}:2: RDF/XML with a document type declaration (<!DOCTYPE or <!ENTITY) is refused" in err
+    assert time.monotonic() - started < 20
+    external = tmp_path / "external.rdf"  # an external entity would read another file: refused the same way
+    external.write_text(LAUGHS.replace('<!ENTITY lol "lol">', '<!ENTITY lol SYSTEM "file:///etc/passwd">'))
+    with pytest.raises(InputError, match="document type declaration"):
+        read_graph(external)
+    plain = tmp_path / "plain.rdf"  # a DTD named only in a comment is no DTD
+    plain.write_text(LAUGHS.split("]>\n", 1)[1].replace("&lol9;", "v").replace(
+        "<rdf:RDF", "<!-- no <!DOCTYPE here -->\n<rdf:RDF"), encoding="utf-8")
+    assert len(read_graph(plain)) == 1
+
+
+# ---- IRIs minted from names, non-UTF-8 file names ----------------------------------------------------------------
+
+def test_names_are_escaped_in_iris_and_reversible() -> None:
+    for name, segment in [("a b<>", "a%20b%3C%3E"), ("p-1.x_~", "p-1.x_~"), ("100%", "100%25"),
+                          ("é/é#?", "é%2Fé%23%3F"), (os.fsdecode(b"z\xff"), "z%FF"), ("tab\tnl\n", "tab%09nl%0A")]:
+        assert iri_segment(name) == segment
+        assert iri_segment_name(segment) == name
+        ox.NamedNode(f"https://w3id.org/guideline-kg/case/{segment}")  # a valid IRI
+
+
+@pytest.mark.slow
+def test_a_fhir_case_file_named_with_spaces_and_brackets(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    odd = _copy(CASES / "fhir-c01-first-visit.fhir.json", tmp_path / "a b<>.fhir.json")
+    code, out, err = run(capsys, "recommend", "--format", "json", odd)
+    assert code == 0 and "Traceback" not in err and "valid URI" not in err, err
+    case = json.loads(out)["cases"][0]
+    assert case["case"] == "a b<>"
+    assert case["patient"] == "https://w3id.org/guideline-kg/case/a%20b%3C%3E"
+    assert iri_segment_name(case["patient"].rsplit("/", 1)[1]) == "a b<>"
+
+
+@pytest.mark.slow
+def test_a_file_name_that_is_not_utf8(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    fhir = _copy(CASES / "fhir-c01-first-visit.fhir.json", Path(os.fsdecode(bytes(tmp_path) + b"/z\xff.fhir.json")))
+    code, out, err = run(capsys, "recommend", fhir)
+    assert code == 0 and "UnicodeEncodeError" not in err and "Traceback" not in err, err
+    assert "Case z\\xff  <https://w3id.org/guideline-kg/case/z%FF>" in out
+    code, out, err = run(capsys, "recommend", "--format", "json", fhir)
+    assert code == 0 and "Traceback" not in err, err
+    case = json.loads(out)["cases"][0]
+    assert case["case"] == "z\\xff" and case["patient"].endswith("/case/z%FF")  # the bytes, escaped (reversible)
+    assert os.fsencode(iri_segment_name("z%FF")) == b"z\xff"
+    bad = Path(os.fsdecode(bytes(tmp_path) + b"/y\xfe.ttl"))
+    bad.write_text("this is not turtle", encoding="utf-8")
+    code, out, err = run(capsys, "validate", bad)
+    assert code == 2 and "UnicodeEncodeError" not in err and f"{tmp_path}/y\\xfe.ttl:1" in err, err
+
+
+# ---- ill-typed literals ------------------------------------------------------------------------------------------
+
+ILL_TYPED = """@prefix gk: <https://w3id.org/guideline-kg/ontology#> .
+@prefix xsd: <http://www.w3.org/2001/XMLSchema#> .
+<https://w3id.org/guideline-kg/case/x> a gk:Patient ;
+  gk:ageYears "abc"^^xsd:integer ;
+  gk:assessmentDate "yesterday"^^xsd:date .
+"""
+
+
+@pytest.mark.parametrize("command", ["recommend", "validate"])
+def test_ill_typed_literals_are_input_errors_naming_the_value(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                              command: str) -> None:
+    path = tmp_path / "ill.ttl"
+    path.write_text(ILL_TYPED, encoding="utf-8")
+    code, out, err = run(capsys, command, path)
+    assert code == 2 and out == ""
+    assert err.startswith(f"guideline-kg {command}: error: {path}:4: ill-typed literal \"abc\"^^xsd:integer: "
+                          "\"abc\" is not a valid xsd:integer (and 1 more: \"yesterday\"^^xsd:date)")
+    assert "Traceback" not in err and "Failed to convert" not in err and "future" not in err
+    assert err.count("\n") == 1  # one line, no rdflib noise
+
+
+def test_ill_typed_literal_in_json_ld(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    doc = json.loads(JSONLD_CASE.read_text(encoding="utf-8"))
+    doc["@graph" if "@graph" in doc else "x"] = doc.get("@graph", [])
+    path = tmp_path / "ill.jsonld"
+    path.write_text(json.dumps({"@id": "https://w3id.org/guideline-kg/case/x",
+                                "https://w3id.org/guideline-kg/ontology#assessmentDate":
+                                    {"@value": "yesterday", "@type": "http://www.w3.org/2001/XMLSchema#date"}}))
+    with pytest.raises(InputError, match=r'ill-typed literal "yesterday"\^\^xsd:date'):
+        read_graph(path)
+    assert "Failed to convert" not in caplog.text
+
+
+# ---- the cohort reader: a bad record is reported with its line and skipped --------------------------------------
+
+@pytest.mark.slow
+def test_bad_ndjson_records_are_reported_with_their_line_and_skipped(capsys: pytest.CaptureFixture[str],
+                                                                     tmp_path: Path) -> None:
+    good = tmp_path / "good.ndjson"
+    code, _, err = run(capsys, "cohort", "generate", "--n", "2", "--seed", "3", "--format", "fhir-ndjson", "--out", good)
+    assert code == 0, err
+    first, second = good.read_bytes().splitlines()
+    spaced = json.loads(second)
+    spaced["id"] = "a b<>"
+    cohort = tmp_path / "mixed.ndjson"
+    cohort.write_bytes(b"\n".join([first, b"[1, 2]", b'"a string"', b"\xff\xfe{}", b"{", b"42",
+                                   json.dumps(spaced).encode(), b"x" * 300_000, b""]))
+    code, out, err = run(capsys, "--max-input-size", "200KB", "cohort", "evaluate", cohort)
+    assert code == 1 and "Traceback" not in err, err  # some records invalid, the run went on
+    lines = [json.loads(line) for line in out.splitlines()]
+    valid = [d["case"] for d in lines if not d.get("invalid")]
+    # a result names its case by the patient IRI's last segment: the Bundle.id escaped, and reversible
+    assert sorted(valid) == sorted([json.loads(first)["id"], "a%20b%3C%3E"])
+    assert iri_segment_name("a%20b%3C%3E") == "a b<>"
+    reasons = {d["case"]: d["violations"][0]["message"] for d in lines if d.get("invalid")}
+    assert reasons == {
+        "mixed-line2": f"{cohort}:2: bundle cannot be read: a record must be a FHIR Bundle object, not a JSON array",
+        "mixed-line3": f"{cohort}:3: bundle cannot be read: a record must be a FHIR Bundle object, not a JSON string",
+        "mixed-line4": f"{cohort}:4: bundle cannot be read: not UTF-8 text (invalid start byte at byte 0)",
+        "mixed-line5": f"{cohort}:5: bundle cannot be read: malformed JSON at column 2: Expecting property name "
+                       "enclosed in double quotes",
+        "mixed-line6": f"{cohort}:6: bundle cannot be read: a record must be a FHIR Bundle object, not a JSON number",
+        "mixed-line8": f"{cohort}:8: bundle cannot be read: the record is longer than the input size limit of "
+                       "200,000 bytes (--max-input-size); skipped without reading it whole"}
+
+
+@pytest.mark.slow
+def test_a_turtle_cohort_error_is_reported_at_the_defect_s_line(capsys: pytest.CaptureFixture[str],
+                                                                tmp_path: Path) -> None:
+    cohort = tmp_path / "c.ttl"
+    code, _, err = run(capsys, "cohort", "generate", "--n", "3", "--seed", "1", "--out", cohort)
+    assert code == 0, err
+    lines = cohort.read_text(encoding="utf-8").splitlines()
+    markers = [i for i, line in enumerate(lines, 1) if line.startswith("# case ")]
+    defect = markers[1] + 5  # a line inside the second record, well below its marker
+    lines[defect - 1] += " oops oops"
+    cohort.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    code, out, err = run(capsys, "cohort", "evaluate", cohort)
+    assert code == 1 and "Traceback" not in err
+    bad = [json.loads(line) for line in out.splitlines() if '"invalid":true' in line]
+    assert len(bad) == 1
+    message = bad[0]["violations"][0]["message"]
+    assert message.startswith(f"{cohort}:{defect}: record does not parse: Parser error at line {defect} "), message
+    assert len(out.splitlines()) == 3  # the other two records were evaluated

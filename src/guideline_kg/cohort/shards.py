@@ -12,6 +12,7 @@ limit (``--max-input-size``, read without holding more than that) is such a reco
 from __future__ import annotations
 
 import collections
+import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from rdflib import Graph
 from guideline_kg.cases import fhir_in
 from guideline_kg.cohort.generate import MARKER
 from guideline_kg.core.errors import InputError, printable
-from guideline_kg.core.files import TOO_DEEP, load_json, max_input_size
+from guideline_kg.core.files import TOO_DEEP, max_input_size
 from guideline_kg.core.project import Project
 from guideline_kg.store.stores import graph_to_ntriples
 
@@ -166,10 +167,13 @@ def _fhir_shards(path: Path, size: int, context: bytes, project: Project | None)
                 if not raw.strip():
                     continue
                 try:
-                    text = raw.decode("utf-8")
+                    text = raw.decode("utf-8").rstrip("\r\n")
                 except UnicodeDecodeError as exc:
                     raise InputError(f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-                bundle = load_json(text)  # InputError: malformed, nested too deeply
+                try:
+                    bundle = json.loads(text)  # RecursionError: nested too deeply (below)
+                except json.JSONDecodeError as exc:
+                    raise InputError(f"malformed JSON at column {exc.colno}: {exc.msg}") from None
                 if not isinstance(bundle, dict):
                     raise InputError(f"a record must be a FHIR Bundle object, not a JSON {_json_kind(bundle)}")
                 if isinstance(bundle.get("id"), str) and bundle["id"]:
