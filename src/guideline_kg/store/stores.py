@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol, cast
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -25,6 +27,7 @@ __all__ = [
     "SparqlSyntaxError",
     "Store",
     "check_service",
+    "count_typed_subjects",
     "graph_to_ntriples",
     "open_store",
     "to_rdflib",
@@ -210,6 +213,11 @@ class EmbeddedStore:
         """The materialised result of any query form (at most ``limit`` solutions or triples)."""
         return materialise(self._run(query), limit)
 
+    @contextlib.contextmanager
+    def streaming(self, query: str) -> Iterator[Any]:
+        """The pyoxigraph result of ``query``, to be read as it is computed (``results.write_streamed``)."""
+        yield self._run(query)
+
     def has_knowledge(self) -> bool:
         """Whether a guideline is loaded (a node typed gk:Guideline)."""
         return self.ask(f"ASK {{ ?g a <{GK.Guideline}> }}")
@@ -306,6 +314,38 @@ class RemoteStore:
         except SyntaxError as exc:
             raise InputError(f"{self.url}: malformed {ctype} result: {exc}") from None
 
+    @contextlib.contextmanager
+    def streaming(self, query: str) -> Iterator[Any]:
+        """The result of ``query`` parsed by pyoxigraph while the server's answer arrives (nothing held whole):
+        solutions, a boolean, or triples. The HTTP client's timeout bounds each wait for the server."""
+        text = sparql_prologue() + query
+        check_service(text, self.allowed_services)
+        headers = {"Content-Type": "application/sparql-query; charset=utf-8",
+                   "Accept": "application/sparql-results+json, application/n-triples;q=0.9"}
+        ctype = ""
+        try:
+            with self.client.stream("POST", self.url, content=text.encode("utf-8"), headers=headers) as resp:
+                if resp.status_code >= 300:
+                    body = resp.read().decode("utf-8", "replace")
+                    if resp.status_code == 400:
+                        raise _syntax_error(body, sparql_prologue().count("\n"))
+                    raise InputError(f"{self.url}: HTTP {resp.status_code}: {body.strip()[:300]}")
+                ctype = resp.headers.get("content-type", "").split(";")[0].strip()
+                reader = cast(BinaryIO, _Reader(resp.iter_bytes()))
+                if ctype == "application/sparql-results+json":
+                    yield ox.parse_query_results(reader, ox.QueryResultsFormat.JSON)
+                else:
+                    fmt = ox.RdfFormat.from_media_type(ctype)
+                    if fmt is None:
+                        raise InputError(f"{self.url}: unexpected result type {ctype!r}")
+                    yield ox.parse(reader, fmt)
+        except SyntaxError as exc:
+            raise InputError(f"{self.url}: malformed {ctype} result: {exc}") from None
+        except httpx.TimeoutException:
+            raise QueryTimeout(f"{self.url}: no answer within the time limit ({self.timeout:g} s)") from None
+        except httpx.HTTPError as exc:
+            raise InputError(f"cannot reach the SPARQL server {self.url}: {exc}") from None
+
     def raw(self, query: str) -> Any:
         """The result as pyoxigraph objects (solutions, boolean, or a list of triples)."""
         res = self.result(query)
@@ -337,6 +377,54 @@ class RemoteStore:
 
     def close(self) -> None:
         self.client.close()
+
+
+class _Reader:
+    """A binary file over an iterator of byte chunks (an HTTP body as it arrives), for pyoxigraph's parsers."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._buffer = b""
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self._buffer) < size:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                break
+            self._buffer += chunk
+            if size >= 0:
+                break  # a short read is allowed: the parser asks again
+        if size < 0:
+            out, self._buffer = self._buffer, b""
+        else:
+            out, self._buffer = self._buffer[:size], self._buffer[size:]
+        return out
+
+
+#: The RDF syntaxes :func:`count_typed_subjects` scans (line-oriented, streamed by pyoxigraph's parser).
+_SCANNED = {".ttl": ox.RdfFormat.TURTLE, ".nt": ox.RdfFormat.N_TRIPLES}
+
+
+def count_typed_subjects(path: Path, type_iri: str, stop_after: int) -> int | None:
+    """How many distinct subjects an RDF file types ``type_iri`` (``rdf:type``), counted by pyoxigraph's
+    streaming parser, stopping as soon as ``stop_after`` are found (memory: the file's parser buffer and
+    ``stop_after`` subjects). ``None`` when the file is not Turtle or N-Triples; a file that does not parse is
+    counted up to the defect (the reader that reads it for real reports it)."""
+    fmt = _SCANNED.get(path.suffix.lower())
+    if fmt is None:
+        return None
+    rdf_type = ox.NamedNode("http://www.w3.org/1999/02/22-rdf-syntax-ns#type")
+    wanted = ox.NamedNode(type_iri)
+    seen: set[Any] = set()
+    try:
+        for t in ox.parse(path=path, format=fmt, base_iri=path.resolve().as_uri(), lenient=True):
+            if t.predicate == rdf_type and t.object == wanted:
+                seen.add(t.subject)
+                if len(seen) >= stop_after:
+                    break
+    except (SyntaxError, OSError, ValueError):
+        pass
+    return len(seen)
 
 
 def remote_endpoints(url: str, data_url: str | None = None) -> tuple[str, str]:

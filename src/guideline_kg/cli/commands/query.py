@@ -7,15 +7,38 @@ import sys
 from pathlib import Path
 
 from guideline_kg.checks.gate import exit_code
-from guideline_kg.cli.common import add_store_arguments, emit, emit_json, note, project_of, store_of
+from guideline_kg.cli.common import add_store_arguments, emit, emit_json, note, project_of
 from guideline_kg.core.errors import EXIT_OK, InputError
 from guideline_kg.core.project import Project
 from guideline_kg.core.queries import list_queries, load_query
 from guideline_kg.outputs.dataset import load_into, query_data
-from guideline_kg.store.results import GRAPH_FORMATS, SOLUTION_FORMATS, serialise
-from guideline_kg.store.stores import SparqlSyntaxError
+from guideline_kg.store.results import SOLUTION_FORMATS, QueryTimeout, ResultTooLarge, write_streamed
+from guideline_kg.store.stores import SparqlSyntaxError, open_store
 
 FORMATS = ["table", *SOLUTION_FORMATS, "turtle", "nt", "jsonld", "rdfxml"]
+#: Defaults of the bounds on one query (docs/querying.md, docs/security.md).
+DEFAULT_TIMEOUT = 60.0
+DEFAULT_LIMIT = 100_000
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, not {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number, 0 or more, not {text!r}")
+    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,8 +50,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "--results adds the derivation results of the cases, --inferred HermiT's "
                                    "inferred rdf:type of every named individual. A case that fails the case "
                                    "shapes is left out (no facts, results or inferences) and its violations are "
-                                   "reported. Exit 0 answered, 1 answered without an invalid case, 2 bad query "
-                                   "or input (syntax errors give line and column).")
+                                   "reported. Results are written as they come; the query stops at --timeout "
+                                   "seconds and at --limit results. Exit 0 answered, 1 answered without an "
+                                   "invalid case, 2 bad query or input (syntax errors give line and column), "
+                                   "time limit or result limit exceeded.")
     p.add_argument("query", nargs="?", metavar="QUERY",
                    help="an .rq file or the name of a query of queries/ or of the guideline's competency questions")
     p.add_argument("cases", nargs="*", type=Path, metavar="CASE", help="case files or folders to query with")
@@ -44,6 +69,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-service", action="append", default=[], metavar="URL",
                    help="let a SERVICE clause call this endpoint (repeatable; exact IRI). Without it every "
                         "SERVICE is refused before any connection (exit 2)")
+    p.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                   help=f"stop the query after this many seconds, exit 2 (default {DEFAULT_TIMEOUT:g}); with "
+                        "--store, also the wait for each answer of the server")
+    p.add_argument("--limit", type=_count, default=DEFAULT_LIMIT, metavar="N",
+                   help=f"stop after N solutions or triples, exit 2 (default {DEFAULT_LIMIT}; 0: no limit); "
+                        "the first N are written")
     add_store_arguments(p)
     p.set_defaults(handler=run)
 
@@ -102,18 +133,25 @@ def run(args: argparse.Namespace) -> int:
         note(n)
     if args.inferred:
         note(f"HermiT: {data.inferred} inferred rdf:type triples added")
-    store = store_of(args)
+    store = open_store(args.store, args.store_data, timeout=args.timeout)
     store.allowed_services = frozenset(args.allow_service)
     load_into(store, data)
+    limit = args.limit or None
     try:
-        result = store.result(text)
+        write_streamed(lambda: store.streaming(text), args.format, sys.stdout.buffer, timeout=args.timeout,
+                       limit=limit)
     except SparqlSyntaxError as exc:
         raise SparqlSyntaxError(str(exc), path=origin) from None
-    fmt = args.format or ("turtle" if result.kind == "graph" else "table")
-    if (fmt in GRAPH_FORMATS and result.kind != "graph") or (fmt in SOLUTION_FORMATS and result.kind == "graph"):
-        raise InputError(f"--format {fmt} does not fit a {'graph' if result.kind == 'graph' else 'SELECT/ASK'} "
-                         "result", path=origin)
-    out = serialise(result, fmt)
-    sys.stdout.buffer.write(out if out.endswith(b"\n") else out + b"\n")
-    sys.stdout.flush()
+    except QueryTimeout as exc:
+        raise QueryTimeout(f"{exc}; narrow the query or give a larger --timeout", path=origin) from None
+    except ResultTooLarge as exc:
+        what = "triples" if "triple" in str(exc) else "solutions"
+        shown = f"the first {exc.written} were written; " if exc.written else ""
+        raise ResultTooLarge(f"the result has more than {args.limit} {what} (--limit {args.limit}): stopped; "
+                             f"{shown}add LIMIT to the query, or give a larger --limit (0: no limit)",
+                             path=origin) from None
+    except InputError as exc:
+        if exc.path is None and str(exc).startswith("--format"):  # a format that does not fit the result
+            raise InputError(str(exc), path=origin) from None
+        raise
     return exit_code(data.invalid)  # 2 if a case file was unreadable (reported above), 1 if a case is invalid
