@@ -103,7 +103,9 @@ class ConditionState:
         if self.state != "unknown":
             return []
         answerable = [alt for alt in self.gaps if all(g.kind != "change" for g in alt)]
-        lines = questions(answerable, " ".join)
+        asked = list(dict.fromkeys(questions(answerable, " ".join)))
+        # two ways to ask one thing (one with the deciding answer added): ask once
+        lines = [q for q in asked if not any(o != q and o.startswith(q.rstrip("?") + "?") for o in asked)]
         if not lines and self.gaps:
             return [f"only a different recorded value would decide it (decides: {self.condition.label}); "
                     "see `guideline-kg explain`"]

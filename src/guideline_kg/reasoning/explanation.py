@@ -220,6 +220,9 @@ class Explainer:
         self._data_props = set(knowledge.subjects(RDF.type, OWL.DatatypeProperty))
         self._boolean = {p for p in self._data_props if (p, RDFS.range, XSD.boolean) in knowledge}
         self._functional = set(knowledge.subjects(RDF.type, OWL.FunctionalProperty))
+        #: values that say a fact is not known yet (gk:meansNotKnown): asked for like an absent fact
+        self._not_known = {s for s, o in knowledge.subject_objects(GK.meansNotKnown)
+                           if isinstance(o, Literal) and o.toPython() is True}
         self._super: dict[Node, set[Node]] = {}
         #: object properties whose labelled values name a case node in words (its care action, its status)
         self._describing = {p for p in knowledge.subjects(RDF.type, OWL.ObjectProperty) if isinstance(p, URIRef)}
@@ -394,7 +397,7 @@ class Explainer:
             head = " and ".join(self.describe(p) for p in kinds)
             if head and values:
                 return f"{head} ({', '.join(values)})"
-            return head or " with ".join(values)
+            return f"{values[0]} ({', '.join(values[1:])})" if len(values) > 1 else head or "".join(values)
         if isinstance(expr, _Or):
             return " or ".join(self.describe(p) for p in expr.parts if not _is_anchor(p))
         if isinstance(expr, _OneOf):
@@ -520,7 +523,7 @@ class Explainer:
                                        f"{' or '.join(self.label(m) for m in narrower)}?", subject)]]
             return [[Gap("change", f"{self.label(node)} is not {self.describe(expr)}", subject)]]
         if isinstance(expr, _Value):
-            recorded = facts.objects(node, expr.prop)
+            recorded = [o for o in facts.objects(node, expr.prop) if o not in self._not_known]
             wanted = self.label(expr.value)
             where = f" ({subject})" if subject else ""
             if not recorded:
@@ -543,7 +546,8 @@ class Explainer:
                 bound = f" ({threshold.label})" if threshold else ""
                 if not recorded or expr.prop not in self._functional:
                     question = self._ask(expr.prop, wanted)
-                    return [[Gap("record", f"{question} (decisive: {wanted}{bound})", subject)]]
+                    named = f": {threshold.label}" if threshold else ""
+                    return [[Gap("record", f"{question} ({wanted} decides it{named})", subject)]]
                 return [[Gap("change", f"{self.label(expr.prop)} is {self.label(recorded[0])}"
                                        f", not {wanted}{bound}", subject)]]
             if isinstance(expr.filler, _OneOf):
