@@ -157,6 +157,7 @@ def _fhir_shards(path: Path, size: int, context: bytes, project: Project | None)
         return Shard(store, n, bad)
 
     graph, n, bad = Graph(), 0, []
+    seen: dict[str, int] = {}  # patient IRI -> line: two records of one patient would merge into one case
     with path.open("rb") as handle:
         for lineno, raw in _ndjson_lines(handle):
             name = printable(f"{path.stem}-line{lineno}")
@@ -180,6 +181,10 @@ def _fhir_shards(path: Path, size: int, context: bytes, project: Project | None)
                     name = bundle["id"]
                 case = fhir_in.bundle_to_case(bundle, name, project=project)
                 name = case.name
+                if str(case.patient) in seen:
+                    raise InputError(f"another record (line {seen[str(case.patient)]}) is the case {name!r} "
+                                     "(the same Bundle.id); each record must be one patient with its own id")
+                seen[str(case.patient)] = lineno
             except (InputError, ValueError, KeyError, TypeError, AttributeError) as exc:
                 bad.append(Unreadable(printable(name), lineno,
                                       printable(f"{path}:{lineno}: bundle cannot be read: {exc}")))

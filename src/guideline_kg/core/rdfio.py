@@ -27,8 +27,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyoxigraph as ox
 import rdflib.plugins.shared.jsonld.context as _jsonld_context
-from rdflib import Graph, Literal
+from rdflib import Graph, Literal, URIRef
 from rdflib.parser import PythonInputSource
 from rdflib.plugins.parsers.notation3 import BadSyntax
 
@@ -256,6 +257,43 @@ def _refuse_ill_typed(bad: list[Literal], path: Path, text: str) -> None:
                      f"a valid {shown(first).rsplit('^^', 1)[1]}{more}", path=str(path), line=line)
 
 
+def _visible(text: str) -> str:
+    """``text`` with characters that do not print (controls) as ``\\u`` escapes."""
+    return "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in text)
+
+
+def _refuse_invalid_terms(graph: Graph, path: Path, text: str) -> None:
+    """InputError naming the first IRI that is not a valid IRI (RFC 3987: no spaces, controls, ``<>"{}|^`\\``),
+    or the first invalid language tag, of ``graph``. rdflib lets them through; the stores (pyoxigraph) and every
+    other RDF tool refuse them, so a case with one would fail later without its file and place."""
+    seen: set[str] = set()
+    for triple in graph:
+        for term in triple:
+            if isinstance(term, URIRef):
+                iri, lang = str(term), None
+            elif isinstance(term, Literal):
+                iri, lang = (str(term.datatype) if term.datatype else ""), term.language
+            else:
+                continue
+            if iri and iri not in seen:
+                seen.add(iri)
+                try:
+                    ox.NamedNode(iri)
+                except ValueError as exc:
+                    tail = re.split(r"[/#:]", iri)[-1] or iri
+                    at = text.find(tail)
+                    raise InputError(f"invalid IRI <{_visible(iri[:200])}>: {_visible(str(exc))}", path=str(path),
+                                     line=None if at < 0 else text.count("\n", 0, at) + 1) from None
+            if lang and f"@{lang}" not in seen:
+                seen.add(f"@{lang}")
+                try:
+                    ox.Literal("", language=lang)
+                except ValueError:
+                    at = text.find(lang)
+                    raise InputError(f"invalid language tag {lang!r} (BCP 47, such as en or en-GB)", path=str(path),
+                                     line=None if at < 0 else text.count("\n", 0, at) + 1) from None
+
+
 #: A document type declaration in XML: the only place entities are declared (refused, "billion laughs").
 _DOCTYPE = re.compile(r"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 _XML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
@@ -311,6 +349,7 @@ def read_graph(path: Path | str, graph: Graph | None = None, fmt: str | None = N
         raise InputError("is a folder, not an RDF file", path=str(path))
     fmt = fmt or guess_format(path)
     graph = graph if graph is not None else bind_prefixes(Graph())
+    fresh = len(graph) == 0  # a case file read into its own graph: every term is checked (below)
     text = read_input_text(path)  # a regular file within the size limit, else InputError before reading
     if fmt == "xml":
         _refuse_dtd(text, path)
@@ -344,6 +383,8 @@ def read_graph(path: Path | str, graph: Graph | None = None, fmt: str | None = N
         bad = _ill_typed_literals(graph)
         if bad:
             _refuse_ill_typed(bad, path, text)
+    if fresh:
+        _refuse_invalid_terms(graph, path, text)
     return graph
 
 
