@@ -189,7 +189,7 @@ def test_cli_bad_input_exits_2_without_output(tmp_path: Path, capsys) -> None:
     res = tmp_path / "r.jsonl"
     code = main(["cohort", "evaluate", str(bad), "--out", str(res)])
     _, _err = capsys.readouterr()
-    assert code == 1 and "bad.ttl:1" in res.read_text()  # reported with file and line, not dropped
+    assert code == 1 and "bad.ttl:2" in res.read_text()  # reported with file and the defect's line, not dropped
     assert main(["cohort", "generate", "--n", "-1", "--out", str(tmp_path / "x.ttl")]) == 2
     assert not (tmp_path / "x.ttl").exists()
 

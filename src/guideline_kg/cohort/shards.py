@@ -123,7 +123,9 @@ def _parse_error(exc: SyntaxError, path: Path, start: int, header_lines: int) ->
     if lineno is None or lineno <= header_lines:
         return f"{path}:{start}: record does not parse: {message}"
     line = start + lineno - header_lines
-    message = re.sub(r"^Parser error at line \d+ ", f"Parser error at line {line} ", message)
+    # the parser's own line numbers, in its message, as lines of the file too
+    message = re.sub(r"\bline (\d+)", lambda m: f"line {start + int(m[1]) - header_lines}"
+                     if int(m[1]) > header_lines else m[0], message)
     return f"{path}:{line}: record does not parse: {message}"
 
 
