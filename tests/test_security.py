@@ -584,3 +584,14 @@ def test_a_turtle_cohort_error_is_reported_at_the_defect_s_line(capsys: pytest.C
     message = bad[0]["violations"][0]["message"]
     assert message.startswith(f"{cohort}:{defect}: record does not parse: Parser error at line {defect} "), message
     assert len(out.splitlines()) == 3  # the other two records were evaluated
+
+
+@pytest.mark.parametrize("iri,shown", [("a\\u0020b", "a b"), ("Pat\u008fient", "Pat\\u008fient")])
+def test_an_invalid_iri_in_a_case_is_an_input_error_naming_it(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                              iri: str, shown: str) -> None:
+    path = tmp_path / "iri.ttl"  # rdflib accepts these IRIs; the stores (pyoxigraph) and RDF tools do not
+    path.write_text(f"<https://w3id.org/guideline-kg/case/{iri}> a <https://w3id.org/guideline-kg/ontology#Patient>"
+                    " .\n", encoding="utf-8")
+    code, out, err = run(capsys, "recommend", path)
+    assert code == 2 and out == "" and err.count("\n") == 1, err  # one line: no rdflib warning
+    assert f"invalid IRI <https://w3id.org/guideline-kg/case/{shown}>: Invalid IRI code point" in err

@@ -204,14 +204,17 @@ def iri_segment_name(segment: str) -> str:
 
 class _IllTyped(logging.Filter):
     """Drops rdflib's log record for a literal it cannot convert (a warning with a traceback, on stderr) and, while
-    :func:`_collect_ill_typed` is active in this thread, lets the reader report the literal itself."""
+    :func:`_collect_ill_typed` is active in this thread (a file being read), lets the reader report the literal
+    itself; while reading, rdflib's "does not look like a valid URI" is dropped too (the reader reports it)."""
 
     local = threading.local()
 
     def filter(self, record: logging.LogRecord) -> bool:
+        found = getattr(self.local, "found", None)
+        if found is not None and "does not look like a valid URI" in str(record.msg):
+            return False  # while reading: the reader names an invalid IRI itself (_refuse_invalid_terms)
         if not str(record.msg).startswith("Failed to convert Literal lexical form"):
             return True
-        found = getattr(self.local, "found", None)
         if found is not None:
             found.append(record)
         return False
