@@ -34,7 +34,7 @@ from rdflib.util import from_n3
 
 from guideline_kg.cases import fhir_in
 from guideline_kg.cases.model import Case, InputNote
-from guideline_kg.cases.reader import case_name, load_cases
+from guideline_kg.cases.reader import case_files, case_name, load_cases
 from guideline_kg.checks.validate import CASE_SHAPES_PREFIX, load_shapes
 from guideline_kg.compile.shacl2sparql import (
     CompiledConstraint,
@@ -45,13 +45,14 @@ from guideline_kg.compile.shacl2sparql import (
 )
 from guideline_kg.core.errors import EXIT_ERROR, EXIT_FAILED, EXIT_OK, InputError
 from guideline_kg.core.findings import SEVERITIES, Finding
-from guideline_kg.core.namespaces import DCTERMS, RDF, SH, bind_prefixes
+from guideline_kg.core.namespaces import DCTERMS, GK, RDF, SH, bind_prefixes
 from guideline_kg.core.project import Project
 from guideline_kg.reasoning.derive import CaseResult, Evaluator
-from guideline_kg.store.stores import Store, graph_to_ntriples
+from guideline_kg.store.stores import Store, count_typed_subjects, graph_to_ntriples
 
 __all__ = [
     "INVALID_SEVERITY",
+    "MAX_CASES",
     "CaseShapes",
     "Gate",
     "GateResult",
@@ -60,6 +61,7 @@ __all__ = [
     "exit_code",
     "gate",
     "is_invalid",
+    "refuse_many_cases",
 ]
 
 #: The severity that makes a case invalid (no derivation). Warnings and infos are reported and do not block.
@@ -305,6 +307,30 @@ class GateResult:
         return [v.finding(self.where) for v in self.violations + self.warnings]
 
 
+#: The most cases one command holds in memory (recommend, validate, query, export, serve: every case is read,
+#: then checked); more are refused before any is parsed: `cohort evaluate` streams populations (docs/security.md).
+MAX_CASES = 1000
+
+
+def refuse_many_cases(paths: Sequence[Path | str], limit: int = MAX_CASES,
+                      why: str = "a command reads every case into memory") -> None:
+    """InputError, before any case is parsed, when the files and folders hold more than ``limit`` cases.
+
+    Turtle and N-Triples files are scanned by pyoxigraph's streaming parser for gk:Patient nodes, stopping at
+    ``limit + 1`` (seconds for a file of 100,000 cases that takes rdflib minutes); any other case file counts as
+    one. Missing or malformed files are left to the reader, which reports them."""
+    total = 0
+    for f in case_files([Path(p) for p in paths], errors=[]):
+        n = count_typed_subjects(f, str(GK.Patient), limit + 1 - total)
+        total += 1 if n is None else n
+        if total > limit:
+            one_file = n is not None and n > limit
+            raise InputError(f"more than {limit} patient case{'' if limit == 1 else 's'}"
+                             f"{'' if one_file else ' in the files given'} ({why}); for populations run "
+                             "`guideline-kg cohort evaluate`, which reads cases one by one",
+                             path=str(f) if one_file else None)
+
+
 class Gate:
     """Prepared once per knowledge graph (shapes compiled, derivation queries compiled on first use); lets any
     number of cases through, one :class:`GateResult` each."""
@@ -380,6 +406,7 @@ class Gate:
         """Read the case files and folders (one reader), then :meth:`admit` every case. A file that cannot be
         read becomes an unreadable result (after the others, in file order) and does not stop the rest; when no
         file can be read at all, the InputError is raised (several: one error listing each)."""
+        refuse_many_cases(paths)
         errors: list[InputError] = []
         cases = load_cases([Path(p) for p in paths], self.project, errors=errors)
         if errors and not cases:

@@ -219,7 +219,8 @@ def table(result: QueryResult, width: int = 80) -> str:
     return "\n".join(out)
 
 
-#: Solutions per chunk handed to pyoxigraph's writers when streaming (and at least every CHUNK_SECONDS).
+#: Solutions per chunk handed to pyoxigraph's writers when streaming (a chunk is also written when a solution
+#: comes CHUNK_SECONDS after the last write, and the first solution is written at once).
 CHUNK_ROWS = 1000
 CHUNK_SECONDS = 0.2
 # What follows the solutions in each format's document (TSV and CSV have no footer).
@@ -311,7 +312,8 @@ def write_result(raw: Any, fmt: str | None, write: Callable[[bytes], None], limi
             raise _too_large(limit, "solutions", count)
         chunk.append({n: _term_json(solution[n]) for n in names if solution[n] is not None})
         count += 1
-        if len(chunk) >= CHUNK_ROWS or time.monotonic() - last >= CHUNK_SECONDS:
+        # the first solution at once, then chunks of CHUNK_ROWS, or whatever came in CHUNK_SECONDS
+        if count == 1 or len(chunk) >= CHUNK_ROWS or time.monotonic() - last >= CHUNK_SECONDS:
             flush()
     flush()
     write(footer)

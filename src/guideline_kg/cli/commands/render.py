@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from guideline_kg.cases.reader import load_cases
-from guideline_kg.checks.gate import Gate
+from guideline_kg.checks.gate import Gate, refuse_many_cases
 from guideline_kg.cli.common import emit, note, project_inputs, project_of, refuse_overwriting_inputs, report_gate
 from guideline_kg.core.errors import EXIT_FAILED, EXIT_OK, InputError
 from guideline_kg.core.files import write_atomic
@@ -42,6 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     project = project_of(args)
     refuse_overwriting_inputs(args.out, [*project_inputs(project), *([args.case] if args.case else [])])
+    if args.case is not None:  # before anything is parsed: a file of 80,000 cases is refused in seconds
+        refuse_many_cases([args.case], limit=1, why="`render --case` draws the pathway of one case")
     algorithm = project.require("algorithm", "`render`")
     knowledge = load_knowledge(project)
     graph = build_graph(knowledge, project)
