@@ -3,15 +3,23 @@ example case exactly as the embedded store does."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import socket
+import threading
+import time
+
+import pyoxigraph as ox
 import pytest
 
 from conftest import free_port
 from guideline_kg.cases.reader import load_cases
 from guideline_kg.checks.competency import answer, competency_graph, cq_files, read_expected, tsv_rows
+from guideline_kg.cli.main import main
 from guideline_kg.core.errors import InputError
 from guideline_kg.core.project import Project
 from guideline_kg.reasoning.derive import Evaluator
-from guideline_kg.store.results import ResultTooLarge
+from guideline_kg.store.results import QueryTimeout, ResultTooLarge, write_streamed
 from guideline_kg.store.stores import EmbeddedStore, RemoteStore, SparqlSyntaxError, remote_endpoints
 
 PROJECT = Project.at()
@@ -105,3 +113,65 @@ def test_endpoints(url, data, expected) -> None:
 def test_endpoints_refused(url) -> None:
     with pytest.raises(InputError):
         remote_endpoints(url)
+
+
+@pytest.fixture
+def silent_server():
+    """A loopback server that accepts connections and never answers (a stuck SPARQL server)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    held: list[socket.socket] = []
+    done = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not done.is_set():
+            with contextlib.suppress(OSError):
+                held.append(listener.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    done.set()
+    thread.join(5)
+    for conn in held:
+        conn.close()
+    listener.close()
+
+
+def test_a_server_that_never_answers_times_out(silent_server) -> None:
+    """The HTTP timeout bounds every wait for a remote store: QueryTimeout (exit 2), not a hang."""
+    store = RemoteStore(silent_server, timeout=0.5)
+    started = time.monotonic()
+    with pytest.raises(QueryTimeout, match=r"no answer within the time limit \(0.5 s\)"):
+        write_streamed(lambda: store.streaming("ASK {}"), "tsv", io.BytesIO(), timeout=30)
+    assert time.monotonic() - started < 20
+    store.close()
+
+
+def test_query_store_timeout_from_the_command_line(silent_server, capsys) -> None:
+    started = time.monotonic()
+    code = main(["query", "--query", "ASK {}", "--store", silent_server, "--timeout", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no answer within the time limit (1 s)" in err and "Traceback" not in err
+    assert time.monotonic() - started < 30
+
+
+@pytest.mark.slow
+def test_streamed_results_same_on_the_server(remote, embedded) -> None:
+    """The server's answer is parsed as it arrives and written by the same writers: the same bytes as the
+    embedded store's, and the result limit stops both after the same rows."""
+    query = "SELECT ?s ?line WHERE { ?s gk:sourceLine ?line } ORDER BY ?s ?line"
+    for fmt in ("tsv", "csv", "json", "xml"):
+        outs = [io.BytesIO(), io.BytesIO()]
+        for store, out in zip((remote, embedded), outs, strict=True):
+            write_streamed(lambda s=store: s.streaming(query), fmt, out, timeout=60)
+        assert outs[0].getvalue() == outs[1].getvalue(), fmt
+    out = io.BytesIO()
+    with pytest.raises(ResultTooLarge) as err:
+        write_streamed(lambda: remote.streaming(query), "tsv", out, timeout=60, limit=5)
+    assert err.value.written == 5 and len(out.getvalue().splitlines()) == 6
+    graph = io.BytesIO()
+    write_streamed(lambda: remote.streaming("CONSTRUCT WHERE { ?s gk:sourceLine ?l }"), "nt", graph, timeout=60)
+    assert len(list(ox.parse(graph.getvalue(), ox.RdfFormat.N_TRIPLES))) > 20
