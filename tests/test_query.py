@@ -10,7 +10,9 @@ import pytest
 from guideline_kg.checks.competency import cq_files
 from guideline_kg.cli.main import main
 from guideline_kg.core.project import Project
+from guideline_kg.outputs.dataset import load_into, query_data
 from guideline_kg.store.results import QueryResult, ResultTooLarge, materialise, serialise, table
+from guideline_kg.store.stores import EmbeddedStore
 
 PROJECT = Project.at()
 CASES = str(PROJECT.cases_dir)
@@ -127,3 +129,16 @@ def test_materialise_limit_and_serialise() -> None:
         materialise(store.query("SELECT * WHERE { ?s ?p ?o }"), limit=0)
     graph = materialise(store.query("CONSTRUCT WHERE { ?s ?p ?o }"))
     assert graph.kind == "graph" and serialise(graph, "nt") == b'<urn:a> <urn:b> "x"@en .\n'
+
+
+@pytest.mark.parametrize("fmt", ["json", "xml", "csv", "tsv", "table"])
+def test_streamed_output_is_the_bytes_serve_answers_with(capsysbinary, fmt) -> None:
+    """`query` streams its results; `serve` materialises them: the same bytes for the same data and query."""
+    q = "SELECT ?s ?n WHERE { ?s gk:referenceNumber ?n } ORDER BY ?s"
+    code, out, err = run(capsysbinary, "query", "--query", q, "--format", fmt)
+    assert code == 0, err
+    store = EmbeddedStore()
+    load_into(store, query_data(PROJECT, []))
+    expected = serialise(store.result(q), fmt)
+    assert out == (expected if expected.endswith(b"\n") else expected + b"\n")
+    assert out.count(b"w3id.org/guideline-kg/") >= 6 or fmt == "table"

@@ -269,8 +269,9 @@ def write_result(raw: Any, fmt: str | None, write: Callable[[bytes], None], limi
     if (fmt in GRAPH_FORMATS and kind != "graph") or (fmt in SOLUTION_FORMATS and kind == "graph"):
         raise InputError(f"--format {fmt} does not fit a {'graph' if kind == 'graph' else 'SELECT/ASK'} result")
     if fmt == "table":
-        write(table(materialise(raw, limit)).encode("utf-8") + b"\n")
-        return 1 if kind == "boolean" else 0
+        whole = materialise(raw, limit)
+        write(table(whole).encode("utf-8") + b"\n")
+        return whole.count
     if kind == "boolean":
         write(raw.serialize(format=SOLUTION_FORMATS[fmt]) or b"")
         return 1

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from pathlib import Path
+from typing import Any, BinaryIO, cast
 
 from guideline_kg.checks.gate import exit_code
 from guideline_kg.cli.common import add_store_arguments, emit, emit_json, note, project_of
@@ -79,6 +81,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
+class _Output(io.RawIOBase):
+    """Standard output that remembers whether the last byte written ended a line."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        super().__init__()
+        self._out, self.ends_line = out, True
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        chunk = bytes(data)
+        if chunk:
+            self._out.write(chunk)
+            self.ends_line = chunk.endswith(b"\n")
+        return len(chunk)
+
+    def flush(self) -> None:
+        self._out.flush()
+
+
 def _relative(path: Path, project: Project) -> str:
     """A named query's path: relative to queries/, or to the project home (the package's competency questions)."""
     for base in (project.queries_dir, project.home):
@@ -137,9 +160,13 @@ def run(args: argparse.Namespace) -> int:
     store.allowed_services = frozenset(args.allow_service)
     load_into(store, data)
     limit = args.limit or None
+    out = _Output(sys.stdout.buffer)
     try:
-        write_streamed(lambda: store.streaming(text), args.format, sys.stdout.buffer, timeout=args.timeout,
+        write_streamed(lambda: store.streaming(text), args.format, cast(BinaryIO, out), timeout=args.timeout,
                        limit=limit)
+        if not out.ends_line:  # JSON and XML documents end without one; a terminal prompt follows
+            out.write(b"\n")
+            out.flush()
     except SparqlSyntaxError as exc:
         raise SparqlSyntaxError(str(exc), path=origin) from None
     except QueryTimeout as exc:
