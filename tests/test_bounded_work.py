@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import subprocess
 import sys
 import threading
@@ -20,6 +21,7 @@ import pytest
 from guideline_kg.checks.gate import MAX_CASES, refuse_many_cases
 from guideline_kg.cli.main import main
 from guideline_kg.core.errors import InputError
+from guideline_kg.core.files import max_input_size, set_max_input_size
 from guideline_kg.core.namespaces import GK
 from guideline_kg.store import results
 from guideline_kg.store.results import QueryTimeout, ResultTooLarge, write_streamed
@@ -268,3 +270,19 @@ def test_render_case_refuses_a_file_of_many_cases_at_once(capsysbinary, tmp_path
     assert code == 2 and "more than 1 patient case (`render --case` draws the pathway of one case)" in err
     assert "cohort evaluate" in err and not out_file.exists()
     assert time.monotonic() - started < 30
+
+
+def test_the_case_count_opens_no_fifo_and_no_oversized_file(tmp_path) -> None:
+    """The scan reads only what the readers would read: a FIFO (a hang) and a file over the input size limit
+    are left uncounted for the reader to refuse by name."""
+    fifo = tmp_path / "case.ttl"
+    os.mkfifo(fifo)
+    assert count_typed_subjects(fifo, str(GK.Patient), 2) is None
+    big = many_patients(tmp_path / "big.ttl", 50)
+    previous = max_input_size()
+    set_max_input_size(100)
+    try:
+        assert count_typed_subjects(big, str(GK.Patient), 2) is None
+    finally:
+        set_max_input_size(previous)
+    assert count_typed_subjects(big, str(GK.Patient), 2) == 2

@@ -16,6 +16,7 @@ from rdflib import BNode, Graph, Literal, URIRef
 from rdflib.term import Node
 
 from guideline_kg.core.errors import InputError
+from guideline_kg.core.files import check_input_file
 from guideline_kg.core.namespaces import GK, sparql_prologue
 from guideline_kg.store.results import QueryResult, QueryTimeout, materialise
 
@@ -408,10 +409,15 @@ _SCANNED = {".ttl": ox.RdfFormat.TURTLE, ".nt": ox.RdfFormat.N_TRIPLES}
 def count_typed_subjects(path: Path, type_iri: str, stop_after: int) -> int | None:
     """How many distinct subjects an RDF file types ``type_iri`` (``rdf:type``), counted by pyoxigraph's
     streaming parser, stopping as soon as ``stop_after`` are found (memory: the file's parser buffer and
-    ``stop_after`` subjects). ``None`` when the file is not Turtle or N-Triples; a file that does not parse is
-    counted up to the defect (the reader that reads it for real reports it)."""
+    ``stop_after`` subjects). ``None`` when the file is not Turtle or N-Triples, or not one the readers would open
+    (a device, a FIFO, a file over the input size limit: ``core.files.check_input_file``); a file that does not
+    parse is counted up to the defect (the reader that reads it for real reports it)."""
     fmt = _SCANNED.get(path.suffix.lower())
     if fmt is None:
+        return None
+    try:  # only a regular file within the input size limit: the reader refuses the others, by name
+        check_input_file(path)
+    except InputError:
         return None
     rdf_type = ox.NamedNode("http://www.w3.org/1999/02/22-rdf-syntax-ns#type")
     wanted = ox.NamedNode(type_iri)
