@@ -18,6 +18,7 @@ from __future__ import annotations
 import hmac
 import logging
 import math
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -42,8 +43,9 @@ T = TypeVar("T")
 def host_name(value: str) -> str:
     """The host of a ``Host`` header or an address, lower case, without port, brackets or a final dot."""
     value = value.strip().lower()
-    if value.startswith("["):  # [::1]:8000
-        return value[1:value.find("]")] if "]" in value else value[1:]
+    if value.startswith("["):  # [::1]:8000; anything malformed is returned as it is, matching no name
+        bracketed = re.fullmatch(r"\[([0-9a-f:.]+)\](?::\d*)?", value)
+        return bracketed.group(1) if bracketed else value
     if value.count(":") == 1:  # name:port (more than one colon: a bare IPv6 address)
         value = value.split(":")[0]
     return value.rstrip(".")
