@@ -16,7 +16,6 @@ import html
 import json
 import logging
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,7 +37,7 @@ from guideline_kg.knowledge.algorithm import build_graph
 from guideline_kg.knowledge.graph import guideline_iri
 from guideline_kg.outputs.cds_cards import cards_for
 from guideline_kg.outputs.render import render
-from guideline_kg.service.guard import LOOPBACK_HOSTS, Busy, HostCheck, Limits, Pool
+from guideline_kg.service.guard import LOOPBACK_HOSTS, AccessLog, Busy, HostCheck, Limits, Pool
 from guideline_kg.service.page import PAGE as _PAGE
 from guideline_kg.store.results import MEDIA_TYPES, QueryResult, QueryTimeout, ResultTooLarge, serialise
 from guideline_kg.store.stores import SparqlSyntaxError
@@ -179,7 +178,7 @@ def create_app(config: ServerConfig) -> Any:
                                  expose_headers=["Retry-After"], max_age=600)
     if config.allowed_hosts is not None:
         guarded = HostCheck(guarded, (*LOOPBACK_HOSTS, *config.allowed_hosts))
-    return guarded
+    return AccessLog(guarded)
 
 
 def _busy(exc: Busy) -> PlainTextResponse:
@@ -191,14 +190,6 @@ def _routes(config: ServerConfig) -> FastAPI:
     examples = list_queries(config.project.query_folders())
     queries_pool = Pool("queries", config.query_workers, config.query_queue, config.timeout)
     cds_pool = Pool("CDS requests", config.cds_workers, config.cds_queue, config.timeout)
-
-    @app.middleware("http")
-    async def log_requests(request: Request, call_next: Any) -> Any:
-        start = time.perf_counter()
-        response = await call_next(request)
-        log.info('%s %s %s %d %.1fms', request.client.host if request.client else "-", request.method,
-                 request.url.path, response.status_code, (time.perf_counter() - start) * 1000)
-        return response
 
     def problem(status: int, message: str) -> PlainTextResponse:
         return PlainTextResponse(message + "\n", status_code=status)

@@ -19,6 +19,7 @@ import hmac
 import logging
 import math
 import re
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -27,7 +28,7 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 
-__all__ = ["LOOPBACK_HOSTS", "Busy", "HostCheck", "Limits", "Pool", "host_name"]
+__all__ = ["LOOPBACK_HOSTS", "AccessLog", "Busy", "HostCheck", "Limits", "Pool", "host_name"]
 
 log = logging.getLogger("guideline_kg.server")
 
@@ -68,8 +69,34 @@ async def _refuse(scope: Scope, send: Send, status: int, message: str,
         head.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": head})
     await send({"type": "http.response.body", "body": body})
-    client = scope.get("client") or ("-",)
-    log.info("%s %s %s %d refused: %s", client[0], scope.get("method"), scope.get("path"), status, message)
+    log.info("refused: %s", message)
+
+
+class AccessLog:
+    """ASGI middleware: one log line per request (client, method, path, status, duration), refusals included."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        status = 500
+
+        async def send_status(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            client = scope.get("client") or ("-",)
+            log.info("%s %s %s %d %.1fms", client[0], scope.get("method"), scope.get("path"), status,
+                     (time.perf_counter() - start) * 1000)
+        return None
 
 
 class HostCheck:
