@@ -191,7 +191,7 @@ def test_ndjson_cohort_never_gives_a_traceback(work: Path, cohort_lines: list[by
         assert not any(r.get("invalid") for r in results)
 
 
-@settings(FUZZ, max_examples=max(1, EXAMPLES * 2 // 5))
+@settings(FUZZ, max_examples=max(1, EXAMPLES // 6))  # each checks the guideline too (~10 s)
 @given(text=mutated_text(TURTLE), doc=mutated_json(FHIR))
 def test_validate_never_gives_a_traceback(work: Path, text: str, doc: Any) -> None:
     cli("validate", "--no-reasoner", "--sample", "0", write(work / "v.ttl", text),
