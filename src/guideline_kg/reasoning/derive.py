@@ -605,6 +605,8 @@ def _rdflib(term: Any) -> Node:
     if isinstance(term, ox.Literal):
         if term.language:
             return Literal(term.value, lang=term.language)
+        if term.datatype.value == "http://www.w3.org/2001/XMLSchema#string":
+            return Literal(term.value)  # a plain literal, as rdflib gives it
         return Literal(term.value, datatype=URIRef(term.datatype.value))
     return BNode(term.value)
 

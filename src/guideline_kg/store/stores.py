@@ -7,10 +7,9 @@ import re
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, cast
 from urllib.parse import urljoin, urlsplit
 
-import httpx
 import pyoxigraph as ox
 from rdflib import BNode, Graph, Literal, URIRef
 from rdflib.term import Node
@@ -19,6 +18,9 @@ from guideline_kg.core.errors import InputError
 from guideline_kg.core.files import check_input_file
 from guideline_kg.core.namespaces import GK, sparql_prologue
 from guideline_kg.store.results import QueryResult, QueryTimeout, materialise
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = [
     "EmbeddedStore",
@@ -253,6 +255,9 @@ class RemoteStore:
         self.timeout = timeout
         #: SERVICE endpoints a query may call (full IRIs); empty: every SERVICE clause is refused.
         self.allowed_services: frozenset[str] = frozenset()
+        import httpx  # noqa: PLC0415 - ~0.17 s to import (it loads rich); only a remote store needs it
+
+        self.httpx = httpx
         self.client = httpx.Client(timeout=timeout, headers={"User-Agent": "guideline-kg"})
 
     def __repr__(self) -> str:
@@ -261,9 +266,9 @@ class RemoteStore:
     def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         try:
             return self.client.request(method, url, **kwargs)
-        except httpx.TimeoutException:
+        except self.httpx.TimeoutException:
             raise QueryTimeout(f"{url}: no answer within the time limit ({self.timeout:g} s)") from None
-        except httpx.HTTPError as exc:
+        except self.httpx.HTTPError as exc:
             raise InputError(f"cannot reach the SPARQL server {url}: {exc}") from None
 
     def _load(self, method: str, graph: Graph) -> None:
@@ -342,9 +347,9 @@ class RemoteStore:
                     yield ox.parse(reader, fmt)
         except SyntaxError as exc:
             raise InputError(f"{self.url}: malformed {ctype} result: {exc}") from None
-        except httpx.TimeoutException:
+        except self.httpx.TimeoutException:
             raise QueryTimeout(f"{self.url}: no answer within the time limit ({self.timeout:g} s)") from None
-        except httpx.HTTPError as exc:
+        except self.httpx.HTTPError as exc:
             raise InputError(f"cannot reach the SPARQL server {self.url}: {exc}") from None
 
     def raw(self, query: str) -> Any:
