@@ -585,3 +585,26 @@ def test_an_invalid_iri_in_a_case_is_an_input_error_naming_it(capsys: pytest.Cap
     code, out, err = run(capsys, "recommend", path)
     assert code == 2 and out == "" and err.count("\n") == 1, err  # one line: no rdflib warning
     assert f"invalid IRI <https://w3id.org/guideline-kg/case/{shown}>: Invalid IRI code point" in err
+
+
+@pytest.mark.parametrize("argv", [["query", "{fifo}"], ["cohort", "generate", "--profile", "{fifo}", "--n", "1",
+                                                        "--out", "{out}"]])
+def test_a_fifo_as_a_query_or_a_cohort_profile_is_refused_without_opening_it(tmp_path: Path, argv: list[str]) -> None:
+    fifo = tmp_path / "input"
+    os.mkfifo(fifo)  # opening it for reading would block: run in a child process with a time bound
+    command = [str(Path(sys.executable).with_name("guideline-kg"))]
+    command += [a.format(fifo=fifo, out=tmp_path / "out.ttl") for a in argv]
+    try:
+        done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{argv[0]} on a FIFO hangs")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert str(fifo) in done.stderr and ("FIFO" in done.stderr or "pipe" in done.stderr)
+
+
+@pytest.mark.parametrize("name", ["/tmp", "a/b", "..", "/etc/passwd.rq.nope"])
+def test_query_by_a_path_that_is_no_query_is_a_clear_error(capsys, name: str) -> None:
+    assert main(["query", name]) == 2
+    err = capsys.readouterr().err
+    assert "internal error" not in err and "Traceback" not in err
+    assert "no query named" in err or "not a regular file" in err or "no such file" in err

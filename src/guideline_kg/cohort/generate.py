@@ -29,7 +29,7 @@ from typing import Any, TextIO
 from guideline_kg.cases.fhir_out import BundleOut, ReverseRules, bundle_line, facts_to_bundle, reverse_rules
 from guideline_kg.core.dates import months_between
 from guideline_kg.core.errors import InputError
-from guideline_kg.core.files import TOO_DEEP
+from guideline_kg.core.files import TOO_DEEP, read_input_text
 from guideline_kg.core.namespaces import PREFIXES
 
 __all__ = ["FORMATS", "MARKER", "Profile", "Record", "expand", "generate", "load_profile", "plant_defect",
@@ -653,14 +653,12 @@ def plant_defect(record: Record, defect: str) -> None:
 
 def load_profile(path: Path) -> Profile:
     """Read and check a cohort profile (JSON), naming the file and the place or key of a defect."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError("no such cohort profile", path=str(path)) from None
-    except IsADirectoryError:
-        raise InputError("is a folder, not a cohort profile (JSON)", path=str(path)) from None
-    except UnicodeDecodeError:
-        raise InputError("not UTF-8 text", path=str(path)) from None
+    if Path(path).is_dir():
+        raise InputError("is a folder, not a cohort profile (JSON)", path=str(path))
+    if not Path(path).exists():
+        raise InputError("no such cohort profile", path=str(path))
+    try:  # a regular file within the input size limit (never a FIFO or an endless device), UTF-8
+        data = json.loads(read_input_text(path))
     except json.JSONDecodeError as exc:
         raise InputError(f"malformed JSON: {exc.msg}", path=str(path), line=exc.lineno, column=exc.colno) from None
     except RecursionError:

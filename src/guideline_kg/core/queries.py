@@ -50,6 +50,8 @@ def load_query(queries_dir: Path | Sequence[Path], name: str) -> NamedQuery:
     path = Path(name)
     folders = _folders(queries_dir)
     if path.suffix != ".rq" or not path.exists():
+        if path.is_absolute() or "/" in name or "\\" in name or name in ("", ".", ".."):
+            raise InputError(f"no query named {name!r}: give a query's name, or the path of an .rq file")
         found = [f / f"{name}.rq" for f in folders if (f / f"{name}.rq").is_file()]
         found += [p for f in folders if f.is_dir() for p in sorted(f.rglob(f"{name}.rq"))]
         if not found:

@@ -11,6 +11,7 @@ from typing import Any, BinaryIO, cast
 from guideline_kg.checks.gate import exit_code
 from guideline_kg.cli.common import add_store_arguments, emit, emit_json, note, project_of
 from guideline_kg.core.errors import EXIT_OK, InputError
+from guideline_kg.core.files import read_input_text
 from guideline_kg.core.project import Project
 from guideline_kg.core.queries import list_queries, load_query
 from guideline_kg.outputs.dataset import load_into, query_data
@@ -137,10 +138,12 @@ def _query_text(args: argparse.Namespace) -> tuple[str, str]:
     path = Path(args.query)
     if path.suffix == ".rq" and not path.exists():
         raise InputError("no such file", path=str(path))
+    if path.exists() and not path.is_file():
+        raise InputError("not a regular file (a folder, device or pipe is not a query)", path=str(path))
     if path.suffix == ".rq" or path.is_file():
-        try:
-            return path.read_text(encoding="utf-8"), str(path)
-        except (OSError, UnicodeDecodeError) as exc:
+        try:  # a regular file within the input size limit (never a FIFO or an endless device), UTF-8
+            return read_input_text(path), str(path)
+        except OSError as exc:
             raise InputError(f"cannot read the query: {exc}", path=str(path)) from None
     named = load_query(project.query_folders(), args.query)
     return named.text, str(named.path)
