@@ -77,7 +77,7 @@ def run_generate(args: argparse.Namespace) -> int:
         with atomic_output(args.out) as handle:
             counts = write_cohort(generate(profile, args.n, args.seed), handle, args.format, update, project)
     finally:
-        if bar:
+        if bar is not None:  # tqdm has no truth value without a total
             bar.close()
     note(f"wrote {counts['cases']} cases ({counts['triples']} triples, {counts['invalid']} with a planted defect) "
          f"to {args.out}")
@@ -109,7 +109,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         else:
             summary = runner(ce, sys.stdout, update)
     finally:
-        if bar:
+        if bar is not None:  # tqdm has no truth value without a total
             bar.close()
         if remote is not None:
             remote.close()
