@@ -1,19 +1,54 @@
-"""Long runs show a progress bar on a terminal (tqdm) and finish as they do in a pipe."""
+"""Long runs show a progress bar on a terminal (tqdm) and finish as they do in a pipe: run in a pseudo-terminal."""
 
 from __future__ import annotations
 
+import fcntl
+import os
+import pty
+import struct
+import subprocess
 import sys
+import termios
+import threading
 from pathlib import Path
 
-from guideline_kg.cli.main import main
+CLI = str(Path(sys.executable).with_name("guideline-kg"))
 
 
-def test_cohort_generate_and_evaluate_on_a_terminal(tmp_path: Path, monkeypatch, capsys) -> None:
+def _run_on_a_terminal(argv: list[str]) -> tuple[int, str]:
+    """Run the command with stderr on a pseudo-terminal; its exit code and what the terminal showed."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a 100-column terminal
+    shown: list[bytes] = []
+
+    def drain() -> None:
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                return
+            if not chunk:
+                return
+            shown.append(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        done = subprocess.run([CLI, *argv], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave,
+                              check=False, timeout=300)
+    finally:
+        os.close(slave)
+        reader.join(timeout=5)
+        os.close(master)
+    return done.returncode, b"".join(shown).decode("utf-8", "replace")
+
+
+def test_cohort_generate_and_evaluate_in_a_pseudo_terminal(tmp_path: Path) -> None:
     cohort, out = tmp_path / "cohort.ttl", tmp_path / "results.jsonl"
-    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # as if run in a terminal: the bar is drawn
-    assert main(["cohort", "generate", "--n", "6", "--seed", "1", "--out", str(cohort)]) == 0
-    code = main(["cohort", "evaluate", str(cohort), "--out", str(out)])
-    err = capsys.readouterr().err
-    assert code in (0, 1), err  # 1: the generated cohort may hold cases with planted defects
-    assert "internal error" not in err and "TypeError" not in err
+    code, shown = _run_on_a_terminal(["cohort", "generate", "--n", "6", "--seed", "1", "--out", str(cohort)])
+    assert code == 0, shown
+    assert "case" in shown and "6/6" in shown, "a bar with the total is drawn on a terminal"
+    code, shown = _run_on_a_terminal(["cohort", "evaluate", str(cohort), "--out", str(out)])
+    assert code in (0, 1), shown  # 1: the generated cohort may hold cases with planted defects
+    assert "internal error" not in shown and "Traceback" not in shown
     assert len(out.read_text().splitlines()) == 6
