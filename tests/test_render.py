@@ -140,3 +140,14 @@ def test_render_command_case_view(tmp_path: Path) -> None:
 def test_render_command_bad_case_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--home", str(ROOT), "render", "--case", str(tmp_path / "missing.ttl")]) == 2
     assert "missing.ttl" in capsys.readouterr().err
+
+
+def test_render_case_counts_as_recommend_counts(tmp_path, capsys) -> None:
+    """The chart draws some statements only; the count it reports is the result's, as `recommend` reports it."""
+    case = Path(__file__).resolve().parents[1] / "guidelines" / "plbp" / "cases" / "c06-opioid-no-relief.ttl"
+    capsys.readouterr()
+    assert main(["recommend", str(case), "--format", "json"]) == 0
+    recs = json.loads(capsys.readouterr().out)["cases"][0]["recommendations"]
+    applicable = sum(r["status"] == "applicable" for r in recs)
+    assert main(["render", "--case", str(case), "--out", str(tmp_path / "c06.svg")]) == 0
+    assert f"{applicable} applicable, " in capsys.readouterr().err

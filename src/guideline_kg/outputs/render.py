@@ -76,6 +76,8 @@ class CaseView:
     edges: dict[tuple[str, str], str | None] = field(default_factory=dict)
     reach: dict[str, str] = field(default_factory=dict)
     urgent: list[str] = field(default_factory=list)
+    #: statements by status over the whole result (as `recommend` counts them), drawn on the chart or not
+    counts: dict[str, int] = field(default_factory=dict)
 
     descendants: dict[str, set[str]] = field(default_factory=dict)
 
@@ -116,6 +118,7 @@ def case_view(graph: nx.DiGraph, knowledge: Graph, project: Project, case: Case,
     result = result or evaluator.evaluate(case, reasoner=reasoner)
     view = CaseView(case.name, result.in_scope, result.scope_reason, urgent=list(result.urgent))
     for r in result.results:
+        view.counts[r.status] = view.counts.get(r.status, 0) + 1
         sid = r.statement["id"]
         if sid in graph:
             view.status[sid] = r.status

@@ -78,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         out = out.with_name(out.name + "." + EXTENSIONS[args.format])
     write_atomic(out, data)
     note(f"wrote {out} ({args.format}, {graph.number_of_nodes()} nodes, {graph.number_of_edges()} transitions"
-         + (f"; case {view.case}: {len(view.applicable())} applicable" if view else "") + ")")
+         + (f"; case {view.case}: {view.counts.get('applicable', 0)} applicable, "
+            f"{len(view.applicable())} of them on the chart" if view else "") + ")")
     return EXIT_OK
 
