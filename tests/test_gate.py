@@ -301,7 +301,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Any:
     project = Project.at()
 
     def fake_run(app: Any, **_: Any) -> None:
-        with TestClient(app) as client:
+        with TestClient(app, base_url="http://127.0.0.1:8000") as client:  # serve checks the Host header
             captured["health"] = client.get("/health").json()
             captured["page"] = client.get("/").text
             captured["sparql"] = client.get("/sparql", params={"query": COUNT},

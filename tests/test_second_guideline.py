@@ -271,7 +271,7 @@ def served() -> dict[str, Any]:
     fhir_case = CASES / "fhir-m02-sprain-rules-positive.fhir.json"
 
     def fake_run(app: Any, **_: Any) -> None:
-        with TestClient(app) as client:
+        with TestClient(app, base_url="http://127.0.0.1:8000") as client:  # serve checks the Host header
             captured["health"] = client.get("/health")
             captured["sparql"] = client.get("/sparql", params={"query": (
                 f"SELECT ?s WHERE {{ ?r <{GK}forCase> <https://w3id.org/guideline-kg/case/m02> ; "
