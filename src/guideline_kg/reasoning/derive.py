@@ -559,6 +559,33 @@ class Evaluator:
             members = result.types.get(str(case.patient), set()) & {str(c) for c in self.classes}
         return self._case_result(case.name, case.patient, reasoner, members, witnesses, GraphFacts(case.graph))
 
+    def evaluate_many(self, cases: list[Case], reasoner: str = "fast") -> list[CaseResult]:
+        """Derive several cases; on the HermiT path with one reasoner run for all of them (a JVM start and the
+        guideline's classification paid once), falling back to one run per case when their patients are not
+        distinct or the merged cases are inconsistent (so that the case at fault is named)."""
+        patients = [c.patient for c in cases]
+        if reasoner != "hermit" or len(cases) < 2 or len(set(patients)) != len(patients):
+            return [self.evaluate(c, reasoner) for c in cases]
+        merged = Graph()
+        for c in cases:
+            merged += c.graph
+        found = classify(self.knowledge, patients, extra=merged)
+        if not found.consistent:
+            return [self.evaluate(c, reasoner) for c in cases]
+        results = []
+        wanted = {str(c) for c in self.classes}
+        for case in cases:
+            store = EmbeddedStore.from_graph(case.graph)
+            witnesses: dict[str, Witness] = {}
+            for cls in self.classes:
+                hit = self.witnesses(store, cls, case.patient).get(str(case.patient))
+                if hit is not None:
+                    witnesses[str(cls)] = hit
+            members = found.types.get(str(case.patient), set()) & wanted
+            results.append(self._case_result(case.name, case.patient, reasoner, members, witnesses,
+                                             GraphFacts(case.graph)))
+        return results
+
     def evaluate_store(self, store: Store, patients: Iterable[URIRef] | None = None,
                        names: dict[URIRef, str] | None = None) -> Iterator[CaseResult]:
         """Fast path in batch: every patient of ``store`` (one SPARQL query per condition class)."""
