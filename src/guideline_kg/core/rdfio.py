@@ -42,6 +42,7 @@ __all__ = [
     "CONTEXT_IRI",
     "EXTENSIONS",
     "FORMATS",
+    "from_oxigraph",
     "guess_format",
     "iri_segment",
     "iri_segment_name",
@@ -394,15 +395,19 @@ def read_graph(path: Path | str, graph: Graph | None = None, fmt: str | None = N
 _XSD_STRING = "http://www.w3.org/2001/XMLSchema#string"
 
 
-def _rdflib_term(term: Any) -> Any:
-    """A pyoxigraph term as an rdflib term."""
+def from_oxigraph(term: Any, plain_strings: bool = True) -> Any:
+    """A pyoxigraph term (IRI, blank node or literal) as the equal rdflib term. With ``plain_strings`` an
+    xsd:string literal becomes a plain literal, as rdflib's own parsers give it; without, it keeps its datatype
+    (as SPARQL results carry it)."""
     if isinstance(term, ox.NamedNode):
         return URIRef(term.value)
     if isinstance(term, ox.BlankNode):
         return BNode(term.value)
+    if not isinstance(term, ox.Literal):
+        raise TypeError(f"unsupported term {term!r}")
     if term.language:
         return Literal(term.value, lang=term.language)
-    if term.datatype.value == _XSD_STRING:  # a plain literal, as rdflib's parsers give it
+    if plain_strings and term.datatype.value == _XSD_STRING:
         return Literal(term.value)
     return Literal(term.value, datatype=URIRef(term.datatype.value))
 
@@ -415,7 +420,7 @@ def _read_turtle_fast(path: Path, graph: Graph) -> bool:
     try:
         parser = ox.parse(input=text.encode("utf-8"), format=ox.RdfFormat.TURTLE,
                           base_iri=path.resolve().as_uri())
-        triples = [(_rdflib_term(q.subject), _rdflib_term(q.predicate), _rdflib_term(q.object)) for q in parser]
+        triples = [(from_oxigraph(q.subject), from_oxigraph(q.predicate), from_oxigraph(q.object)) for q in parser]
     except (SyntaxError, ValueError):
         return False
     if any(isinstance(o, Literal) and o.ill_typed for _, _, o in triples):

@@ -28,6 +28,7 @@ from guideline_kg.core.errors import InputError
 from guideline_kg.core.namespaces import GK, PROV, RDF, RDFS, RESULT, bind_prefixes
 from guideline_kg.core.project import Project
 from guideline_kg.core.queries import load_query
+from guideline_kg.core.rdfio import from_oxigraph
 from guideline_kg.knowledge.graph import guideline_iri
 from guideline_kg.knowledge.statements import list_statements
 from guideline_kg.reasoning.explanation import Explainer, Facts, Gap, GraphFacts, Threshold, questions
@@ -619,23 +620,10 @@ class StoreFacts(Facts):
         if not isinstance(node, URIRef):
             return []  # a blank node of a store cannot be named in a query
         if isinstance(self.store, EmbeddedStore):
-            return [(_rdflib(q.predicate), _rdflib(q.object))
+            return [(from_oxigraph(q.predicate), from_oxigraph(q.object))
                     for q in self.store.ox.quads_for_pattern(ox.NamedNode(str(node)), None, None)]
         query = f"SELECT ?p ?o WHERE {{ <{node}> ?p ?o }}"
-        return [(_rdflib(sol[0]), _rdflib(sol[1])) for sol in self.store.raw(query)]
-
-
-def _rdflib(term: Any) -> Node:
-    """A pyoxigraph term as an rdflib term."""
-    if isinstance(term, ox.NamedNode):
-        return URIRef(term.value)
-    if isinstance(term, ox.Literal):
-        if term.language:
-            return Literal(term.value, lang=term.language)
-        if term.datatype.value == "http://www.w3.org/2001/XMLSchema#string":
-            return Literal(term.value)  # a plain literal, as rdflib gives it
-        return Literal(term.value, datatype=URIRef(term.datatype.value))
-    return BNode(term.value)
+        return [(from_oxigraph(sol[0]), from_oxigraph(sol[1])) for sol in self.store.raw(query)]
 
 
 def results_graph(results: Iterable[CaseResult], knowledge: Graph | None = None) -> Graph:

@@ -11,12 +11,13 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, cast
 from urllib.parse import urljoin, urlsplit
 
 import pyoxigraph as ox
-from rdflib import BNode, Graph, Literal, URIRef
+from rdflib import Graph
 from rdflib.term import Node
 
 from guideline_kg.core.errors import InputError
 from guideline_kg.core.files import check_input_file
 from guideline_kg.core.namespaces import GK, sparql_prologue
+from guideline_kg.core.rdfio import from_oxigraph
 from guideline_kg.store.results import QueryResult, QueryTimeout, materialise
 
 if TYPE_CHECKING:
@@ -113,16 +114,10 @@ def to_rdflib(term: Any) -> Node | None:
 
 
 def to_rdflib_node(term: Any) -> Node:
-    """Convert a bound pyoxigraph term (IRI, blank node or literal) to the equal rdflib term."""
-    if isinstance(term, ox.NamedNode):
-        return URIRef(term.value)
-    if isinstance(term, ox.BlankNode):
-        return BNode(term.value)
-    if isinstance(term, ox.Literal):
-        if term.language:
-            return Literal(term.value, lang=term.language)
-        return Literal(term.value, datatype=URIRef(term.datatype.value))
-    raise TypeError(f"unsupported term {term!r}")
+    """Convert a bound pyoxigraph term (IRI, blank node or literal) to the equal rdflib term (an xsd:string
+    literal keeps its datatype, as in SPARQL results)."""
+    node: Node = from_oxigraph(term, plain_strings=False)
+    return node
 
 
 def triples_to_graph(triples: Any) -> Graph:
