@@ -30,7 +30,7 @@ from guideline_kg.cases.reader import load_cases
 from guideline_kg.compile.shacl2sparql import compile_shapes, hierarchy_context, run_constraints
 from guideline_kg.core.errors import InputError
 from guideline_kg.core.findings import KINDS, SEVERITIES, Finding, severity_rank
-from guideline_kg.core.namespaces import DCTERMS, GK, OWL, RDF, RDFS, RESULT, SH, XSD, bind_prefixes
+from guideline_kg.core.namespaces import DCTERMS, GK, OWL, RDF, RDFS, RESULT, SH, XSD, bind_prefixes, local_name
 from guideline_kg.core.project import Project
 from guideline_kg.core.queries import NamedQuery, list_queries
 from guideline_kg.core.rdfio import read_graphs
@@ -278,10 +278,6 @@ def run_checks(store: EmbeddedStore, queries: Iterable[NamedQuery], project: Pro
     return findings
 
 
-def _local(node: Node) -> str:
-    text = str(node)
-    return text.rsplit("#", 1)[-1].rsplit("/", 1)[-1]
-
 
 def _add_overlap(extra: Graph, overlap: URIRef, first: Node, second: Node) -> None:
     """Declare ``overlap`` as the intersection of the two classes (HermiT finds it unsatisfiable when they are
@@ -314,7 +310,7 @@ def _overlap_classes(knowledge: Graph, store: EmbeddedStore, queries: Iterable[N
             if focus is None or other is None or population is None or other_population is None:
                 raise InputError("a -candidates query must bind ?focus, ?other, ?population and ?otherPopulation "
                                  "in every row", path=str(query.path))
-            overlap = RESULT[f"consistency/overlap-{_local(focus)}-{_local(other)}"]
+            overlap = RESULT[f"consistency/overlap-{local_name(focus)}-{local_name(other)}"]
             _add_overlap(extra, overlap, population, other_population)
             pairs.append((query, row, overlap))
     return pairs, extra
@@ -361,7 +357,7 @@ def negation_pairs(knowledge: Graph) -> list[tuple[URIRef, URIRef]]:
 
 
 def _negation_overlap(condition: URIRef, negation: URIRef) -> URIRef:
-    return RESULT[f"consistency/negation-{_local(condition)}-{_local(negation)}"]
+    return RESULT[f"consistency/negation-{local_name(condition)}-{local_name(negation)}"]
 
 
 def _data_ranges(graph: Graph, node: Node, seen: set[Node]) -> dict[URIRef, list[Node]]:

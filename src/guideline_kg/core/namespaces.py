@@ -90,6 +90,12 @@ def qname(iri: str) -> str:
     return iri
 
 
+def local_name(iri: object) -> str:
+    """The last segment of an IRI, after its last ``#`` or ``/`` (``.../plbp/L16`` -> ``L16``); "" for None.
+    The short id every text view uses for statements, cases and classes."""
+    return str(iri).rsplit("#", 1)[-1].rsplit("/", 1)[-1] if iri else ""
+
+
 def sparql_prologue() -> str:
     """The PREFIX lines that every project query may assume."""
     return "".join(f"PREFIX {p}: <{ns}>\n" for p, ns in PREFIXES.items())

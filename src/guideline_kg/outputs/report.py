@@ -7,7 +7,7 @@ from typing import Any
 
 from rdflib import URIRef
 
-from guideline_kg.core.namespaces import GK, RDFS, SKOS, qname
+from guideline_kg.core.namespaces import GK, RDFS, SKOS, local_name, qname
 from guideline_kg.core.queries import load_query
 from guideline_kg.reasoning.derive import CaseResult, Evaluator, StatementResult
 
@@ -31,9 +31,6 @@ def _step(evaluator: Evaluator, result: StatementResult) -> str:
     return str(evaluator.knowledge.value(line, SKOS.notation)) if line is not None else ""
 
 
-def _short(iri: str) -> str:
-    return iri.rsplit("/", 1)[-1].rsplit("#", 1)[-1]
-
 
 def _lines(statement: dict) -> str:
     lines = statement.get("source_lines") or []
@@ -52,11 +49,11 @@ def case_header(cr: CaseResult) -> list[str]:
                          "population. " + " ".join(cr.scope.missing), "", 17))
     for u in cr.urgent_findings:
         action = f" -> {u['action']}" if u["action"] else ""
-        out.append(_wrap(f"!!! URGENT ({_short(u['statement'])}): {u['finding']}{action}", "", 4))
+        out.append(_wrap(f"!!! URGENT ({local_name(u['statement'])}): {u['finding']}{action}", "", 4))
     for c in cr.conflicts:
-        text = (f"!!! CONFLICT: {_short(c['for'])} advises for and {_short(c['against'])} advises against "
-                f"{c['action'] or 'the same action'}, and both apply. {_short(c['for'])}: \"{c['for_text']}\" "
-                f"{_short(c['against'])}: \"{c['against_text']}\"")
+        text = (f"!!! CONFLICT: {local_name(c['for'])} advises for and {local_name(c['against'])} advises against "
+                f"{c['action'] or 'the same action'}, and both apply. {local_name(c['for'])}: \"{c['for_text']}\" "
+                f"{local_name(c['against'])}: \"{c['against_text']}\"")
         text += f" Resolution: {c['resolution']}" if c["resolution"] else " The graph records no resolution."
         out.append(_wrap(text, "", 4))
     return out
@@ -85,7 +82,7 @@ def text_report(evaluator: Evaluator, results: list[CaseResult], show_all: bool 
             out += ["", f"-- {label} " + "-" * max(0, 95 - len(label))]
             for r in group:
                 s = r.statement
-                head = f"{_MARK[r.status]} {_short(s['id'])}  ({_lines(s)}"
+                head = f"{_MARK[r.status]} {local_name(s['id'])}  ({_lines(s)}"
                 head += f"; {s['direction']}, {s['strength']})" if s["direction"] else ")"
                 out.append(head)
                 cites = f" [{', '.join(map(str, s['citations']))}]" if s["citations"] else ""
@@ -95,7 +92,7 @@ def text_report(evaluator: Evaluator, results: list[CaseResult], show_all: bool 
                 out += [_wrap(f"{t.label}: {t.value} (an interpretation, defined by {qname(t.name)})",
                               "      threshold: ") for t in r.thresholds]
                 if r.conflicts_with:
-                    out.append(_wrap("conflicts with " + ", ".join(_short(x) for x in r.conflicts_with)
+                    out.append(_wrap("conflicts with " + ", ".join(local_name(x) for x in r.conflicts_with)
                                      + " (see CONFLICT above)", "      !!! "))
                 if r.note:
                     out.append(_wrap(r.note, "      note: "))
@@ -104,7 +101,7 @@ def text_report(evaluator: Evaluator, results: list[CaseResult], show_all: bool 
             out += ["", "-- options the guideline names without saying more " + "-" * 47]
             for o in options:
                 heading = o.section or o.statement["text"]
-                out.append(f"[i] {_short(o.statement['id'])}  ({_lines(o.statement)}) {heading}")
+                out.append(f"[i] {local_name(o.statement['id'])}  ({_lines(o.statement)}) {heading}")
                 out.append(_wrap(f"concerns this patient: {'; '.join(o.because)}; the guideline names this option "
                                  "without saying more (no recommendation)", "      "))
     return "\n".join(out) + "\n"

@@ -25,7 +25,7 @@ from rdflib.term import Node
 from guideline_kg.cases.reader import Case
 from guideline_kg.compile.owl2sparql import Compiler, Pattern
 from guideline_kg.core.errors import InputError
-from guideline_kg.core.namespaces import GK, PROV, RDF, RDFS, RESULT, bind_prefixes
+from guideline_kg.core.namespaces import GK, PROV, RDF, RDFS, RESULT, bind_prefixes, local_name
 from guideline_kg.core.project import Project
 from guideline_kg.core.queries import load_query
 from guideline_kg.core.rdfio import from_oxigraph
@@ -317,7 +317,7 @@ class CaseResult:
         for r in self.results:
             if r.statement["id"] == statement_id:
                 return r
-        known = ", ".join(r.statement["id"].rsplit("/", 1)[-1] for r in self.results)
+        known = ", ".join(local_name(r.statement["id"]) for r in self.results)
         raise InputError(f"no statement {statement_id!r} has a status in this guideline (known: {known})")
 
     def explain(self, statement_id: str) -> dict[str, Any]:
@@ -512,7 +512,7 @@ class Evaluator:
             if kind == "divergence" and sid in pair:
                 (other,) = pair - {sid}
                 if other in statuses and statuses[other] != statuses[sid]:
-                    short = other.rsplit("/", 1)[-1]
+                    short = local_name(other)
                     return f"repeats {short}, which is {statuses[other]} for this patient: {text}"
         return None
 
@@ -645,7 +645,7 @@ def results_graph(results: Iterable[CaseResult], knowledge: Graph | None = None)
         nodes: dict[str, URIRef] = {}
         for r in [cr.scope, *cr.results]:
             sid = r.statement["id"]
-            node = nodes[sid] = RESULT[f"{case_key}/{sid.rsplit('/', 1)[-1]}"]
+            node = nodes[sid] = RESULT[f"{case_key}/{local_name(sid)}"]
             g.add((node, RDF.type, GK.RecommendationResult))
             g.add((node, RDF.type, PROV.Entity))
             g.add((node, GK.forCase, cr.patient))
@@ -670,7 +670,7 @@ def results_graph(results: Iterable[CaseResult], knowledge: Graph | None = None)
         for u in cr.urgent_findings:
             g.add((nodes[u["statement"]], GK.urgentFinding, Literal(u["finding"])))
         for pair in cr.conflicts:
-            first, second = (pair[k].rsplit("/", 1)[-1] for k in ("for", "against"))
+            first, second = (local_name(pair[k]) for k in ("for", "against"))
             conflict = RESULT[f"{case_key}/conflict-{first}-{second}"]
             g.add((activity, GK.hasConflict, conflict))
             g.add((conflict, RDF.type, GK.PatientConflict))
@@ -682,7 +682,7 @@ def results_graph(results: Iterable[CaseResult], knowledge: Graph | None = None)
             if pair["resolution"]:
                 g.add((conflict, GK.resolution, Literal(pair["resolution"])))
         for o in cr.unspecified_options:
-            node = RESULT[f"{case_key}/{o.statement['id'].rsplit('/', 1)[-1]}"]
+            node = RESULT[f"{case_key}/{local_name(o.statement['id'])}"]
             g.add((node, RDF.type, GK.UnspecifiedOptionResult))
             g.add((node, GK.forCase, cr.patient))
             g.add((node, GK.forStatement, URIRef(o.statement["id"])))

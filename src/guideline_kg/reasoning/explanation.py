@@ -25,7 +25,7 @@ from rdflib.collection import Collection
 from rdflib.namespace import OWL, RDF, RDFS, SKOS, XSD
 from rdflib.term import Node
 
-from guideline_kg.core.namespaces import GK
+from guideline_kg.core.namespaces import GK, local_name
 
 __all__ = ["Explainer", "Fact", "Facts", "Gap", "GraphFacts", "Threshold", "Trace", "questions"]
 
@@ -241,7 +241,7 @@ class Explainer:
         text = self._labels.get(node)
         if text is not None:
             return text
-        return str(node).rsplit("#", 1)[-1].rsplit("/", 1)[-1]
+        return local_name(node)
 
     def expression(self, node: Node) -> Any:
         """The parsed class expression of ``node`` (memoised)."""

@@ -7,6 +7,7 @@ import textwrap
 
 from guideline_kg.cli.common import emit, emit_json, project_of
 from guideline_kg.core.errors import EXIT_OK
+from guideline_kg.core.namespaces import local_name
 from guideline_kg.knowledge.graph import guideline_iri, load_knowledge
 from guideline_kg.knowledge.statements import list_statements
 from guideline_kg.store.stores import EmbeddedStore
@@ -19,9 +20,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.set_defaults(handler=run)
 
-
-def _short(iri: str | None) -> str:
-    return iri.rsplit("#", 1)[-1].rsplit("/", 1)[-1] if iri else ""
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,11 +34,11 @@ def run(args: argparse.Namespace) -> int:
     for s in statements:
         lines = ",".join(str(n) for n in s["source_lines"])
         cites = f" [{', '.join(str(c) for c in s['citations'])}]" if s["citations"] else ""
-        head = f"L{lines:<3} {s['kind']:<23} {_short(s['id'])}"
+        head = f"L{lines:<3} {s['kind']:<23} {local_name(s['id'])}"
         emit(head)
         emit(textwrap.indent(textwrap.fill(s["text"] + cites, 96), "      "))
         if s["action"]:
-            emit(f"      -> {s['direction']} {', '.join(_short(a) for a in s['action'])}; "
+            emit(f"      -> {s['direction']} {', '.join(local_name(a) for a in s['action'])}; "
                  f"strength: {s['strength']}; line: {s['line_of_therapy']}")
     emit(f"{len(statements)} statements")
     return EXIT_OK
