@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -32,14 +33,15 @@ from guideline_kg.core.namespaces import GK, RDF
 from guideline_kg.core.project import Project
 from guideline_kg.store.stores import EmbeddedStore, RemoteStore
 
-__all__ = ["CohortEvaluator", "CohortSummary", "case_shapes", "hierarchy_context"]
+__all__ = ["CohortEvaluator", "CohortSummary", "case_shapes", "hierarchy_context", "shorten"]
 
 STAGES = ("load", "validate", "derive", "write")
 
 
 @dataclass
 class CohortSummary:
-    """Counts of a cohort run: cases, scope, statuses per statement, invalid cases with reasons, stage times."""
+    """Counts of a cohort run: cases, scope, statuses per statement, invalid cases with reasons and the count of
+    cases per defect, stage times."""
 
     cases: int = 0
     valid: int = 0
@@ -48,33 +50,79 @@ class CohortSummary:
     shards: int = 0
     status: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
     invalid: list[dict[str, Any]] = field(default_factory=list)
+    #: invalid cases per defect: (message, path, component, shape IRI or "") -> number of cases that have it
+    defects: Counter = field(default_factory=Counter)
     warnings: int = 0
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+
+    def by_defect(self) -> list[dict[str, Any]]:
+        """The defects, most frequent first: how many cases each, its message, path, constraint and shape."""
+        rows = sorted(self.defects.items(), key=lambda kv: (-kv[1], kv[0]))
+        return [{"cases": n, "message": msg, "path": path or None, "component": component or None,
+                 "shape": shape or None} for (msg, path, component, shape), n in rows]
 
     def to_json(self) -> dict[str, Any]:
         return {"cases": self.cases, "valid": self.valid, "invalid": len(self.invalid), "in_scope": self.in_scope,
                 "urgent": self.urgent, "warnings": self.warnings, "shards": self.shards,
                 "statements": {sid: dict(c) for sid, c in sorted(self.status.items())},
+                "invalid_by_defect": self.by_defect(),
                 "invalid_cases": self.invalid, "seconds": {k: round(v, 3) for k, v in self.seconds.items()}}
 
-    def table(self, lines: dict[str, str] | None = None) -> str:
-        """The summary for people: counts per statement and status, then the invalid cases and why."""
-        out = [f"{self.cases} cases: {self.valid} valid, {len(self.invalid)} invalid (skipped); "
-               f"{self.in_scope} in scope, {self.urgent} with urgent findings; {self.warnings} warnings",
-               "", f"{'statement':<14} {'lines':<8} {'applicable':>11} {'not-applicable':>15} {'undetermined':>13}"]
+    def table(self, lines: dict[str, str] | None = None, texts: dict[str, str] | None = None,
+              list_invalid: int = 0) -> str:
+        """The summary for people: per statement (its source lines and the start of its text) the number and the
+        share of valid cases in each status; the invalid cases counted by defect; the first ``list_invalid``
+        invalid cases with their reasons."""
+        def pct(n: int, of: int) -> str:
+            return f"{100 * n / of:.1f}%" if of else "-"
+
+        invalid = len(self.invalid)
+        out = [f"{self.cases} cases: {self.valid} valid ({pct(self.valid, self.cases)}), {invalid} invalid "
+               f"({pct(invalid, self.cases)}, skipped); of the valid: {self.in_scope} in scope "
+               f"({pct(self.in_scope, self.valid)}), {self.urgent} with urgent findings "
+               f"({pct(self.urgent, self.valid)}); {self.warnings} warnings",
+               "", f"per statement, cases of the {self.valid} valid (share):",
+               f"{'statement':<11} {'lines':<6} {'applicable':>15} {'not-applicable':>15} {'undetermined':>15}  text"]
+
         def order(sid: str) -> tuple[int, str]:
             first = (lines or {}).get(sid, "").split(",")[0]
             return (int(first) if first.isdigit() else 0, sid)
 
         for sid, c in sorted(self.status.items(), key=lambda kv: order(kv[0])):
             short = sid.rsplit("/", 1)[-1]
-            out.append(f"{short:<14} {(lines or {}).get(sid, ''):<8} {c['applicable']:>11} "
-                       f"{c['not-applicable']:>15} {c['undetermined']:>13}")
+            cells = [f"{c[s]:>7} {pct(c[s], self.valid):>7}" for s in ("applicable", "not-applicable",
+                                                                          "undetermined")]
+            out.append(f"{short:<11} {(lines or {}).get(sid, ''):<6} {' '.join(cells)}  "
+                       f"{shorten((texts or {}).get(sid, ''), 60)}")
         if self.invalid:
-            out += ["", f"invalid cases ({len(self.invalid)}):"]
-            for inv in self.invalid:
-                out.append(f"  {inv['case']}: " + " | ".join(inv["reasons"]))
+            out += ["", f"invalid cases by defect ({invalid} cases; a case may have several defects):",
+                    f"{'cases':>7}  {'where':<32} message"]
+            for row in self.by_defect():
+                where = _local(row["shape"] or "") if row["shape"] else _local(row["path"] or "")
+                if row["component"]:
+                    where = f"{where} {row['component'].rsplit('#', 1)[-1].removesuffix('ConstraintComponent')}"
+                out.append(f"{row['cases']:>7}  {where.strip():<32} {row['message']}")
+            if list_invalid > 0:
+                shown = self.invalid[:list_invalid]
+                out += ["", f"the first {len(shown)} of {invalid} invalid cases (--list-invalid {list_invalid}):"]
+                out += [f"  {inv['case']}: " + " | ".join(inv["reasons"]) for inv in shown]
+            else:
+                out += ["", "(--list-invalid N lists the first N invalid cases with their reasons; every invalid "
+                            "case has a JSON line with its violations)"]
         return "\n".join(out) + "\n"
+
+
+def _local(iri: str) -> str:
+    return iri.rsplit("#", 1)[-1].rsplit("/", 1)[-1]
+
+
+def shorten(text: str, width: int) -> str:
+    """``text`` on one line, cut at a word to at most ``width`` characters (an ellipsis marks the cut)."""
+    text = " ".join(text.split())
+    if len(text) <= width:
+        return text
+    cut = text[: width - 1].rsplit(" ", 1)[0] if " " in text[: width - 1] else text[: width - 1]
+    return cut.rstrip(" ,;:") + "…"
 
 
 class CohortEvaluator:
@@ -88,6 +136,8 @@ class CohortEvaluator:
         self.constraints: list[CompiledConstraint] = self.gate.shapes.constraints
         self.context = self.gate.shapes.context
         self.lines = {sid: ",".join(map(str, st["source_lines"])) for sid, st in self.evaluator.statements.items()}
+        #: each statement's verbatim text (the summary shows its start beside the id)
+        self.texts = {sid: str(st.get("text") or "") for sid, st in self.evaluator.statements.items()}
 
     def _patients_of(self, store: ox.Store | _RemoteQueries, nodes: set[str]) -> dict[str, str]:
         """The patient each focus node belongs to (the node itself, or a node the patient's facts lead to)."""
@@ -135,15 +185,19 @@ class CohortEvaluator:
         for shard in iter_shards(Path(path), shard_size, self.context, self.project):
             summary.seconds["load"] += clock() - t
             summary.shards += 1
+            # the shard's records (those read and those that could not be): what `count_records` counted
+            advance = _Advance(shard.cases + len(shard.unreadable), progress)
             if remote is not None:
                 buffer = io.BytesIO()
                 shard.store.dump(buffer, format=ox.RdfFormat.N_TRIPLES, from_graph=ox.DefaultGraph())
                 remote.send_ntriples(buffer.getvalue(), replace=True)
                 summary.seconds["load"] += clock() - t
+            advance(1)
             t = clock()
             bad, warnings = self.validate(shard.store if remote is None else _RemoteQueries(remote))
             summary.warnings += warnings
             summary.seconds["validate"] += clock() - t
+            advance(2)
             t = clock()
             store: EmbeddedStore | RemoteStore
             if remote is None:
@@ -156,6 +210,7 @@ class CohortEvaluator:
             valid = [p for p in patients if str(p) not in bad]
             results = list(self.evaluator.evaluate_store(store, valid))
             summary.seconds["derive"] += clock() - t
+            advance(3)
             t = clock()
             lines = []
             for cr in results:
@@ -171,11 +226,14 @@ class CohortEvaluator:
                 name = patient.rsplit("/", 1)[-1]
                 reasons = [f"{r.focus.rsplit('/', 1)[-1]}: {r.message}" for r in found]
                 summary.invalid.append({"case": name, "reasons": reasons})
+                summary.defects.update({(r.message, r.path or "", r.component,
+                                         "" if r.shape.startswith("_:") else r.shape) for r in found})
                 lines.append(json.dumps({"case": name, "invalid": True, "violations": [
                     {"focus": r.focus, "path": r.path, "value": r.value, "component": r.component,
                      "message": r.message} for r in found]}, ensure_ascii=False, separators=(",", ":")))
             for u in shard.unreadable:
                 summary.invalid.append({"case": u.name, "reasons": [u.reason]})
+                summary.defects[(_UNREADABLE.sub("", u.reason).split(":", 1)[0], "", "", "")] += 1
                 lines.append(json.dumps({"case": u.name, "invalid": True, "violations": [{"message": u.reason}]},
                                         ensure_ascii=False, separators=(",", ":")))
             if lines:
@@ -183,11 +241,28 @@ class CohortEvaluator:
             summary.cases += len(patients) + len(shard.unreadable)
             summary.valid += len(valid)
             summary.seconds["write"] += clock() - t
-            if progress:
-                progress(len(patients) + len(shard.unreadable))
+            advance(4)
             del shard, store, results
             t = clock()
         return summary
+
+
+#: the "file:line: " that starts an unreadable record's reason (the defect is what follows)
+_UNREADABLE = re.compile(r"^.*?:\d+: ")
+
+
+class _Advance:
+    """A shard's share of the progress bar, moved on after each of the four stages (load, validate, derive,
+    write: of similar cost, docs/cohort.md, Benchmark), so that a one-shard run shows progress and an ETA too."""
+
+    def __init__(self, records: int, progress: Callable[[int], None] | None) -> None:
+        self.records, self.progress, self.done = records, progress, 0
+
+    def __call__(self, stage: int) -> None:
+        target = self.records * stage // len(STAGES)
+        if self.progress is not None and target > self.done:
+            self.progress(target - self.done)
+        self.done = max(self.done, target)
 
 
 class _RemoteQueries:

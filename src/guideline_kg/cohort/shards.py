@@ -27,11 +27,12 @@ from guideline_kg.cohort.generate import MARKER
 from guideline_kg.core.errors import InputError, printable
 from guideline_kg.core.files import TOO_DEEP, max_input_size
 from guideline_kg.core.project import Project
-from guideline_kg.store.stores import graph_to_ntriples
+from guideline_kg.store.stores import count_typed_subjects, graph_to_ntriples
 
-__all__ = ["Shard", "Unreadable", "cohort_format", "iter_shards"]
+__all__ = ["Shard", "Unreadable", "cohort_format", "count_records", "iter_shards"]
 
 _MARK = MARKER.encode()
+_LINE_END = re.compile(rb"[^\n]\n")
 
 
 @dataclass
@@ -226,6 +227,36 @@ def _ndjson_lines(handle: Any) -> Iterator[tuple[int, bytes | None]]:
             yield lineno, None
             continue
         yield lineno, line
+
+
+def count_records(path: Path) -> int | None:
+    """How many records :func:`iter_shards` will read from ``path``, counted cheaply (the total of a progress
+    bar, before the real read): the ``# case`` marker lines of a Turtle or N-Triples cohort (a byte scan, ~2 GB/s),
+    or, in a file without markers, the subjects typed ``gk:Patient`` (:func:`store.stores.count_typed_subjects`,
+    a parse without a store); the non-blank lines of FHIR NDJSON. ``None`` when it cannot be told (an unknown
+    file type, a file the reader will refuse)."""
+    path = Path(path)
+    try:
+        fmt = cohort_format(path)
+    except InputError:
+        return None
+    if not path.is_file():
+        return None
+    markers = lines = 0
+    tail = b"\n"  # the end of the previous chunk (a marker or a line end may straddle two chunks)
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            if fmt == "fhir-ndjson":  # lines with something on them (the reader skips blank ones)
+                lines += len(_LINE_END.findall(tail[-1:] + chunk))
+            else:
+                markers += (tail + chunk).count(b"\n" + _MARK)
+            tail = chunk[-len(_MARK):]
+    lines += tail[-1:] != b"\n"  # a last line without a newline
+    if fmt == "fhir-ndjson":
+        return lines
+    if markers:
+        return markers
+    return count_typed_subjects(path, _PATIENT, stop_after=1 << 62)
 
 
 def iter_shards(path: Path, size: int = 10_000, context: bytes = b"",

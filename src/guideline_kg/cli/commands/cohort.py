@@ -12,6 +12,7 @@ from typing import Any
 from guideline_kg.cli.common import emit, note, project_inputs, project_of, refuse_overwriting_inputs
 from guideline_kg.cohort.evaluate import CohortEvaluator
 from guideline_kg.cohort.generate import FORMATS, generate, load_profile, write_cohort
+from guideline_kg.cohort.shards import count_records
 from guideline_kg.core.errors import EXIT_FAILED, EXIT_OK, InputError
 from guideline_kg.core.files import atomic_output
 from guideline_kg.knowledge.graph import load_knowledge
@@ -38,11 +39,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                                     "statement's status on the fast path, shard by shard. One JSON line per case "
                                     "(the object of a case in `recommend --format json`; invalid cases get "
                                     "{\"case\", \"invalid\": true, \"violations\"}). Exit 0 all valid, 1 some cases "
-                                    "invalid (reported and skipped), 2 unreadable input.")
+                                    "invalid (reported and skipped), 2 unreadable input. On a terminal a progress "
+                                    "bar shows cases done, the total and the time left: the total is counted "
+                                    "before the run, cheaply (the `# case` marker lines of a Turtle or N-Triples "
+                                    "cohort, or its subjects typed gk:Patient when it has no markers; the "
+                                    "non-blank lines of NDJSON), and the bar moves after each stage of a shard.")
     e.add_argument("input", type=Path, metavar="INPUT", help="cohort file: .ttl, .nt or .ndjson (FHIR Bundles)")
     e.add_argument("--out", type=Path, help="JSON Lines output (default: stdout)")
-    e.add_argument("--summary", action="store_true", help="print counts per statement and status, and the invalid "
-                                                          "cases (to stderr when the JSON Lines go to stdout)")
+    e.add_argument("--summary", action="store_true",
+                   help="print, per statement (id, source lines, start of its text), the number and share of "
+                        "valid cases in each status, and the invalid cases counted by defect (to stderr when the "
+                        "JSON Lines go to stdout)")
+    e.add_argument("--list-invalid", type=int, default=0, metavar="N",
+                   help="in the summary, also list the first N invalid cases with their reasons (implies "
+                        "--summary; default 0: only the counts by defect)")
     e.add_argument("--summary-format", choices=["text", "json"], default="text")
     e.add_argument("--shard-size", type=int, default=10_000, help="cases per store (default 10000)")
     e.add_argument("--store", metavar="URL", help="run validation and derivation on an external SPARQL 1.1 server "
@@ -56,13 +66,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=lambda args: (p.print_help(sys.stderr), 2)[1])
 
 
-def _progress(total: int | None, unit: str) -> tuple[Any, Callable[[int], None] | None]:
-    """A tqdm bar on a terminal, nothing otherwise."""
+def _progress(total: int | None, unit: str, mininterval: float = 0.1) -> tuple[Any, Callable[[int], None] | None]:
+    """A tqdm bar on a terminal, nothing otherwise; redrawn at most every ``mininterval`` seconds."""
     if not sys.stderr.isatty():
         return None, None
     from tqdm import tqdm  # noqa: PLC0415 - only on a terminal; tqdm's import is slow and every command would pay it
 
-    bar = tqdm(total=total, unit=unit, file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(total=total, unit=unit, file=sys.stderr, dynamic_ncols=True, mininterval=mininterval)
     return bar, bar.update
 
 
@@ -94,6 +104,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if not args.input.is_file():
         raise InputError("no such file", path=str(args.input))
     refuse_overwriting_inputs(args.out, [*project_inputs(project), args.input])
+    if args.list_invalid < 0:
+        raise InputError(f"--list-invalid must not be negative (got {args.list_invalid})")
     remote = None
     if args.store:
         remote = RemoteStore(args.store, args.store_data, args.store_timeout)
@@ -101,7 +113,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         raise InputError("--store-data needs --store URL")
     runner = lambda ce, out, update: ce.run(args.input, out, args.shard_size, update, remote)  # noqa: E731
     ce = CohortEvaluator(load_knowledge(project), project)
-    bar, update = _progress(None, "case")
+    # evaluate moves the bar four times a shard (after each stage): draw every move
+    bar, update = _progress(count_records(args.input) if sys.stderr.isatty() else None, "case", mininterval=0)
     try:
         if args.out:
             with atomic_output(args.out) as handle:
@@ -110,12 +123,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
             summary = runner(ce, sys.stdout, update)
     finally:
         if bar is not None:  # tqdm has no truth value without a total
+            if bar.total is not None and bar.n != bar.total:  # the cheap count was off (a record without a case)
+                bar.total = bar.n
+                bar.refresh()
             bar.close()
         if remote is not None:
             remote.close()
-    if args.summary:
+    if args.summary or args.list_invalid:
         text = (json.dumps(summary.to_json(), indent=2) if args.summary_format == "json"
-                else summary.table(ce.lines))
+                else summary.table(ce.lines, ce.texts, args.list_invalid))
         if args.out:
             emit(text)
         else:
