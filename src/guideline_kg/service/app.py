@@ -22,37 +22,30 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from rdflib import Graph
 from starlette.middleware.cors import CORSMiddleware
 
 from guideline_kg.cases.reader import Case
-from guideline_kg.checks.gate import Gate, GateResult
+from guideline_kg.checks.gate import GateResult
 from guideline_kg.core.errors import InputError
-from guideline_kg.core.files import load_json
 from guideline_kg.core.namespaces import DCTERMS, RDFS
 from guideline_kg.core.project import Project
 from guideline_kg.core.queries import NamedQuery, list_queries
 from guideline_kg.knowledge.algorithm import build_graph
 from guideline_kg.knowledge.graph import guideline_iri
-from guideline_kg.outputs.cds_cards import cards_for
 from guideline_kg.outputs.render import render
+from guideline_kg.service.cds import CDS_SERVICE_ID, MAX_DEPTH, register_cds
 from guideline_kg.service.guard import LOOPBACK_HOSTS, AccessLog, Busy, HostCheck, Limits, Pool
 from guideline_kg.service.page import PAGE as _PAGE
 from guideline_kg.store.results import MEDIA_TYPES, QueryResult, QueryTimeout, ResultTooLarge, serialise
 from guideline_kg.store.stores import SparqlSyntaxError
 
-__all__ = ["CDS_SERVICE_ID", "INVALID_CASE_STATUS", "LOOPBACK_HOSTS", "MAX_BODY", "MAX_DEPTH", "ServerConfig",
+__all__ = ["CDS_SERVICE_ID", "LOOPBACK_HOSTS", "MAX_BODY", "MAX_DEPTH", "ServerConfig",
            "create_app", "is_update", "negotiate"]
 
 log = logging.getLogger("guideline_kg.server")
 
-#: The id of the patient-view service (generic: the guideline's title is read from the graph).
-CDS_SERVICE_ID = "guideline-kg-patient-view"
-#: The answer to a CDS Hooks request whose prefetch bundle fails the case shapes: no cards, the violations in a
-#: JSON body. CDS Hooks 2.0 lets a service answer with a 4xx; 422 says the request was understood and its data
-#: refused, which a client can tell apart from "no card applies" (200, empty cards) and a malformed request (400).
-INVALID_CASE_STATUS = 422
 #: Formats offered for each kind of result; the first is the default for */*.
 OFFERS = {"solutions": ["json", "xml", "csv", "tsv"], "boolean": ["json", "xml", "csv", "tsv"],
           "graph": ["turtle", "nt", "jsonld", "rdfxml"]}
@@ -61,12 +54,6 @@ ALIASES = {"application/json": "json", "application/xml": "xml", "text/xml": "xm
            "text/plain": "nt", "application/x-turtle": "turtle", "application/json+ld": "jsonld"}
 #: Default request-body limit in bytes (``serve --max-body``).
 MAX_BODY = 1024 * 1024
-#: Deepest nesting of arrays and objects accepted in a CDS Hooks request (a FHIR Bundle needs about a dozen).
-MAX_DEPTH = 64
-#: A FHIR id (FHIR R4 datatype ``id``): what ``context.patientId`` may be, since it names the case.
-_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
-#: ``hookInstance``: a UUID in CDS Hooks 2.0; any short token of these characters is taken.
-_HOOK_INSTANCE = re.compile(r"[A-Za-z0-9\-._:]{1,128}")
 _UPDATE = re.compile(r"^(INSERT|DELETE|LOAD|CLEAR|CREATE|DROP|COPY|MOVE|ADD|WITH)\b", re.IGNORECASE)
 _PROLOGUE = re.compile(r"^\s*(?:(?:#[^\n]*\n)|(?:PREFIX\s+[^\s:]*:\s*<[^>]*>)|(?:BASE\s*<[^>]*>)|\s+)*",
                        re.IGNORECASE)
@@ -189,7 +176,6 @@ def _routes(config: ServerConfig) -> FastAPI:
     app = FastAPI(title="guideline-kg", docs_url=None, redoc_url=None, openapi_url=None)
     examples = list_queries(config.project.query_folders())
     queries_pool = Pool("queries", config.query_workers, config.query_queue, config.timeout)
-    cds_pool = Pool("CDS requests", config.cds_workers, config.cds_queue, config.timeout)
 
     def problem(status: int, message: str) -> PlainTextResponse:
         return PlainTextResponse(message + "\n", status_code=status)
@@ -277,146 +263,7 @@ def _routes(config: ServerConfig) -> FastAPI:
 
     app.add_api_route("/sparql", sparql, methods=["GET", "POST"], include_in_schema=False)
 
-    @app.get("/cds-services")
-    def discovery() -> dict[str, Any]:
-        return {"services": [{
-            "hook": "patient-view", "id": CDS_SERVICE_ID, "title": _guideline_title(config),
-            "description": "Which statements of the guideline apply to the patient, which do not, and why; "
-                           "the patient's data comes as a FHIR R4 Bundle in prefetch.",
-            "prefetch": {"patient": "Patient/{{context.patientId}}",
-                         "bundle": "Patient/{{context.patientId}}/$everything"}}]}
-
-    gates: dict[str, Gate] = {}
-
-    @app.post("/cds-services/{service_id}")
-    async def cds(service_id: str, request: Request) -> Response:
-        if service_id != CDS_SERVICE_ID:
-            return problem(404, f"no CDS service {service_id!r}; see /cds-services")
-        try:
-            body = load_json(await request.body())
-        except InputError as exc:  # malformed, not UTF-8, or nested too deeply
-            return problem(400, f"the request body is not JSON: {exc}")
-        defects = _request_defects(body)
-        if not defects:
-            try:
-                bundle = _prefetch_bundle(body)
-            except InputError as exc:
-                defects.append(str(exc))
-        if defects:
-            return problem(400, "malformed CDS Hooks request: " + "; ".join(defects))
-        try:
-            gated = await cds_pool.run(_through_gate, config, gates, bundle, body["context"]["patientId"])
-        except Busy as exc:
-            return _busy(exc)
-        except InputError as exc:
-            return problem(400, f"prefetch.bundle: {exc}")
-        if not gated.valid:
-            # no cards for a patient whose data fails the case shapes: 422 with the violations (docs/validation.md)
-            return JSONResponse({"error": f"prefetch.bundle: the patient's data fails the case shapes "
-                                          f"({len(gated.violations)} violation"
-                                          f"{'s' if len(gated.violations) != 1 else ''}); no cards",
-                                 "case": gated.name, "violations": [v.to_json() for v in gated.violations]},
-                                status_code=INVALID_CASE_STATUS)
-        return JSONResponse(cards_for(gated.result, config.knowledge, config.project))
+    register_cds(app, config)  # CDS Hooks 2.0: discovery, patient-view, order-select, feedback (service.cds)
 
     return app
 
-
-def _depth_beyond(value: Any, limit: int) -> bool:
-    """Whether arrays and objects in ``value`` nest more than ``limit`` deep (walked without recursion)."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict | list):
-            if depth > limit:
-                return True
-            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
-    return False
-
-
-def _type_name(value: Any) -> str:
-    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
-        type(value), "a number")
-
-
-def _request_defects(body: Any) -> list[str]:
-    """What is wrong with the envelope of a CDS Hooks 2.0 patient-view request (hook, hookInstance, context),
-    each a reason for the client; empty when it is well formed. The prefetch is checked by _prefetch_bundle."""
-    if not isinstance(body, dict):
-        return [f"the request must be a JSON object, got {_type_name(body)}"]
-    if _depth_beyond(body, MAX_DEPTH):
-        return [f"nested too deeply (arrays or objects more than {MAX_DEPTH} levels deep)"]
-    defects = []
-    hook = body.get("hook")
-    if hook is None:
-        defects.append("missing hook (\"patient-view\")")
-    elif hook != "patient-view":
-        defects.append(f"this service answers the patient-view hook, not {str(hook)[:80]!r}")
-    instance = body.get("hookInstance")
-    if instance is None:
-        defects.append("missing hookInstance (a UUID for this call)")
-    elif not isinstance(instance, str) or not _HOOK_INSTANCE.fullmatch(instance):
-        defects.append("hookInstance must be a UUID (letters, digits, '-', '.', '_', ':'; at most 128), got "
-                       + (repr(instance[:80]) if isinstance(instance, str) else _type_name(instance)))
-    context = body.get("context")
-    if context is None:
-        defects.append("missing context (with the patientId)")
-    elif not isinstance(context, dict):
-        defects.append(f"context must be a JSON object, got {_type_name(context)}")
-    else:
-        patient = context.get("patientId")
-        if patient is None:
-            defects.append("missing context.patientId")
-        elif not isinstance(patient, str) or not _FHIR_ID.fullmatch(patient):
-            defects.append("context.patientId must be a FHIR id (letters, digits, '-' and '.'; at most 64), got "
-                           + (repr(patient[:80]) if isinstance(patient, str) else _type_name(patient)))
-        for key in ("userId", "encounterId"):
-            if key in context and not isinstance(context[key], str):
-                defects.append(f"context.{key} must be a string, got {_type_name(context[key])}")
-    for key in ("fhirServer",):
-        if key in body and not isinstance(body[key], str):
-            defects.append(f"{key} must be a string, got {_type_name(body[key])}")
-    if "fhirAuthorization" in body and not isinstance(body["fhirAuthorization"], dict | type(None)):
-        defects.append(f"fhirAuthorization must be an object, got {_type_name(body['fhirAuthorization'])}")
-    prefetch = body.get("prefetch")
-    if prefetch is None or prefetch == {}:
-        defects.append("missing prefetch: send the patient's data as a FHIR R4 Bundle in prefetch.bundle")
-    elif not isinstance(prefetch, dict):
-        defects.append(f"prefetch must be a JSON object, got {_type_name(prefetch)}")
-    return defects
-
-
-def _prefetch_bundle(body: dict[str, Any]) -> dict[str, Any]:
-    """The FHIR Bundle of a CDS Hooks request's prefetch (key ``bundle``, else the only Bundle given); the
-    envelope has passed _request_defects."""
-    prefetch = body.get("prefetch")
-    if not isinstance(prefetch, dict) or not prefetch:
-        raise InputError("missing prefetch: send the patient's data as a FHIR R4 Bundle in prefetch.bundle")
-    bundle = prefetch.get("bundle")
-    if bundle is None:
-        bundles = [v for v in prefetch.values() if isinstance(v, dict) and v.get("resourceType") == "Bundle"]
-        if len(bundles) != 1:
-            raise InputError("prefetch.bundle is missing (a FHIR R4 Bundle of the patient's data)")
-        bundle = bundles[0]
-    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
-        got = bundle.get("resourceType") if isinstance(bundle, dict) else type(bundle).__name__
-        raise InputError(f"prefetch.bundle must be a FHIR Bundle (resourceType \"Bundle\"), got {got!r}")
-    entries = bundle.get("entry", [])
-    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-        raise InputError("prefetch.bundle.entry must be a list of entries")
-    if not any(isinstance(e.get("resource"), dict) and e["resource"].get("resourceType") == "Patient"
-               for e in entries):
-        raise InputError("prefetch.bundle has no Patient resource (the patient-view hook needs the patient)")
-    return bundle
-
-
-def _through_gate(config: ServerConfig, gates: dict[str, Gate], bundle: dict[str, Any], name: str) -> GateResult:
-    """Map the bundle to a case, validate it against the case shapes and, if valid, derive on the fast path."""
-    if "gate" not in gates:
-        gates["gate"] = Gate(config.knowledge, config.project)
-    try:
-        return gates["gate"].bundle(bundle, name)
-    except InputError:
-        raise
-    except Exception as exc:  # the FHIR model rejects the resource: a client error, not a crash
-        raise InputError(re.sub(r"\s+", " ", str(exc))[:500]) from None
