@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pyoxigraph as ox
@@ -20,6 +21,7 @@ from SPARQLWrapper import JSON, POST, TURTLE, SPARQLWrapper
 
 from guideline_kg.cases.fhir_in import bundle_to_case
 from guideline_kg.checks.competency import cq_files, read_expected
+from guideline_kg.core.namespaces import qname
 from guideline_kg.core.project import Project
 from guideline_kg.outputs.cds_cards import cards_for
 from guideline_kg.reasoning.derive import Evaluator
@@ -261,8 +263,8 @@ def test_health_page_algorithm_and_request_log(server) -> None:
     url, log = server
     health = httpx.get(url + "/health").json()
     assert health["status"] == "ok" and "c06-opioid-no-relief" in health["cases"] and health["timeout_s"] == 2
-    page = httpx.get(url + "/").text
-    assert "cites-reference" in page and 'href="/algorithm.svg"' in page
+    page = httpx.get(url + "/query").text
+    assert "cites-reference" in page and 'href="/algorithm"' in page
     # nothing loaded from outside: no absolute URL in src/href attributes or fetch calls (IRIs in queries are data)
     assert not re.search(r"""(src|href)=["']?(https?:)?//|fetch\(\s*["'`](https?:)?//""", page)
     svg = httpx.get(url + "/algorithm.svg")
@@ -303,6 +305,7 @@ def test_query_page_in_headless_chromium(server) -> None:
             env={**os.environ, "HOME": profile}, check=False)
     dom = proc.stdout.decode("utf-8", "replace")
     assert '<table id="results">' in dom, proc.stderr.decode()[-2000:]
-    assert f'<span id="status">{len(expected)} results</span>' in dom
-    for row in expected:
-        assert f"<td>{row[0].strip('<>')}</td>" in dom
+    assert f'<span id="status" role="status">{len(expected)} results</span>' in dom
+    for row in expected:  # IRIs shortened to prefixed names, each linked to its resource page
+        iri = row[0].strip("<>")
+        assert f'<a href="/resource?iri={quote(iri, safe="")}" title="{iri}" class="iri">{qname(iri)}</a>' in dom

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from rdflib import Graph, Literal
 from rdflib.namespace import RDF, RDFS
 
-import guideline_kg.service.app as service_app
+import guideline_kg.service.pages as service_pages
 from conftest import REPO
 from guideline_kg.core.namespaces import GK
 from guideline_kg.core.project import Project
@@ -62,13 +62,13 @@ def test_algorithm_svg_follows_the_served_knowledge_not_the_checkout(stale_home:
 def test_algorithm_svg_is_rendered_once_per_process(stale_home: Project, knowledge: Graph,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
-    real = service_app.build_graph
+    real = service_pages.build_graph
 
     def counting(*args: object, **kw: object) -> object:
         calls.append(1)
         return real(*args, **kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(service_app, "build_graph", counting)
+    monkeypatch.setattr(service_pages, "build_graph", counting)
     client = _client(stale_home, knowledge)
     first, second = client.get("/algorithm.svg"), client.get("/algorithm.svg")
     assert first.status_code == second.status_code == 200 and first.content == second.content
@@ -88,7 +88,10 @@ def test_a_guideline_without_an_algorithm_gets_404_saying_so(tmp_path: Path) -> 
     assert str(package) in resp.text and "no treatment algorithm" in resp.text
 
 
-def test_the_query_page_links_the_drawing(stale_home: Project, knowledge: Graph) -> None:
-    assert 'href="/algorithm.svg"' in _client(stale_home, knowledge).get("/").text
+def test_every_page_links_the_algorithm_page_which_links_the_drawing(stale_home: Project, knowledge: Graph) -> None:
+    client = _client(stale_home, knowledge)
+    for path in ("/", "/query"):
+        assert 'href="/algorithm"' in client.get(path).text
+    assert 'href="/algorithm.svg"' in client.get("/algorithm").text
 
 

@@ -11,9 +11,6 @@ queries gets 503 + ``Retry-After`` and never delays ``/health``, the pages or CD
 
 from __future__ import annotations
 
-import functools
-import html
-import json
 import logging
 import re
 from collections.abc import Callable
@@ -22,7 +19,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, PlainTextResponse, Response
+from fastapi.responses import PlainTextResponse, Response
 from rdflib import Graph
 from starlette.middleware.cors import CORSMiddleware
 
@@ -31,13 +28,11 @@ from guideline_kg.checks.gate import GateResult
 from guideline_kg.core.errors import InputError
 from guideline_kg.core.namespaces import DCTERMS, RDFS
 from guideline_kg.core.project import Project
-from guideline_kg.core.queries import NamedQuery, list_queries
-from guideline_kg.knowledge.algorithm import build_graph
+from guideline_kg.core.queries import list_queries
 from guideline_kg.knowledge.graph import guideline_iri
-from guideline_kg.outputs.render import render
 from guideline_kg.service.cds import CDS_SERVICE_ID, MAX_DEPTH, register_cds
 from guideline_kg.service.guard import LOOPBACK_HOSTS, AccessLog, Busy, HostCheck, Limits, Pool
-from guideline_kg.service.page import PAGE as _PAGE
+from guideline_kg.service.pages import register_pages
 from guideline_kg.store.results import MEDIA_TYPES, QueryResult, QueryTimeout, ResultTooLarge, serialise
 from guideline_kg.store.stores import SparqlSyntaxError
 
@@ -138,23 +133,6 @@ def _guideline_title(config: ServerConfig) -> str:
     return str(config.knowledge.value(g, DCTERMS.title) or config.knowledge.value(g, RDFS.label) or g)
 
 
-def _page(config: ServerConfig, examples: list[NamedQuery]) -> str:
-    """The query page: editor, examples, results table (plain HTML and JavaScript, nothing fetched from
-    outside)."""
-    data = json.dumps({q.name: {"purpose": q.purpose, "text": q.text} for q in examples}).replace("</", "<\\/")
-    options = "\n".join(f'<option value="{html.escape(q.name)}">{html.escape(q.name)}: '
-                        f'{html.escape(q.purpose[:90])}</option>' for q in examples)
-    title = html.escape(_guideline_title(config))
-    return _PAGE.replace("{{TITLE}}", title).replace("{{OPTIONS}}", options).replace("{{EXAMPLES}}", data) \
-        .replace("{{INFO}}", html.escape(f"store: {config.store_label}; {config.triples} triples; "
-                                         f"{len(config.cases)} cases"
-                                         + (f" ({len(config.invalid)} invalid cases left out: "
-                                            + ", ".join(g.where for g in config.invalid) + "; see /health)"
-                                            if config.invalid else "")
-                                         + f"; time limit {config.timeout:g} s; "
-                                         f"at most {config.max_results} results"))
-
-
 def create_app(config: ServerConfig) -> Any:
     """The ASGI application for ``config``: the FastAPI routes behind the guards of :mod:`service.guard`."""
     app = _routes(config)
@@ -180,9 +158,7 @@ def _routes(config: ServerConfig) -> FastAPI:
     def problem(status: int, message: str) -> PlainTextResponse:
         return PlainTextResponse(message + "\n", status_code=status)
 
-    @app.get("/", response_class=HTMLResponse)
-    def index() -> HTMLResponse:
-        return HTMLResponse(_page(config, examples))
+    register_pages(app, config, examples)  # /, /query, /algorithm, /resource, /evaluate... (service.pages)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:  # async: answered on the event loop, never waits for a thread
@@ -197,25 +173,6 @@ def _routes(config: ServerConfig) -> FastAPI:
     @app.get("/queries")
     def queries() -> list[dict[str, str]]:
         return [{"name": q.name, "purpose": q.purpose, "text": q.text} for q in examples]
-
-    @functools.lru_cache(maxsize=1)
-    def algorithm_svg() -> bytes:
-        """The served guideline's treatment algorithm drawn as by `guideline-kg render` (once per process)."""
-        graph = build_graph(config.knowledge, config.project) if config.project.part("algorithm") else None
-        if not graph:
-            raise LookupError(f"the guideline package at {config.project.kg_dir} has no treatment algorithm "
-                              "(guideline.toml [parts] algorithm, with gk:Transition edges)")
-        return render(graph, "svg", title=f"{_guideline_title(config)}\ntreatment algorithm")
-
-    @app.get("/algorithm.svg")
-    def algorithm() -> Response:
-        try:
-            svg = algorithm_svg()
-        except LookupError as exc:
-            return problem(404, str(exc))
-        except Exception as exc:  # Graphviz missing or failing: say so, do not crash the server
-            return problem(500, f"cannot render the algorithm: {exc}")
-        return Response(svg, media_type="image/svg+xml")
 
     async def sparql(request: Request) -> Response:
         params = dict(request.query_params)
