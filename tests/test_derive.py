@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from rdflib import Graph, URIRef
+from rdflib import Graph, Literal, URIRef
 
 from conftest import PLBP
 from guideline_kg.cases.reader import EXPECTED_SUFFIX, Case, load_cases
-from guideline_kg.core.namespaces import GK, PROV, RDF
+from guideline_kg.core.namespaces import GK, PROV, RDF, RDFS
 from guideline_kg.core.project import Project
 from guideline_kg.knowledge.graph import load_knowledge
 from guideline_kg.reasoning import derive
@@ -247,3 +248,21 @@ def test_one_hermit_run_for_many_cases_equals_one_run_per_case(evaluator: Evalua
         alone = evaluator.evaluate(case, "hermit")
         assert batch.statuses() == alone.statuses()
         assert batch.to_json() == alone.to_json()
+
+
+def test_cases_sharing_a_subject_are_not_merged_for_one_reasoner_run(monkeypatch) -> None:
+    """Two case files that describe the same IRI (here: the same treatment episode) could mix their facts in one
+    merged HermiT run; evaluate_many must then classify them one by one."""
+    first, second = (c for c in CASES if c.name.startswith(("c06", "c07")))
+    assert derive._disjoint([first, second])
+    shared = URIRef("https://w3id.org/guideline-kg/case/shared-episode")
+    a, b = Graph() + first.graph, Graph() + second.graph
+    a.add((shared, RDFS.label, Literal("episode A")))
+    b.add((shared, RDFS.label, Literal("episode B")))
+    mixed = [replace(first, graph=a), replace(second, graph=b)]
+    assert not derive._disjoint(mixed)
+    one_by_one: list[str] = []
+    monkeypatch.setattr(derive, "classify", lambda *a, **k: pytest.fail("the mixed cases were merged"))
+    monkeypatch.setattr(Evaluator, "evaluate", lambda self, case, reasoner="fast": one_by_one.append(case.name))
+    Evaluator.evaluate_many(object.__new__(Evaluator), mixed, "hermit")
+    assert one_by_one == [first.name, second.name]

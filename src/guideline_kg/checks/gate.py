@@ -397,9 +397,10 @@ class Gate:
             by_patient = {r.patient: r for r in self.evaluator.evaluate_store(store, list(names), names)}
             for g, case in admitted:
                 g.result = by_patient.get(case.patient)
-        else:
-            for g, case in admitted:
-                g.result = self.evaluator.evaluate(case, reasoner)
+        else:  # in-process; on the HermiT path one reasoner run for all admitted cases
+            results = self.evaluator.evaluate_many([case for _, case in admitted], reasoner)
+            for (g, _), result in zip(admitted, results, strict=True):
+                g.result = result
         return out
 
     def read(self, paths: Sequence[Path | str], **options: Any) -> list[GateResult]:

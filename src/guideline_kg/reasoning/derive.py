@@ -545,12 +545,7 @@ class Evaluator:
         """Derive every statement's status for ``case`` on the chosen path (``fast`` or ``hermit``)."""
         if reasoner not in REASONERS:
             raise InputError(f"unknown reasoner {reasoner!r} (expected one of {', '.join(REASONERS)})")
-        store = EmbeddedStore.from_graph(case.graph)
-        witnesses: dict[str, Witness] = {}
-        for cls in self.classes:
-            found = self.witnesses(store, cls, case.patient)
-            if str(case.patient) in found:
-                witnesses[str(cls)] = found[str(case.patient)]
+        witnesses = self._case_witnesses(case)
         members = set(witnesses)
         if reasoner == "hermit":
             result = classify(self.knowledge, [case.patient], extra=case.graph)
@@ -562,10 +557,10 @@ class Evaluator:
 
     def evaluate_many(self, cases: list[Case], reasoner: str = "fast") -> list[CaseResult]:
         """Derive several cases; on the HermiT path with one reasoner run for all of them (a JVM start and the
-        guideline's classification paid once), falling back to one run per case when their patients are not
-        distinct or the merged cases are inconsistent (so that the case at fault is named)."""
+        guideline's classification paid once), falling back to one run per case when the cases share a subject
+        IRI (their facts could mix) or the merged cases are inconsistent (so that the case at fault is named)."""
         patients = [c.patient for c in cases]
-        if reasoner != "hermit" or len(cases) < 2 or len(set(patients)) != len(patients):
+        if reasoner != "hermit" or len(cases) < 2 or not _disjoint(cases):
             return [self.evaluate(c, reasoner) for c in cases]
         merged = Graph()
         for c in cases:
@@ -573,19 +568,19 @@ class Evaluator:
         found = classify(self.knowledge, patients, extra=merged)
         if not found.consistent:
             return [self.evaluate(c, reasoner) for c in cases]
-        results = []
         wanted = {str(c) for c in self.classes}
-        for case in cases:
-            store = EmbeddedStore.from_graph(case.graph)
-            witnesses: dict[str, Witness] = {}
-            for cls in self.classes:
-                hit = self.witnesses(store, cls, case.patient).get(str(case.patient))
-                if hit is not None:
-                    witnesses[str(cls)] = hit
-            members = found.types.get(str(case.patient), set()) & wanted
-            results.append(self._case_result(case.name, case.patient, reasoner, members, witnesses,
-                                             GraphFacts(case.graph)))
-        return results
+        return [self._case_result(case.name, case.patient, reasoner, found.types.get(str(case.patient), set()) & wanted,
+                                  self._case_witnesses(case), GraphFacts(case.graph)) for case in cases]
+
+    def _case_witnesses(self, case: Case) -> dict[str, Witness]:
+        """The facts that put ``case``'s patient in each condition class it belongs to (fast path, one store)."""
+        store = EmbeddedStore.from_graph(case.graph)
+        witnesses: dict[str, Witness] = {}
+        for cls in self.classes:
+            hit = self.witnesses(store, cls, case.patient).get(str(case.patient))
+            if hit is not None:
+                witnesses[str(cls)] = hit
+        return witnesses
 
     def evaluate_store(self, store: Store, patients: Iterable[URIRef] | None = None,
                        names: dict[URIRef, str] | None = None) -> Iterator[CaseResult]:
@@ -691,3 +686,15 @@ def results_graph(results: Iterable[CaseResult], knowledge: Graph | None = None)
             for text in o.because:
                 g.add((node, GK.because, Literal(text)))
     return g
+
+
+def _disjoint(cases: list[Case]) -> bool:
+    """True when no IRI is the subject of statements in two cases: merging them cannot mix one patient's facts
+    with another's (blank nodes of separately read files are already distinct)."""
+    seen: set[URIRef] = set()
+    for case in cases:
+        mine = {s for s in case.graph.subjects() if isinstance(s, URIRef)}
+        if mine & seen:
+            return False
+        seen |= mine
+    return True
