@@ -18,10 +18,13 @@ from guideline_kg.core.namespaces import GENERIC_PREFIXES
 from guideline_kg.core.project import Project
 from guideline_kg.core.rdfio import read_graph
 from guideline_kg.knowledge.statements import list_statements
+from guideline_kg.outputs.build import close_imports
 from guideline_kg.outputs.export import RDF_FORMATS, csv_tables, jsonld_context, rdf_export
 from guideline_kg.outputs.fhir_cpg import (
     CPG,
-    OWL_CLASS_LANGUAGE,
+    FHIRPATH,
+    INTERIM_EXPRESSION,
+    STRENGTH_EXTENSION,
     careplan,
     fhir_id,
     pathway_bundle,
@@ -38,8 +41,9 @@ PARSERS = {"turtle": "turtle", "ntriples": "nt", "rdfxml": "xml", "jsonld": "jso
 
 @pytest.fixture(scope="module")
 def canonical(knowledge: Graph) -> int:
-    """The source graph's blank-node-independent hash, computed once (the expensive half of an isomorphism test)."""
-    return to_isomorphic(knowledge).internal_hash()
+    """The source graph's blank-node-independent hash, computed once (the expensive half of an isomorphism test):
+    the merge as one ontology, its imports closed (docs/export.md, RDF; tests/test_strict_export.py)."""
+    return to_isomorphic(close_imports(knowledge)).internal_hash()
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +76,7 @@ def test_rdf_export_reimports_isomorphic_to_the_source(fmt: str, knowledge: Grap
                                                       canonical: int) -> None:
     text = rdf_export(knowledge, PROJECT, fmt)
     again = Graph().parse(data=text, format=PARSERS[fmt])
-    assert len(again) == len(knowledge)
+    assert len(again) == len(close_imports(knowledge))
     assert to_isomorphic(again).internal_hash() == canonical
 
 
@@ -142,7 +146,9 @@ def test_ids_and_full_urls_are_stable_and_unique(bundle: dict, store: EmbeddedSt
         r = e["resource"]
         assert e["request"] == {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}
         assert e["fullUrl"].endswith(e["request"]["url"]) and r.get("url", e["fullUrl"]) == e["fullUrl"]
-        assert r["id"] == fhir_id(r["identifier"][0]["value"])
+        suffix = "-donotperform" if r.get("doNotPerform") else ""
+        assert r["id"] == fhir_id(r["identifier"][0]["value"] + suffix, "plbp")
+        assert r["id"].startswith("plbp-") and r["url"] == f"https://w3id.org/guideline-kg/plbp/fhir/{e['request']['url']}"
 
 
 def test_pathway_points_to_its_steps_and_steps_to_their_recommendations(bundle: dict) -> None:
@@ -151,45 +157,55 @@ def test_pathway_points_to_its_steps_and_steps_to_their_recommendations(bundle: 
     recommendations = _resources(bundle, "cpg-recommendationdefinition")
     assert pathway["type"]["coding"][0]["code"] == "clinical-protocol"
     assert {s["type"]["coding"][0]["code"] for s in strategies} == {"workflow-definition"}
-    assert [s["title"] for s in strategies][:2] == ["Initial Evaluation", "First-Line Approaches"]
-    pointed = {a["definitionCanonical"] for a in pathway["action"]}
-    assert {s["url"] for s in strategies} <= pointed
-    reachable = pointed | {a["definitionCanonical"] for s in strategies for a in s.get("action", [])}
-    assert {r["url"] for r in recommendations} <= reachable
+    # source order: the overarching statement (line 2), the four algorithm steps, the considerations (line 37)
+    assert [s["title"] for s in strategies] == [
+        "Preamble: title and overarching recommendation", "Initial Evaluation", "First-Line Approaches",
+        "Second-Line Approaches", "Advanced Options for Refractory Cases", "Important Considerations and Pitfalls"]
+    pointed = [a["definitionCanonical"] for a in pathway["action"]]
+    assert pointed == [s["url"] for s in strategies]  # the pathway points at strategies only
+    under = {a["definitionCanonical"] for s in strategies for a in s["action"]}
+    assert {r["url"] for r in recommendations} == under
+    by_title = {s["title"]: {a["definitionCanonical"].rsplit("/", 1)[-1] for a in s["action"]} for s in strategies}
+    assert by_title["Preamble: title and overarching recommendation"] == {"plbp-L02"}
+    assert by_title["Important Considerations and Pitfalls"] == {"plbp-L37"}
+    assert by_title["Initial Evaluation"] == {"plbp-L04", "plbp-L05", "plbp-L05-urgent", "plbp-L06"}
 
 
 def test_recommendation_carries_condition_strength_direction_and_citations(bundle: dict) -> None:
     recs = {r["id"]: r for r in _resources(bundle, "cpg-recommendationdefinition")}
-    l37 = recs["L37"]
+    l37 = recs["plbp-L37"]
     assert l37["type"]["coding"][0]["code"] == "eca-rule"
     action = l37["action"][0]
     [cond] = action["condition"]
-    assert cond["kind"] == "applicability" and cond["expression"]["language"] == OWL_CLASS_LANGUAGE
-    assert cond["expression"]["expression"].endswith("/plbp/Population-L37")
+    # no compiled expression yet: the interim FHIRPath {} (empty, "not known"), never the OWL class IRI
+    assert cond["kind"] == "applicability" and cond["expression"]["language"] == FHIRPATH
+    assert cond["expression"]["expression"] == INTERIM_EXPRESSION
     assert "Conditions (all must hold)" in cond["expression"]["description"]
-    ext = {e["url"].rsplit("/", 1)[-1]: e["valueCodeableConcept"] for e in action["extension"]}
-    assert ext["cpg-directionOfRecommendation"]["coding"][0]["code"] == "against"
-    assert ext["cpg-strengthOfRecommendation"] == {
+    ext = {e["url"]: e["valueCodeableConcept"] for e in action["extension"]}
+    assert ext[CPG + "cpg-directionOfRecommendation"]["coding"][0]["code"] == "against"
+    assert ext["http://hl7.org/fhir/StructureDefinition/cqf-strengthOfRecommendation"] == {
         "coding": [{"system": "http://terminology.hl7.org/CodeSystem/recommendation-strength", "code": "strong"}],
         "text": "avoid"}
-    assert l37["relatedArtifact"] == [{"type": "citation", "label": "Reference 1", "display": "reference 1",
-                                       "citation": "Known only by its number: the source gives no reference list."}]
-    activities = {r["url"] for r in _resources(bundle) if r["resourceType"] == "ActivityDefinition"}
-    assert action["definitionCanonical"] in activities
-    assert recs["L05-urgent"]["action"][0]["priority"] == "urgent"
+    # line 37 cites reference 1; the source has no reference list, so there is no bibliographic citation to give
+    assert l37["relatedArtifact"] == [{
+        "type": "citation", "label": "1",
+        "display": "reference 1: Known only by its number: the source gives no reference list."}]
+    activities = {r["url"]: r for r in _resources(bundle) if r["resourceType"] == "ActivityDefinition"}
+    assert activities[action["definitionCanonical"]]["doNotPerform"] is True  # line 37: avoid routine imaging
+    assert recs["plbp-L05-urgent"]["action"][0]["priority"] == "urgent"
 
 
 def test_strength_codes_come_from_the_mapping_file(bundle: dict) -> None:
     codes = {}
     for r in _resources(bundle, "cpg-recommendationdefinition"):
-        ext = next(e for e in r["action"][0]["extension"] if e["url"].endswith("cpg-strengthOfRecommendation"))
+        ext = next(e for e in r["action"][0]["extension"] if e["url"] == STRENGTH_EXTENSION)
         codes[ext["valueCodeableConcept"]["text"]] = ext["valueCodeableConcept"]["coding"][0]["code"]
     assert codes["may be considered"] == "weak" and codes["strongly recommended"] == "strong"
     assert set(codes.values()) == {"strong", "weak"}
 
 
 def test_a_recommendation_with_alternatives_groups_one_sub_action_per_activity(bundle: dict) -> None:
-    l23 = next(r for r in _resources(bundle) if r["id"] == "L23")["action"][0]
+    l23 = next(r for r in _resources(bundle) if r["id"] == "plbp-L23")["action"][0]
     assert l23["selectionBehavior"] == "any" and len(l23["action"]) == 3
     assert "definitionCanonical" not in l23
 
@@ -207,10 +223,12 @@ def test_careplan_lists_exactly_the_applicable_recommendations_with_reasons(
     applicable = {r["id"] for r in result.to_json()["recommendations"]
                   if r["status"] == "applicable" and any(p.iri == r["id"] for p in pathway.recommendations)}
     got = {a["detail"]["instantiatesCanonical"][0].rsplit("/", 1)[-1] for a in plan.get("activity", [])}
-    assert got == {fhir_id(i) for i in applicable}
+    assert got == {fhir_id(i, "plbp") for i in applicable}
     for activity in plan.get("activity", []):
-        assert activity["progress"] and all(p["text"].startswith("Because: ") for p in activity["progress"])
-    assert plan["subject"]["identifier"]["value"] == str(case.patient)
+        assert activity["progress"] and activity["progress"][0]["text"].startswith("Because: ")
+    [patient] = [c for c in plan["contained"] if c["resourceType"] == "Patient"]
+    assert plan["subject"]["reference"] == f"#{patient['id']}"
+    assert patient["identifier"][0]["value"] == str(case.patient)
 
 
 def test_careplan_marks_advice_against_as_do_not_perform(evaluator: Evaluator, store: EmbeddedStore) -> None:
@@ -218,7 +236,7 @@ def test_careplan_marks_advice_against_as_do_not_perform(evaluator: Evaluator, s
     plan = careplan(evaluator.evaluate(case), read_pathway(store, PROJECT))
     flags = {a["detail"]["instantiatesCanonical"][0].rsplit("/", 1)[-1]: a["detail"]["doNotPerform"]
              for a in plan["activity"]}
-    assert flags.get("L37") is True and flags.get("L02") is False
+    assert flags.get("plbp-L37") is True and flags.get("plbp-L02") is False
 
 
 # -- the command ------------------------------------------------------------------------------------------------

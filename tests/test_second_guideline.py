@@ -184,8 +184,9 @@ def test_export_fhir_cpg(capsys, tmp_path: Path) -> None:
     assert code == 0, err
     bundle = json.loads((tmp_path / "cpg.json").read_text(encoding="utf-8"))
     ids = {(e["resource"]["resourceType"], e["resource"]["id"]) for e in bundle["entry"]}
-    assert {("PlanDefinition", s) for s in ACTIONS} <= ids
-    assert {("ActivityDefinition", a) for a in ("OttawaAnkleRules", "AnkleRadiography", "FunctionalSupport")} <= ids
+    assert {("PlanDefinition", f"mini-{s}") for s in ACTIONS} <= ids  # ids namespaced by the package id
+    assert {("ActivityDefinition", f"mini-{a}") for a in ("OttawaAnkleRules", "AnkleRadiography-donotperform",
+                                                          "FunctionalSupport")} <= ids
     assert all(e["resource"]["url"].startswith(MINI) for e in bundle["entry"])
 
 
@@ -235,7 +236,7 @@ def test_export_for_a_case(capsys, tmp_path: Path, fmt: str) -> None:
     if fmt == "careplan":
         activities = {local(a["detail"]["instantiatesCanonical"][0]): a["detail"]["doNotPerform"]
                       for a in data["activity"]}
-        assert activities == {"L2": False, "L3": True, "L4": False}
+        assert activities == {"mini-L2": False, "mini-L3": True, "mini-L4": False}
     else:
         assert sorted(c["summary"] for c in data["cards"]) == sorted([
             "Apply the Ottawa ankle rules to decide whether radiography is needed",

@@ -7,22 +7,33 @@ import json
 from pathlib import Path
 from typing import Any
 
+from guideline_kg.cases.fhir_in import is_fhir_bundle
 from guideline_kg.checks.gate import Gate
 from guideline_kg.cli.common import emit, note, project_inputs, project_of, refuse_overwriting_inputs, report_gate
 from guideline_kg.core.errors import EXIT_ERROR, EXIT_FAILED, EXIT_OK, InputError
+from guideline_kg.core.files import load_json, read_input, write_atomic
 from guideline_kg.core.project import Project
 from guideline_kg.knowledge.algorithm import build_graph
 from guideline_kg.knowledge.graph import load_knowledge
 from guideline_kg.outputs.cds_cards import cards_for
 from guideline_kg.outputs.export import RDF_FORMATS, csv_tables, rdf_export, write_text
-from guideline_kg.outputs.fhir_cpg import careplan, careplan_bundle, pathway_bundle, read_pathway, validate_resource
+from guideline_kg.outputs.fhir_cpg import (
+    careplan,
+    careplan_bundle,
+    fhir_package,
+    input_patient,
+    pathway_bundle,
+    read_pathway,
+    validate_resource,
+)
 from guideline_kg.outputs.render import render
 from guideline_kg.store.stores import EmbeddedStore
 
 CASE_FORMATS = ("careplan", "cds-cards")
-FORMATS = ("fhir", "careplan", "cds-cards", "turtle", "ntriples", "rdfxml", "jsonld", "graphml", "cytoscape", "csv")
-EXTENSIONS = {"fhir": ".json", "careplan": ".json", "cds-cards": ".json", "graphml": ".graphml",
-              "cytoscape": ".cyjs", **{k: v[1] for k, v in RDF_FORMATS.items()}}
+FORMATS = ("fhir", "fhir-package", "careplan", "cds-cards", "turtle", "ntriples", "rdfxml", "jsonld", "graphml",
+           "cytoscape", "csv")
+EXTENSIONS = {"fhir": ".json", "fhir-package": ".tgz", "careplan": ".json", "cds-cards": ".json",
+              "graphml": ".graphml", "cytoscape": ".cyjs", **{k: v[1] for k, v in RDF_FORMATS.items()}}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "export", help="export the pathway: FHIR CPG, CarePlan, CDS Hooks cards, RDF, GraphML, Cytoscape, CSV",
         description="Write the knowledge graph for other systems, everything read through queries/export-*.rq. "
                     "fhir: a transaction Bundle of CPG-on-FHIR PlanDefinitions and ActivityDefinitions; "
+                    "fhir-package (needs --out FILE.tgz): the same resources as a FHIR NPM package; "
                     "careplan / cds-cards (need --case): a case's applicable recommendations as an R4 CarePlan or "
                     "CDS Hooks patient-view cards; turtle, ntriples, rdfxml, jsonld: the whole graph; graphml, "
                     "cytoscape: the algorithm graph; csv (needs --out DIR): nodes.csv and edges.csv for "
@@ -59,6 +71,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise InputError(f"--case applies to careplan and cds-cards only, not to --format {args.format}")
     if args.format == "csv" and args.out is None:
         raise InputError("--format csv writes two tables (nodes.csv, edges.csv): give --out DIR")
+    if args.format == "fhir-package" and (args.out is None or args.out.is_dir()):
+        raise InputError("--format fhir-package writes a .tgz archive: give --out FILE.tgz")
     if args.jsonld_context and args.format != "jsonld":
         raise InputError("--jsonld-context applies to --format jsonld only")
     refuse_overwriting_inputs(args.out, [*project_inputs(project_of(args)), *(args.case or [])])
@@ -73,13 +87,23 @@ def _valid(resource: dict[str, Any]) -> list[str]:
     return []
 
 
-def _cases(args: argparse.Namespace, project: Project, knowledge: Any) -> tuple[list[Any], list[str]]:
-    """Each case through the gate: the derivations of the valid ones; one problem per invalid case or unreadable
-    case file (their files, violations and read errors are reported on stderr)."""
+def _cases(args: argparse.Namespace, project: Project, knowledge: Any) -> tuple[list[Any], list[Any], list[str]]:
+    """Each case through the gate: the derivations of the valid ones and their sources; one problem per invalid
+    case or unreadable case file (their files, violations and read errors are reported on stderr)."""
     gated = Gate(knowledge, project).read(args.case, reasoner=args.reasoner)
     invalid = report_gate(gated, "nothing exported for it")
-    return [g.result for g in gated if g.result is not None], \
+    valid = [g for g in gated if g.result is not None]
+    return [g.result for g in valid], [g.source for g in valid], \
         [f"{g.name}: {'case file unreadable' if g.unreadable else 'case fails validation'}" for g in invalid]
+
+
+def _input_patient(source: Path | None) -> dict[str, str] | None:
+    """The Patient reference of a FHIR case file (the case file named on the command line, read again); None for
+    Turtle and JSON-LD cases (their CarePlan contains a Patient carrying the case's patient IRI)."""
+    if source is None or source.suffix.lower() != ".json":
+        return None
+    data = load_json(read_input(source), source)
+    return input_patient(data) if is_fhir_bundle(data) else None
 
 
 def _outputs(args: argparse.Namespace, project: Project) -> tuple[dict[str, str], list[str]]:
@@ -101,13 +125,13 @@ def _outputs(args: argparse.Namespace, project: Project) -> tuple[dict[str, str]
         bundle = pathway_bundle(store, project)
         problems = [m for e in bundle["entry"] for m in _valid(e["resource"])] + _valid(bundle)
         return {"": _json(bundle)}, problems
-    results, problems = _cases(args, project, knowledge)
+    results, sources, problems = _cases(args, project, knowledge)
     outputs: dict[str, str] = {}
     if not results:  # every case refused by the gate: nothing at all, not an empty Bundle
         return outputs, problems
     if fmt == "careplan":
         pathway = read_pathway(store, project)
-        plans = [careplan(r, pathway) for r in results]
+        plans = [careplan(r, pathway, _input_patient(s)) for r, s in zip(results, sources, strict=True)]
         for plan in plans:
             problems += _valid(plan)
         if len(plans) == 1:
@@ -123,9 +147,26 @@ def _outputs(args: argparse.Namespace, project: Project) -> tuple[dict[str, str]
     return outputs, problems
 
 
+def _package(args: argparse.Namespace, project: Project) -> int:
+    """``--format fhir-package``: the pathway's resources, validated, as a FHIR NPM package (.tgz)."""
+    store = EmbeddedStore.from_graph(load_knowledge(project))
+    pathway = read_pathway(store, project)
+    bundle = pathway_bundle(store, project, pathway)
+    problems = [m for e in bundle["entry"] for m in _valid(e["resource"])]
+    if problems:
+        for p in problems:
+            note(f"FHIR validation failed: {p}")
+        note("nothing written")
+        return EXIT_FAILED
+    note(f"wrote {write_atomic(args.out, fhir_package(bundle, pathway))}")
+    return EXIT_OK
+
+
 def run(args: argparse.Namespace) -> int:
     _check_args(args)
     project = project_of(args)
+    if args.format == "fhir-package":
+        return _package(args, project)
     outputs, problems = _outputs(args, project)
     fatal = [p for p in problems if "fails validation" not in p and "case file unreadable" not in p]
     failed = EXIT_ERROR if any("case file unreadable" in p for p in problems) else EXIT_FAILED
