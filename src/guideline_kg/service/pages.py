@@ -275,6 +275,10 @@ def register_pages(app: FastAPI, config: Any, examples: list[NamedQuery]) -> Non
                 "prefixes": {p: str(ns) for p, ns in PREFIXES.items()}}
         return _html(page.query_page(pages.title(), _info(config), _data_block(data)))
 
+    @app.get("/favicon.ico")
+    def favicon() -> Response:  # no icon: say so without a 404 in every browser console
+        return Response(status_code=204)
+
     @app.get("/static/{name}")
     def static_file(name: str) -> Response:
         path = static.get(name)

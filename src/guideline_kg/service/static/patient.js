@@ -6,6 +6,7 @@
   const {$, el} = GK;
   GK.prefixes = JSON.parse($("page-data").textContent).prefixes;
   const STATUS = {"applicable": "applies", "not-applicable": "does not apply", "undetermined": "undetermined"};
+  const COUNTED = {"applicable": "apply", "not-applicable": "do not apply", "undetermined": "undetermined"};
   let current = null;  // the case last evaluated: {text, format, name}
   let form = null;     // the form spec from /case-form
 
@@ -129,7 +130,7 @@
   function counts(c) {
     const p = el("p", {class: "counts", id: "counts"});
     for (const k of ["applicable", "not-applicable", "undetermined"]) {
-      p.appendChild(el("span", {class: "badge status-" + k, "data-status": k, "data-count": c[k] || 0}, (c[k] || 0) + " " + STATUS[k]));
+      p.appendChild(el("span", {class: "badge status-" + k, "data-status": k, "data-count": c[k] || 0}, (c[k] || 0) + " " + (c[k] === 1 ? STATUS[k] : COUNTED[k])));
     }
     return p;
   }
@@ -223,9 +224,20 @@
         if (/^on/i.test(a.name) || (/href$/i.test(a.name) && !/^(#|\/[^/])/.test(a.value))) node.removeAttribute(a.name);
       }
     }
+    const natural = svg.getAttribute("width");
     svg.removeAttribute("width"); svg.removeAttribute("height");
     svg.setAttribute("preserveAspectRatio", "xMidYMin meet");
-    fig.appendChild(document.importNode(svg, true));
+    const holder = el("div", {class: "svg-holder"});
+    holder.appendChild(document.importNode(svg, true));
+    const zoom = el("button", {type: "button", class: "zoom"}, "Actual size");
+    zoom.addEventListener("click", () => {
+      const big = fig.classList.toggle("zoomed");
+      const shown = holder.querySelector("svg");
+      if (big && natural) shown.style.width = natural; else shown.style.width = "";
+      zoom.textContent = big ? "Fit to column" : "Actual size";
+    });
+    fig.querySelector("figcaption").appendChild(zoom);
+    fig.appendChild(holder);
     return fig;
   }
 
@@ -257,7 +269,7 @@
   }
 
   // ------------------------------------------------------------------ the form from the case shapes
-  const XSD = "http://www.w3.org/2001/XMLSchema#";
+  const XSD = GK.prefixes.xsd;  // the predeclared prefixes of the server (core.namespaces)
   function input(f, prefix) {
     const id = prefix + "-" + GK.local(f.path);
     const dts = f.datatypes.map((d) => d.replace(XSD, ""));
@@ -344,14 +356,14 @@
     const name = ($("form-name").value || "form-case").trim();
     if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(name)) throw new Error("the case name must be letters, digits, '.', '_' or '-'");
     const patient = iri(form.base + name);
-    const out = ["# built with the case form of the patient page", patient + " " + iri("http://www.w3.org/1999/02/22-rdf-syntax-ns#type") + " " + iri(form.root.class) + " ."];
+    const out = ["# built with the case form of the patient page", patient + " " + iri(GK.prefixes.rdf + "type") + " " + iri(form.root.class) + " ."];
     values(document.querySelector("#case-form > .patient-fields"), patient, out);
     let k = 0;
     for (const box of document.querySelectorAll("#case-form > .node-field")) {
       for (const item of box.querySelectorAll(":scope > .node-item")) {
         const node = iri(form.base + name + "-" + GK.local(box.dataset.path) + "-" + (++k));
         out.push(patient + " " + iri(box.dataset.path) + " " + node + " .");
-        out.push(node + " " + iri("http://www.w3.org/1999/02/22-rdf-syntax-ns#type") + " " + iri(item.querySelector(".node-type").value) + " .");
+        out.push(node + " " + iri(GK.prefixes.rdf + "type") + " " + iri(item.querySelector(".node-type").value) + " .");
         values(item, node, out);
       }
     }
