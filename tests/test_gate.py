@@ -27,7 +27,7 @@ from guideline_kg.checks.validate import validate_case
 from guideline_kg.cli.main import main
 from guideline_kg.core.errors import InputError
 from guideline_kg.core.project import Project
-from guideline_kg.service.app import CDS_SERVICE_ID, INVALID_CASE_STATUS
+from guideline_kg.service.app import CDS_SERVICE_ID
 
 INVALID = Path(__file__).with_name("data") / "invalid-cases"
 FILES = sorted(p for p in INVALID.iterdir() if p.is_file() and not p.name.endswith(".expected.json"))
@@ -347,11 +347,13 @@ def test_serve_lists_invalid_cases_on_health_and_the_page(served: dict[str, Any]
 @pytest.mark.slow
 @pytest.mark.parametrize("path", FHIR, ids=lambda p: p.name)
 def test_cds_hooks_invalid_bundle_gets_no_cards(path: Path, served: dict[str, Any]) -> None:
+    # one card saying why (the violations summarised), no recommendation, never an urgent card
     status, body = served["cds"][path.name]
-    assert status == INVALID_CASE_STATUS and "cards" not in body
-    assert {v["focus"] for v in body["violations"]} == {f["focus"] for f in expected(path)["findings"]}
-    assert {v["path"] for v in body["violations"]} == {f["property"] for f in expected(path)["findings"]}
-    assert body["case"] == case_name(path) and "fails the case shapes" in body["error"]
+    [card] = body["cards"]
+    assert status == 200 and card["indicator"] == "warning" and "suggestions" not in card
+    findings = expected(path)["findings"]
+    assert f"fails {len(findings)} check" in card["summary"]
+    assert all(f"(`{f['property']}`)" in card["detail"] for f in findings)
 
 
 @pytest.mark.slow

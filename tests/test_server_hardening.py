@@ -201,11 +201,9 @@ CDS_BAD = [
     ("userId a list", _with(context__userId=["x"]), "context.userId must be a string"),
     ("fhirServer a number", _with(fhirServer=1), "fhirServer must be a string"),
     ("fhirAuthorization a string", _with(fhirAuthorization="x"), "fhirAuthorization must be an object"),
-    ("prefetch missing", _with(prefetch=...), "missing prefetch"),
     ("prefetch a list", _with(prefetch=[BUNDLE]), "prefetch must be a JSON object, got an array"),
     ("prefetch.bundle a string", _with(prefetch={"bundle": "x"}), "must be a FHIR Bundle"),
     ("bundle entry not a list", _with(prefetch={"bundle": {**BUNDLE, "entry": {}}}), "entry must be a list"),
-    ("bundle without Patient", _with(prefetch={"bundle": {**BUNDLE, "entry": []}}), "no Patient resource"),
     ("nested beyond the limit", _with(context__extra=_nested(MAX_DEPTH)), "nested too deeply"),
     ("nested beyond the parser", b"[" * 100_000, "nested too deeply"),
 ]
@@ -220,8 +218,23 @@ def test_malformed_cds_requests_are_400_with_a_reason(knowledge: Graph, project:
     assert "Traceback" not in resp.text
 
 
+#: CDS Hooks 2.0 (CDS Service Response, HTTP Status Codes): 412 when the service cannot get the patient's data,
+#: neither from prefetch nor from fhirServer (tests/test_cds_fhir_server.py fetches it from a FHIR server)
+CDS_412 = [
+    ("prefetch missing", _with(prefetch=...), "no fhirServer with fhirAuthorization"),
+    ("bundle without Patient", _with(prefetch={"bundle": {**BUNDLE, "entry": []}}), "no Patient resource"),
+]
+
+
+@pytest.mark.parametrize("body,reason", [(b, r) for _, b, r in CDS_412], ids=[n for n, _, _ in CDS_412])
+def test_cds_requests_without_the_patients_data_are_412(knowledge: Graph, project: Project, body: bytes,
+                                                        reason: str) -> None:
+    resp = client(knowledge, project).post(CDS, content=body, headers={"Content-Type": "application/json"})
+    assert resp.status_code == 412 and reason in resp.text, resp.text
+
+
 def test_several_defects_are_named_together(knowledge: Graph, project: Project) -> None:
-    resp = client(knowledge, project).post(CDS, json={"hook": "patient-view", "context": []})
+    resp = client(knowledge, project).post(CDS, json={"hook": "patient-view", "context": [], "prefetch": []})
     assert resp.status_code == 400
     assert resp.text.count(";") >= 2 and "missing hookInstance" in resp.text and "got an array" in resp.text
 
