@@ -8,7 +8,9 @@ patient class (``sh:targetClass``) and of those that target the objects of a pat
 (``sh:targetObjectsOf``: a linked node, drawn as a repeatable group). Labels and definitions come from the
 knowledge graph (``rdfs:label``, ``skos:definition``); the choices of ``sh:class`` are its instances, and the
 types a linked node may have are the subclasses of its shape's ``sh:class`` or of the linking property's
-``rdfs:range``. A second guideline's shapes give its own form. The page's script turns the filled form into
+``rdfs:range``. A reference from a linked node to another node of the case (a ``sh:class`` with no named
+instances, such as a finding's imaging study) is left out: the form makes a patient and its linked nodes, and the
+box above it takes any case. A second guideline's shapes give its own form. The page's script turns the filled form into
 Turtle and evaluates it through the one reader and the gate like any pasted case (docs/serve.md).
 """
 
@@ -150,8 +152,8 @@ def _fields(graph: Graph, node_shapes: list[Node], linked: dict[URIRef, URIRef],
         if nested and path in linked:
             continue  # a link from a linked node to another node (e.g. a finding's imaging): not in the form
         f = _field(graph, shapes, path, linked if not nested else {})
-        if f["kind"] == "choice" and not f["options"] and f["datatypes"] == []:
-            f["kind"] = "literal"
+        if f["kind"] == "choice" and not f["options"]:
+            continue  # a reference to another node of the case (e.g. a finding's imaging): the form cannot make it
         fields.append(f)
     order = {"literal": 0, "choice": 1, "node": 2}
     fields.sort(key=lambda f: (not f["required"], order[f["kind"]], f["name"].lower()))

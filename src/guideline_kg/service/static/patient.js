@@ -70,7 +70,7 @@
     const r = data.result;
     const byId = {};
     for (const s of r.recommendations) byId[s.id] = s;
-    out.appendChild(el("h2", {}, "Case " + data.case));
+    out.appendChild(el("h2", {}, "Result for case " + data.case));
     for (const u of r.urgent) out.appendChild(urgent(u, byId[u.statement], data));
     out.appendChild(scope(r));
     out.appendChild(counts(data.counts));
