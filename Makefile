@@ -4,6 +4,9 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
+#: pytest-xdist workers for `make test` (CI machines have 2 cores; `make test WORKERS=0` runs in one process)
+WORKERS ?= 2
+
 .PHONY: run test test-fast lint install bench clean reference export serve validate
 
 $(STAMP): pyproject.toml
@@ -33,7 +36,7 @@ lint: $(STAMP)
 
 ## the whole test suite
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile --durations=25
 
 ## the fast loop while editing (under a minute): all but HermiT/Java, slow (> ~2 s) and browser tests
 test-fast: $(STAMP)
