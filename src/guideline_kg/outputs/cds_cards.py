@@ -410,7 +410,7 @@ def cards_for(case_result: Any, knowledge_graph: Graph, project: Project | None 
         cards.append(b.card("missing", "info", f"Data missing: {len(missing)} question"
                                                f"{'s' if len(missing) != 1 else ''} would decide {what}",
                             "**Record these to decide " + what + "**\n\n"
-                            + "\n".join(f"- [ ] {q} (decides {', '.join(sorted(set(w)))})"
+                            + "\n".join(f"- [ ] {q} (for {', '.join(sorted(set(w)))})"
                                         for q, w in missing.items()), [], []))
     cards.sort(key=lambda c: _ORDER[c["indicator"]])  # stable: urgent, conflicts, then source-line order
     _distinct_summaries(cards)
