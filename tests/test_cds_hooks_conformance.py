@@ -14,6 +14,7 @@ from typing import Any
 import jsonschema
 import pytest
 from fastapi.testclient import TestClient
+from fhir.resources.R4B import get_fhir_model_class
 from rdflib import Graph
 
 from guideline_kg.core.project import Project
@@ -140,6 +141,7 @@ def test_every_example_gets_conformant_cards(client: TestClient, path: Path) -> 
         for res in resources(card):
             assert res["resourceType"] in ("ServiceRequest", "MedicationRequest")
             assert res["subject"] == {"reference": "Patient/p"} and res["intent"] == "proposal"
+            get_fhir_model_class(res["resourceType"]).model_validate(res)  # a valid FHIR R4(B) resource
 
 
 def test_c06_conflict_is_one_warning_card_naming_lines_16_and_19(client: TestClient) -> None:
