@@ -299,3 +299,19 @@ def test_command_malformed_case_exits_2_and_writes_nothing(capsys, tmp_path: Pat
     target = tmp_path / "out.json"
     code, _out, err = run(capsys, "export", "--format", "cds-cards", "--case", str(bad), "--out", str(target))
     assert code == 2 and "bad.ttl" in err and not target.exists()
+
+
+def test_a_compiled_expression_replaces_the_interim_condition(store: EmbeddedStore) -> None:
+    """The compiler's hook: ``Pathway.expressions`` by statement (or population) IRI, a FHIRPath string or an
+    Expression; the other recommendations keep the interim ``{}``."""
+    pathway = read_pathway(store, PROJECT)
+    plbp = "https://w3id.org/guideline-kg/plbp/"
+    pathway.expressions[plbp + "L04"] = "Procedure.exists()"
+    pathway.expressions[plbp + "Population-L37"] = {"language": "text/cql-identifier", "expression": "InL37",
+                                                    "reference": "Library/plbp-applicability"}
+    recs = {r["id"]: r for r in _resources(pathway_bundle(store, PROJECT, pathway), "cpg-recommendationdefinition")}
+    cond = {rid: recs[rid]["action"][0]["condition"][0]["expression"] for rid in ("plbp-L04", "plbp-L37", "plbp-L06")}
+    assert (cond["plbp-L04"]["language"], cond["plbp-L04"]["expression"]) == (FHIRPATH, "Procedure.exists()")
+    assert (cond["plbp-L37"]["language"], cond["plbp-L37"]["expression"]) == ("text/cql-identifier", "InL37")
+    assert cond["plbp-L06"]["expression"] == INTERIM_EXPRESSION
+    assert all(c["description"].startswith("Applies to: ") for c in cond.values())

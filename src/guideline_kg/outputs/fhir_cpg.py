@@ -167,8 +167,9 @@ class Pathway:
     reads: dict[str, set[str]] = field(default_factory=dict)
     #: the package's FHIR case mapping read in reverse (None when the package has none)
     rules: ReverseRules | None = None
-    #: population IRI -> FHIR Expression ({"language", "expression", ...}) from a compiler; empty until one runs
-    expressions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: statement or population IRI -> its compiled applicability: a FHIRPath string, or a FHIR Expression
+    #: ({"language", "expression", ...}, e.g. CQL naming a Library expression); empty until a compiler fills it
+    expressions: dict[str, str | dict[str, Any]] = field(default_factory=dict)
 
     def fid(self, iri: str, suffix: str = "") -> str:
         return fhir_id(iri + suffix, self.prefix)
@@ -303,20 +304,23 @@ def _plan(p: Pathway, iri: str, profile: str, plan_type: str, title: str, descri
     return res
 
 
-def applicability_conditions(p: Pathway, population: str) -> list[dict[str, Any]]:
+def applicability_conditions(p: Pathway, population: str, statement: str | None = None) -> list[dict[str, Any]]:
     """The ``PlanDefinition.action.condition`` list of the recommendation whose population is ``population``.
 
-    One applicability condition: the compiled Expression of :attr:`Pathway.expressions` when there is one, else
-    the interim FHIRPath ``{}`` (empty: not known). Its ``description`` names the population and its conditions;
-    ``reference`` is the IRI of the OWL class it was compiled from (or is to be)."""
+    One applicability condition: the compiled expression of :attr:`Pathway.expressions` (looked up by the
+    statement's IRI, then the population's; a FHIRPath string or a whole ``Expression`` dict) when there is one,
+    else the interim FHIRPath ``{}`` (empty: not known). Its ``description`` names the population and its
+    conditions."""
     recs = [r for r in p.recommendations if r.population == population]
     label = (recs[0].population_label if recs else None) or short_name(population)
     description = f"Applies to: {label}."
     if recs and recs[0].conditions:
         description += " Conditions (all must hold): " + "; ".join(recs[0].conditions) + "."
-    compiled = p.expressions.get(population)
+    compiled = p.expressions.get(statement or "") or p.expressions.get(population)
     expression: dict[str, Any] = {"description": description, "name": _name(short_name(population))}
-    if compiled:
+    if isinstance(compiled, str):
+        expression.update({"language": FHIRPATH, "expression": compiled})
+    elif compiled:
         expression.update(compiled)
     else:
         expression.update({"language": FHIRPATH, "expression": INTERIM_EXPRESSION})
@@ -396,7 +400,7 @@ def _recommendation_plan(p: Pathway, rec: Recommendation) -> dict[str, Any]:
     action.update({"title": f"Line {lines}", "description": rec.text, "textEquivalent": rec.text})
     if rec.urgent:
         action["priority"] = "urgent"
-    action["condition"] = applicability_conditions(p, rec.population)
+    action["condition"] = applicability_conditions(p, rec.population, rec.iri)
     inputs = data_requirements(p, rec.population)
     if inputs:
         action["input"] = inputs
