@@ -6,6 +6,7 @@ import csv
 import hashlib
 import io
 import json
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -252,6 +253,15 @@ def test_command_fhir_to_stdout_is_a_transaction_bundle(capsys) -> None:
     assert code == 0 and json.loads(out)["type"] == "transaction"
 
 
+def test_command_fhir_package_writes_a_tgz(capsys, tmp_path: Path) -> None:
+    code, out, err = run(capsys, "export", "--format", "fhir-package", "--out", str(tmp_path / "plbp.tgz"))
+    assert code == 0 and out == "" and "plbp.tgz" in err
+    with tarfile.open(tmp_path / "plbp.tgz") as tar:
+        names = tar.getnames()
+    assert "package/package.json" in names and "package/.index.json" in names
+    assert "package/PlanDefinition-plbp-L04.json" in names
+
+
 def test_command_csv_writes_two_tables_into_a_folder(capsys, tmp_path: Path) -> None:
     code, out, _err = run(capsys, "export", "--format", "csv", "--out", str(tmp_path / "csv"))
     assert code == 0 and out == ""
@@ -277,6 +287,8 @@ def test_command_careplan_for_several_cases_is_a_collection_bundle(capsys) -> No
     (["--format", "careplan"], "needs --case"),
     (["--format", "turtle", "--case", "guidelines/plbp/cases"], "--case applies to"),
     (["--format", "csv"], "give --out DIR"),
+    (["--format", "fhir-package"], "give --out FILE.tgz"),
+    (["--format", "fhir-package", "--out", "guidelines"], "give --out FILE.tgz"),
     (["--format", "turtle", "--jsonld-context", "https://w3id.org/x"], "jsonld only"),
 ])
 def test_command_bad_arguments_exit_2_with_a_message(capsys, argv: list[str], message: str) -> None:
