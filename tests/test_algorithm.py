@@ -77,6 +77,70 @@ def test_edge_attributes(graph: nx.DiGraph) -> None:
     assert escalation["kind"] == "escalation" and escalation["condition"] == str(PLBP.FirstLineCareFailed)
 
 
+#: The statements of the source that name a care action (read from source/guideline.txt): the overarching line 2;
+#: imaging, the red-flag assessment (and the prompt surgical evaluation it implies) and the facet evaluation of
+#: lines 4-6; active physical therapy, activity and the physical-therapy evidence (10-12); non-opioid medication,
+#: extended-release opioids, monitoring, the tolerance caution and the failed opioid trial (14, 16-19); CBT,
+#: biofeedback and relaxation, and supportive psychotherapy (22, 23); the three empty interventional headings
+#: (26-28); endoscopic decompression, multidisciplinary rehabilitation and repeat surgery (30-32); routine imaging,
+#: chronic opioid use and multidisciplinary treatment among the considerations (37, 40, 41).
+ACTION_STATEMENTS = {"L02", "L04", "L05", "L05-urgent", "L06", "L10", "L11", "L12", "L14", "L16", "L17", "L18",
+                     "L19", "L22", "L23", "L26", "L27", "L28", "L30", "L31", "L32", "L37", "L40", "L41"}
+
+
+def test_every_statement_naming_a_care_action_is_a_node(knowledge: Graph, graph: nx.DiGraph) -> None:
+    statements = {g for g in _names(graph) if g.startswith("L")}
+    assert statements == ACTION_STATEMENTS
+    in_data = {str(s).rsplit("/", 1)[-1] for p in (GK.recommendsAction, GK.aboutAction)
+               for s in knowledge.subjects(p, None) if str(s).startswith(str(PLBP))}
+    assert in_data == ACTION_STATEMENTS
+
+
+@pytest.mark.parametrize("name, kind, cluster, label", [
+    ("L10", "action", "sec-physical-restorative", "Physical and Restorative Therapy"),   # line 9
+    ("L12", "note", "sec-physical-restorative", "Physical and Restorative Therapy"),
+    ("L19", "action", "sec-pharmacologic", "Pharmacologic Management"),                  # line 13 (opioids: 15)
+    ("L22", "note", "sec-psychological", "Psychological Treatment"),                     # line 21
+    ("L27", "gap", "sec-interventional", "Interventional Procedures"),                   # line 25
+    ("L30", "action", None, None),                                                        # under line 29 itself
+])
+def test_sub_headings_of_the_source_are_clusters(graph: nx.DiGraph, name: str, kind: str, cluster: str | None,
+                                                 label: str | None) -> None:
+    attrs = graph.nodes[str(PLBP[name])]
+    assert (attrs["kind"], attrs["cluster"], attrs["cluster_label"]) == (
+        kind, str(PLBP[cluster]) if cluster else None, label)
+
+
+def test_each_decision_draws_both_branches_silent_ones_as_such(knowledge: Graph, graph: nx.DiGraph) -> None:
+    """Every condition leaving a decision has its negation leaving it too; where the source says nothing, the
+    branch ends in a gk:SilentBranchEnd (lines 8/20: adequate response; 29/32: not refractory)."""
+    for node, attrs in graph.nodes(data=True):
+        if attrs["kind"] != "decision":
+            continue
+        out = [d for _, _, d in graph.out_edges(node, data=True)]
+        conditions = {d["condition"] for d in out if d["condition"]}
+        assert {d["negation"] for d in out if d["condition"]} <= conditions, attrs["name"]
+    silent = {(graph.nodes[u]["name"], graph.nodes[v]["name"], d["condition_text"])
+              for u, v, d in graph.edges(data=True) if d["kind"] == "silent"}
+    assert silent == {("dp-first-line-response", "silent-first-line-response", "yes: adequate response"),
+                      ("dp-refractory", "silent-refractory", "no: not refractory")}
+    assert graph.nodes[str(PLBP["silent-refractory"])]["source_lines"] == [29, 32]
+
+
+def test_the_urgent_branch_names_its_implied_action(graph: nx.DiGraph) -> None:
+    urgent = graph.nodes[str(PLBP["L05-urgent"])]
+    assert (urgent["action_label"], urgent["implied_by"]) == ("prompt surgical evaluation", 5)
+
+
+def test_advice_against_hangs_where_it_applies(graph: nx.DiGraph) -> None:
+    """Line 19 follows an opioid trial of line 16; line 37 is the complement of line 4's imaging."""
+    assert graph.edges[str(PLBP.L16), str(PLBP.L19)]["condition"] == str(PLBP.OpioidTrialWithoutMeaningfulRelief)
+    imaging = graph.edges[str(PLBP["sec-initial-evaluation"]), str(PLBP.L37)]
+    assert imaging["condition"] == str(PLBP.PostoperativeImagingObtained)
+    assert imaging["negation"] == graph.edges[str(PLBP["sec-initial-evaluation"]), str(PLBP.L04)]["condition"]
+    assert {graph.nodes[n]["direction"] for n in (str(PLBP.L19), str(PLBP.L37))} == {"against"}
+
+
 def test_every_transition_has_a_label_and_provenance(knowledge: Graph) -> None:
     for t in knowledge.subjects(RDF.type, GK.Transition):
         assert knowledge.value(t, RDFS.label) is not None, t
@@ -95,7 +159,7 @@ def test_changing_a_transition_in_the_data_changes_the_graph(tmp_path: Path, pro
     g = build_graph(load_knowledge(fixture), fixture)
     assert (str(PLBP["sec-advanced"]), str(PLBP.L31)) in g.edges
     assert str(PLBP.L32) not in g
-    assert g.nodes[str(PLBP.L31)]["kind"] == "action" and g.nodes[str(PLBP.L31)]["source_lines"] == [31]
+    assert g.nodes[str(PLBP.L31)]["kind"] == "note" and g.nodes[str(PLBP.L31)]["source_lines"] == [31]
 
 
 def test_reading_order_starts_at_the_entry(graph: nx.DiGraph) -> None:
@@ -132,7 +196,7 @@ def _findings(knowledge: Graph, project: Project, mutate) -> list[tuple[str, str
 def test_unreachable_node_is_reported(knowledge: Graph, project: Project) -> None:
     found = _findings(knowledge, project, lambda g: g.remove((PLBP["tr-escalate-advanced"], None, None)))
     unreachable = {focus for kind, focus, msg in found if kind == "unreachable" and "unreachable node" in msg}
-    assert unreachable == {"sec-advanced", "L30", "L32"}
+    assert unreachable == {"sec-advanced", "L30", "L31", "L32", "L41"}
     assert all(kind == "unreachable" for kind, _, _ in found)
 
 

@@ -20,8 +20,10 @@ from guideline_kg.store.stores import EmbeddedStore
 
 __all__ = ["NODE_KINDS", "build_graph", "check", "ordered_nodes"]
 
-#: The kinds of algorithm nodes (the ``kind`` node attribute).
-NODE_KINDS = ("step", "decision", "action", "gap")
+#: The kinds of algorithm nodes (the ``kind`` node attribute): a step (section), a decision point, a statement
+#: naming a care action, an announced-but-empty list, a statement attached to a step or action without an action
+#: of its own (evidence, caution), and the end of a branch the source leaves silent.
+NODE_KINDS = ("step", "decision", "action", "gap", "note", "silent")
 SOURCE = "algorithm"
 
 
@@ -52,6 +54,9 @@ def build_graph(knowledge: Graph, project: Project) -> nx.DiGraph:
             "kind": str(r["kind"]),
             "name": str(r["name"]),
             "label": str(r["label"]),
+            "type_label": _text(r["typeLabel"]),
+            "action_label": _text(r["actionLabel"]),
+            "implied_by": _number(r["impliedBy"]),
             "direction": _text(r["direction"]),
             "strength": _text(r["strength"]),
             "line_of_therapy": _text(r["lineOfTherapy"]),
@@ -62,6 +67,11 @@ def build_graph(knowledge: Graph, project: Project) -> nx.DiGraph:
             "urgent": _flag(r["urgent"]),
             "terminal": _flag(r["terminal"]),
             "unspecified": _flag(r["unspecified"]),
+            "step": _text(r["step"]),
+            "cluster": _text(r["cluster"]),
+            "cluster_label": _text(r["clusterLabel"]),
+            "cluster_order": _number(r["clusterOrder"]),
+            "cluster_lines": _ints(r["clusterLines"]),
         })
         if _flag(r["entry"]):
             graph.graph["entry"] = node

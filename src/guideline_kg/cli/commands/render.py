@@ -13,7 +13,7 @@ from guideline_kg.core.files import write_atomic
 from guideline_kg.core.namespaces import DCTERMS
 from guideline_kg.knowledge.algorithm import build_graph
 from guideline_kg.knowledge.graph import guideline_iri, load_knowledge
-from guideline_kg.outputs.render import FORMATS, case_view, render
+from guideline_kg.outputs.render import FORMATS, RENDITIONS, case_view, render
 
 EXTENSIONS = {"svg": "svg", "png": "png", "dot": "dot", "mermaid": "mmd", "graphml": "graphml",
               "cytoscape": "cyjs"}
@@ -31,9 +31,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--case", type=Path, metavar="CASE",
                    help="a patient case (Turtle, JSON-LD or FHIR R4 Bundle) whose pathway to show")
     p.add_argument("--format", choices=FORMATS, default="svg", help="output format (default: svg)")
+    p.add_argument("--view", choices=RENDITIONS, default="detailed",
+                   help="for svg, png and dot: the detailed chart (every statement's words, source lines and "
+                        "conditions; the default) or the overview (short labels, large type: legible at 900 px "
+                        "wide)")
     p.add_argument("--out", type=Path, metavar="FILE",
                    help="output file, '-' for stdout (text formats); default: build/algorithm.<ext> "
-                        "(build/algorithm-<case>.<ext> with --case)")
+                        "(build/algorithm-<case>.<ext> with --case; -overview before the extension with "
+                        "--view overview)")
     p.add_argument("--reasoner", choices=["fast", "hermit"], default="fast",
                    help="derivation path for --case (default: fast)")
     p.set_defaults(handler=run)
@@ -67,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         title = f"Pathway of case {gated.name}"
         if not view.in_scope:
             title += f" (OUTSIDE the guideline's population: {view.scope_reason})"
-    data = render(graph, args.format, view, title)
+    data = render(graph, args.format, view, title, rendition=args.view)
     if args.out is not None and str(args.out) == "-":
         if args.format == "png":
             raise InputError("PNG is binary; give --out FILE")
@@ -75,10 +80,12 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
     out = args.out or Path("build") / (f"algorithm-{view.case}" if view else "algorithm")
     if args.out is None:
-        out = out.with_name(out.name + "." + EXTENSIONS[args.format])
+        suffix = "-overview" if args.view == "overview" and args.format in ("svg", "png", "dot") else ""
+        out = out.with_name(out.name + suffix + "." + EXTENSIONS[args.format])
     write_atomic(out, data)
     note(f"wrote {out} ({args.format}, {graph.number_of_nodes()} nodes, {graph.number_of_edges()} transitions"
          + (f"; case {view.case}: {view.counts.get('applicable', 0)} applicable, "
-            f"{len(view.applicable())} of them on the chart" if view else "") + ")")
+            f"{len(view.applicable())} of them on the chart; {view.counts.get('undetermined', 0)} undetermined, "
+            f"{len(view.questions)} questions missing, {len(view.conflicts)} conflicts" if view else "") + ")")
     return EXIT_OK
 
