@@ -410,8 +410,8 @@ def resource_link(term: Node) -> str:
     if isinstance(term, BNode):
         return f"<span class=bnode>_:{html.escape(str(term))}</span>"
     if isinstance(term, Literal):
-        tail = f"@{term.language}" if term.language else (f" <small>{html.escape(qname(str(term.datatype)))}"
-                                                           "</small>" if term.datatype else "")
+        marker = f"@{term.language}" if term.language else qname(str(term.datatype)) if term.datatype else ""
+        tail = f" <small>{html.escape(marker)}</small>" if marker else ""
         return f"<span class=literal>{html.escape(str(term))}</span>{tail}"
     return html.escape(str(term))
 
