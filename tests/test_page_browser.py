@@ -159,6 +159,18 @@ def test_pick_an_example_case(server: str, page: Any) -> None:
     assert "c04" in page.input_value("#case")
 
 
+def test_upload_a_json_ld_case(server: str, page: Any) -> None:
+    page.goto(server + "/")
+    page.set_input_files("#upload", str(PROJECT.cases_dir / "c17-routine-repeat-imaging.jsonld"))
+    page.wait_for_function("document.getElementById('case').value.includes('@context')")
+    assert page.input_value("#format") == "jsonld"
+    page.click("#evaluate")
+    page.wait_for_selector("#statements", timeout=60000)
+    # imaging already obtained and no new indication: line 37 (avoid routine imaging) applies, line 4 does not
+    assert _status(page, "L37") == "applicable" and _status(page, "L04") == "not-applicable"
+    assert "c17-routine-repeat-imaging" in page.inner_text("#result h2")
+
+
 def test_an_invalid_case_shows_its_violations_and_no_statement(server: str, page: Any) -> None:
     text = ('@prefix gk: <https://w3id.org/guideline-kg/ontology#> .\n'
             '<https://w3id.org/guideline-kg/case/x> a gk:Patient ; gk:ageYears 300 .\n')

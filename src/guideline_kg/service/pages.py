@@ -346,8 +346,9 @@ def register_pages(app: FastAPI, config: Any, examples: list[NamedQuery]) -> Non
     case_svgs: OrderedDict[str, bytes] = OrderedDict()
 
     def served_svg(name: str) -> bytes:
-        if name in case_svgs:
-            return case_svgs[name]
+        with pages.lock:
+            if name in case_svgs:
+                return case_svgs[name]
         case = next((c for c in config.cases if c.name == name), None)
         if case is None:
             known = ", ".join(c.name for c in config.cases) or "none"
@@ -358,10 +359,11 @@ def register_pages(app: FastAPI, config: Any, examples: list[NamedQuery]) -> Non
         svg = pages.svg(case, gated)
         if svg is None:
             raise RuntimeError("Graphviz could not draw the case overlay")
-        case_svgs[name] = svg.encode()
-        while len(case_svgs) > 8:
-            case_svgs.popitem(last=False)
-        return case_svgs[name]
+        with pages.lock:
+            case_svgs[name] = svg.encode()
+            while len(case_svgs) > 8:
+                case_svgs.popitem(last=False)
+        return svg.encode()
 
     @app.get("/algorithm.svg")
     async def algorithm_svg_route(case: str | None = None) -> Response:
