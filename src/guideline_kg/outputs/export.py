@@ -19,6 +19,7 @@ from guideline_kg.core.files import write_atomic
 from guideline_kg.core.namespaces import GENERIC_PREFIXES, PREFIXES, bind_prefixes, sparql_prologue
 from guideline_kg.core.project import Project
 from guideline_kg.core.queries import load_query
+from guideline_kg.outputs.build import close_imports
 from guideline_kg.store.stores import EmbeddedStore
 
 __all__ = [
@@ -49,7 +50,9 @@ def short_name(iri: str) -> str:
 
 
 def export_graph(knowledge: Graph, project: Project) -> Graph:
-    """The graph every RDF export serialises: the CONSTRUCT of ``export-graph.rq`` over the knowledge graph.
+    """The graph every RDF export serialises: the CONSTRUCT of ``export-graph.rq`` over the knowledge graph, as
+    one ontology with its imports closed in it (:func:`outputs.build.close_imports`, as ``build`` writes it), so
+    that OWL tools load it offline with their default settings.
 
     This one query runs on rdflib's engine over the parsed graph, not on the embedded store: pyoxigraph keeps
     the value of a numeric literal, not its lexical form (``3.0`` comes back as ``3``), and an export must be the
@@ -62,7 +65,7 @@ def export_graph(knowledge: Graph, project: Project) -> Graph:
         raise InputError("export-graph.rq must be a CONSTRUCT query", path=str(project.queries_dir))
     for triple in constructed:
         out.add(triple)
-    return out
+    return close_imports(out)
 
 
 def jsonld_context(project: Project) -> dict[str, Any]:

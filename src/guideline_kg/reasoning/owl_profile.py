@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from rdflib import Graph
-from rdflib.namespace import OWL
+from rdflib.namespace import OWL, RDF
 
 from guideline_kg.reasoning.hermit import ReasonerUnavailable
 
@@ -96,15 +96,23 @@ def _compiled(cache: Path | None = None) -> Path:
 
 def owl2_dl_violations(graph: Graph, cache: Path | None = None) -> list[str]:
     """The OWL 2 DL profile violations of ``graph`` as reported by the OWL API (empty when in profile).
-    ``cache`` is the folder for the compiled check (default: :func:`cache_root`)."""
+    ``cache`` is the folder for the compiled check (default: :func:`cache_root`).
+
+    The graph is checked as it is, nothing stripped. It must be one ontology that holds what it imports (a merge
+    closed by :func:`outputs.build.close_imports`): the OWL API would fetch an import, and the check never fetches,
+    so a graph with an ``owl:imports`` or with several ontology headers gets those as its violations and is not
+    handed to the OWL API."""
+    headers = sorted(str(h) for h in graph.subjects(RDF.type, OWL.Ontology))
+    found = [f"owl:imports <{o}> of <{s}>: the check does not fetch imports; check a graph that holds them "
+             "(one ontology, its imports closed in it)" for s, o in sorted(graph.subject_objects(OWL.imports))]
+    if len(headers) > 1:
+        found.append(f"{len(headers)} ontology headers ({', '.join(headers)}): one file is one ontology")
+    if found:
+        return found
     classes = _compiled(cache)
-    data = Graph()
-    for t in graph:
-        if t[1] != OWL.imports:  # the graph is already merged
-            data.add(t)
     with tempfile.TemporaryDirectory(prefix="gkg-profile-") as tmp:
         path = os.path.join(tmp, "merged.rdf")
-        data.serialize(destination=path, format="xml")
+        graph.serialize(destination=path, format="xml")
         try:
             proc = subprocess.run(["java", "-cp", f"{_hermit_jar()}{os.pathsep}{classes}", "ProfileCheck", path],
                                   check=False, capture_output=True, text=True)
