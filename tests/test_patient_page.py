@@ -70,8 +70,11 @@ def test_pasted_turtle_c06_gets_the_opioid_conflict(client: TestClient) -> None:
     assert [(c["for"], c["against"]) for c in out["result"]["conflicts"]] == [(PLBP + "L16", PLBP + "L19")]
     assert statuses["L04"] == "not-applicable"  # post-operative imaging was obtained (an MRI)
     assert out["result"]["scope"]["status"] == "in" and out["result"]["urgent"] == []
-    # grouped by the guideline's sections: line 16 sits under "Opioid considerations" (line 15)
-    assert "opioid" in out["sections"][PLBP + "L16"]["label"].lower()
+    # grouped by the guideline's sections: line 16 sits under "Opioid considerations" (line 15), in
+    # "Pharmacologic Management" (13), "First-Line Approaches" (8), "Treatment Algorithm" (7)
+    assert out["sections"][PLBP + "L16"]["trail"] == ["Treatment Algorithm", "First-Line Approaches",
+                                                       "Pharmacologic Management", "Opioid considerations"]
+    assert out["sections"][PLBP + "L04"]["trail"] == ["Initial Evaluation"]  # line 3
     assert out["svg"] is None or out["svg"].lstrip().startswith(("<?xml", "<svg", "<!--"))
 
 

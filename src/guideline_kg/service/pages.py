@@ -128,10 +128,27 @@ class _Pages:
         for s in statements:
             section = s["section"]
             order.setdefault(section, len(order))
-            label = self.config.knowledge.value(URIRef(section), RDFS.label) if section else None
-            out[s["id"]] = {"section": section, "label": str(label) if label else qname(section),
+            trail = self._trail(section)
+            out[s["id"]] = {"section": section, "label": trail[-1] if trail else "", "trail": trail,
                             "order": order[section]}
         return out
+
+    def _trail(self, section: str) -> list[str]:
+        """The labels of a section and of the sections it sits in (``gk:inSection``), outermost first: [Treatment
+        Algorithm, First-Line Approaches, Pharmacologic Management]."""
+        if not section:
+            return []
+        k = self.config.knowledge
+        node: URIRef | None = URIRef(section)
+        labels: list[str] = []
+        seen: set[URIRef] = set()
+        while node is not None and node not in seen:
+            seen.add(node)
+            label = k.value(node, RDFS.label)
+            labels.append(str(label) if label is not None else qname(str(node)))
+            parent = k.value(node, GK.inSection)
+            node = parent if isinstance(parent, URIRef) else None
+        return labels[::-1]
 
     @functools.cached_property
     def form(self) -> dict[str, Any]:
@@ -210,7 +227,7 @@ class _Pages:
         counts: dict[str, int] = {}
         for r in result["recommendations"]:
             counts[r["status"]] = counts.get(r["status"], 0) + 1
-        sections = {r["id"]: self.sections.get(r["id"], {"section": "", "label": "", "order": 9999})
+        sections = {r["id"]: self.sections.get(r["id"], {"section": "", "label": "", "trail": [], "order": 9999})
                     for r in result["recommendations"]}
         out = {"valid": True, "case": gated.name, "result": result, "sections": sections, "counts": counts,
                "notes": gated.input_notes(), "warnings": [v.to_json() for v in gated.warnings],

@@ -171,12 +171,15 @@
     const recs = [...r.recommendations].sort((x, y) => (x.source_lines[0] - y.source_lines[0]) || (x.id < y.id ? -1 : 1));
     for (const s of recs) {
       const sec = data.sections[s.id] || {section: "", label: "", order: 9999};
-      if (!groups.has(sec.section)) groups.set(sec.section, {label: sec.label, order: sec.order, items: []});
+      if (!groups.has(sec.section)) groups.set(sec.section, {label: sec.label, trail: sec.trail || [], order: sec.order, items: []});
       groups.get(sec.section).items.push(s);
     }
     const col = el("div", {class: "statements", id: "statements"});
     for (const [iri, g] of [...groups].sort((a, b) => a[1].order - b[1].order)) {
-      const sec = el("section", {class: "group"}, el("h3", {}, iri ? GK.link(iri, g.label) : "Other statements"));
+      const outer = g.trail.slice(0, -1);
+      const sec = el("section", {class: "group"}, el("h3", {},
+        outer.length ? el("span", {class: "trail"}, outer.join(" \u203a ") + " \u203a ") : null,
+        iri ? GK.link(iri, g.label) : "Other statements"));
       for (const s of g.items) sec.appendChild(statement(s, data));
       col.appendChild(sec);
     }
