@@ -39,6 +39,11 @@ def _flag(value: Node | None) -> bool:
     return value is not None and str(value).lower() == "true"
 
 
+def _labels(value: Node | None) -> str | None:
+    """Labels joined by "|" in the query, in a stable (alphabetical) order, joined by commas."""
+    return None if value is None else ", ".join(sorted(set(str(value).split("|"))))
+
+
 def _ints(value: Node | None) -> list[int]:
     return sorted(int(x) for x in str(value or "").split())
 
@@ -55,7 +60,7 @@ def build_graph(knowledge: Graph, project: Project) -> nx.DiGraph:
             "name": str(r["name"]),
             "label": str(r["label"]),
             "type_label": _text(r["typeLabel"]),
-            "action_label": _text(r["actionLabel"]),
+            "action_label": _labels(r["actionLabel"]),
             "implied_by": _number(r["impliedBy"]),
             "direction": _text(r["direction"]),
             "strength": _text(r["strength"]),

@@ -180,14 +180,14 @@ RENDITIONS = ("detailed", "overview")
 #: lists exactly the keys the drawing used (each node and edge carries its key as its SVG class).
 LEGEND: dict[str, tuple[str, str]] = {
     "step": (' BORDER="1" COLOR="#555555" STYLE="rounded" BGCOLOR="#dddddd"',
-             "rounded header: step of the algorithm (its box: sub-headings)"),
+             "rounded header: step (its box: the sub-headings)"),
     "decision": (' BORDER="1" COLOR="#555555"', "diamond: decision point"),
     "action-for": (' BORDER="1" COLOR="#555555"', "box: recommendation FOR an action"),
     "action-against": (f' BORDER="3" COLOR="{RED}" STYLE="dashed"', "red dashed box: advice AGAINST an action"),
     "action-implied": (f' BORDER="3" COLOR="{RED}"', "red box: implied urgent action (named, with its line)"),
     "note": (' BORDER="1" COLOR="#7a7a7a" BGCOLOR="#fcfcf0"', "folded note: evidence or caution, attached"),
     "gap": (' BORDER="1" COLOR="#888888" STYLE="dashed" BGCOLOR="#fafafa"',
-            "dashed grey note: list announced, empty in the source"),
+            "dashed grey note: list announced, empty"),
     "silent": (' BORDER="1" COLOR="#888888" STYLE="dotted"', "dotted: branch the source leaves silent"),
     "edge-flow": (' BORDER="0"', "black arrow: next (with its condition)"),
     "edge-escalation": (' BORDER="0"', "bold blue arrow: escalation"),
@@ -307,11 +307,12 @@ def node_label(attrs: dict[str, Any], prefix: str | None = None, rendition: str 
     return "\n".join(parts)
 
 
-def _legend_html(used: list[str], lines: list[tuple[int | None, str]]) -> str:
-    rows = []
+def _legend_html(used: list[str], lines: list[tuple[int | None, str]], columns: int = 2) -> str:
+    """The legend: the colours of the lines of therapy, then exactly the styles ``used``, in ``columns``."""
+    cells = []
     for order, label in lines:
         fill = PALETTE[order % len(PALETTE)][0] if isinstance(order, int) else "#ffffff"
-        rows.append(f'<TR><TD BGCOLOR="{fill}" WIDTH="28"> </TD><TD ALIGN="LEFT">{_esc(label)}</TD></TR>')
+        cells.append(f'<TD BGCOLOR="{fill}" WIDTH="28"> </TD><TD ALIGN="LEFT">{_esc(label)}</TD>')
     for key, (cell, text) in LEGEND.items():
         if key not in used:
             continue
@@ -321,9 +322,14 @@ def _legend_html(used: list[str], lines: list[tuple[int | None, str]]) -> str:
             swatch = f'<TD WIDTH="28"><FONT COLOR="{colour}">{glyph}</FONT></TD>'
         else:
             swatch = f'<TD{cell} WIDTH="28" HEIGHT="14"> </TD>'
-        rows.append(f'<TR>{swatch}<TD ALIGN="LEFT" ID="legend-{key}">{_esc(text)}</TD></TR>')
+        cells.append(f'{swatch}<TD ALIGN="LEFT">{_esc(text)}</TD>')
+    per = -(-len(cells) // columns)  # filled column by column
+    rows = []
+    for i in range(per):
+        row = [cells[c * per + i] if c * per + i < len(cells) else "<TD></TD><TD></TD>" for c in range(columns)]
+        rows.append("<TR>" + "".join(row) + "</TR>")
     return ('<<TABLE BORDER="1" CELLBORDER="0" CELLSPACING="2" CELLPADDING="3" COLOR="#999999">'
-            '<TR><TD COLSPAN="2"><B>Legend</B></TD></TR>' + "".join(rows) + "</TABLE>>")
+            f'<TR><TD COLSPAN="{2 * columns}"><B>Legend</B></TD></TR>' + "".join(rows) + "</TABLE>>")
 
 
 def _title_html(title: str | None, view: CaseView | None, graph: nx.DiGraph, size: int) -> str:
@@ -507,7 +513,7 @@ def to_agraph(graph: nx.DiGraph, view: CaseView | None = None, title: str | None
                          label=_title_html(title, view, graph, 18 if big else 16))
     ag.node_attr.update(fontname=FONT)
     ag.edge_attr.update(fontname=FONT)
-    ag.add_node("legend", shape="plaintext")  # first, so that it goes to the left of the entry (label below)
+    ag.add_node("legend", shape="plaintext")  # first, so that it goes to the left (its label is set below)
     names = {n: graph.nodes[n].get("name") or n for n in graph}
     steps = {n for n in graph if graph.nodes[n]["kind"] == "step"}
     home = {n: graph.nodes[n].get("step") for n in graph}  # the step whose box a node sits in
@@ -636,16 +642,20 @@ def to_agraph(graph: nx.DiGraph, view: CaseView | None = None, title: str | None
                         label=_missing_label(view, rendition), **{"class": "missing"})
             used.append("missing")
             boxes.append("missing")
-        last = max(graph, key=lambda n: _sort_key(graph, n) if graph.nodes[n]["kind"] != "silent" else (0, n))
+        last_step = max(steps, key=lambda s: (graph.nodes[s].get("line_order") or 0, s), default=None)
         for box in boxes:  # under the chart, not among its boxes
-            ag.add_edge(names[last], box, style="invis", weight=1)
+            for node in [n for n in members.get(str(last_step), []) if graph.out_degree(n) == 0] or list(graph):
+                ag.add_edge(names[node], box, style="invis", weight=0)
     lines = sorted({(a.get("line_order"), a.get("line_label")) for _, a in graph.nodes(data=True)
                     if a.get("line_label")}, key=lambda x: (x[0] is None, x[0]))
-    ag.get_node("legend").attr.update(label=_legend_html(list(dict.fromkeys(used)), lines),
+    ag.get_node("legend").attr.update(label=_legend_html(list(dict.fromkeys(used)), lines, 1 if big else 2),
                                       fontsize=14 if big else 10, fontname=FONT)
-    entry = graph.graph.get("entry")
-    if entry in graph:
-        ag.add_subgraph([names[entry], "legend"], rank="same")
+    # the legend under the chart (beside the entry, its height opened a gap in the first box)
+    last = max(steps, key=lambda s: (graph.nodes[s].get("line_order") or 0, s), default=None)
+    bottom = [n for n in members.get(str(last), []) if graph.out_degree(n) == 0] or \
+        [n for n in graph if graph.out_degree(n) == 0]
+    for node in bottom:
+        ag.add_edge(names[node], "legend", style="invis", weight=0)
     return ag
 
 
