@@ -272,5 +272,12 @@ def test_algorithm_svg_draws_a_served_case(client: TestClient) -> None:
     assert overlay.status_code == 200 and overlay.headers["content-type"] == "image/svg+xml"
     other = client.get("/algorithm.svg", params={"case": "c04-urgent-deficit"})
     assert len({plain.content, overlay.content, other.content}) == 3  # each case its own overlay
+    overview = client.get("/algorithm.svg", params={"case": "c06-opioid-no-relief", "view": "overview"})
+    assert overview.status_code == 200 and overview.content != overview_of_nothing(client)
+    assert client.get("/algorithm.svg", params={"view": "poster"}).status_code == 400
     missing = client.get("/algorithm.svg", params={"case": "nope"})
     assert missing.status_code == 404 and "c06-opioid-no-relief" in missing.text
+
+
+def overview_of_nothing(client: TestClient) -> bytes:
+    return client.get("/algorithm.svg", params={"view": "overview"}).content

@@ -92,6 +92,6 @@ def test_every_page_links_the_algorithm_page_which_links_the_drawing(stale_home:
     client = _client(stale_home, knowledge)
     for path in ("/", "/query"):
         assert 'href="/algorithm"' in client.get(path).text
-    assert 'href="/algorithm.svg"' in client.get("/algorithm").text
+    assert 'href="/algorithm.svg?view=detailed"' in client.get("/algorithm").text
 
 

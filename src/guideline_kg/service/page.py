@@ -14,6 +14,7 @@ default-src 'self'``). Every value put into a page here is escaped; data for a s
 from __future__ import annotations
 
 import html
+from urllib.parse import urlencode
 
 __all__ = ["algorithm_page", "message_page", "patient_page", "query_page", "resource_page"]
 
@@ -89,18 +90,22 @@ def query_page(title: str, info: str, data: str) -> str:
     return _head(title, "Query", "/query") + QUERY.replace("{{INFO}}", html.escape(info)).replace("{{DATA}}", data)
 
 
-def algorithm_page(title: str, cases: list[str], chosen: str | None) -> str:
-    """The treatment algorithm scaled to the window, optionally with a served case laid over it."""
+def algorithm_page(title: str, cases: list[str], chosen: str | None, view: str, views: list[str]) -> str:
+    """The treatment algorithm scaled to the window, optionally with a served case laid over it; ``view``: the
+    rendition (the detailed chart or the overview)."""
     options = "".join(f'<option value="{html.escape(c)}"' + (" selected" if c == chosen else "")
                       + f">{html.escape(c)}</option>" for c in cases)
-    src = "/algorithm.svg" + (f"?case={html.escape(chosen)}" if chosen else "")
+    renditions = "".join(f'<option value="{html.escape(v)}"' + (" selected" if v == view else "")
+                         + f">{html.escape(v)}</option>" for v in views)
+    src = "/algorithm.svg?" + urlencode({**({"case": chosen} if chosen else {}), "view": view})
     return (_head(title, "Treatment algorithm", "/algorithm")
             + '<main class="algorithm"><h1>Treatment algorithm</h1>'
             + '<form method="get" action="/algorithm" class="row"><label>Case overlay <select name="case" '
             + f'id="overlay-case"><option value="">(none)</option>{options}</select></label> '
+            + f'<label>View <select name="view" id="overlay-view">{renditions}</select></label> '
             + '<button>Show</button> <button type="button" id="zoom">Actual size</button> '
-            + f'<a href="{src}">SVG file</a></form>'
-            + f'<figure class="chart fit" id="chart"><img id="chart-img" src="{src}" '
+            + f'<a href="{html.escape(src)}">SVG file</a></form>'
+            + f'<figure class="chart fit" id="chart"><img id="chart-img" src="{html.escape(src)}" '
             + 'alt="the treatment algorithm"></figure></main>'
             + '<script src="/static/algorithm.js"></script></body></html>')
 

@@ -41,7 +41,7 @@ from guideline_kg.core.queries import NamedQuery
 from guideline_kg.knowledge.algorithm import build_graph
 from guideline_kg.knowledge.graph import guideline_iri
 from guideline_kg.knowledge.statements import list_statements
-from guideline_kg.outputs.render import case_view, render
+from guideline_kg.outputs.render import RENDITIONS, case_view, render
 from guideline_kg.service import page
 from guideline_kg.service.caseform import form_spec
 from guideline_kg.service.guard import Busy, Pool
@@ -206,14 +206,16 @@ class _Pages:
                 self.kept.popitem(last=False)
         return gated
 
-    def svg(self, case: Case, gated: GateResult) -> str | None:
-        """The pathway with the case laid over it (None when the package has no algorithm or Graphviz fails)."""
+    def svg(self, case: Case, gated: GateResult, rendition: str = "overview") -> str | None:
+        """The pathway with the case laid over it, in ``rendition`` (the overview is legible at a column's width;
+        None when the package has no algorithm or Graphviz fails)."""
         if self.algorithm is None or gated.result is None:
             return None
         try:
             view = case_view(self.algorithm, self.config.knowledge, self.config.project, case,
                              evaluator=self.gate.evaluator, result=gated.result)
-            return render(self.algorithm, "svg", view=view, title=f"{self.title()}\ncase {case.name}").decode()
+            return render(self.algorithm, "svg", view=view, title=f"{self.title()}\ncase {case.name}",
+                          rendition=rendition).decode()
         except Exception:  # Graphviz missing or failing: the page shows the rest
             return None
 
@@ -353,19 +355,19 @@ def register_pages(app: FastAPI, config: Any, examples: list[NamedQuery]) -> Non
             return JSONResponse({"error": str(exc)}, status_code=400)
         return JSONResponse(out)
 
-    @functools.lru_cache(maxsize=1)
-    def plain_svg() -> bytes:
+    @functools.lru_cache(maxsize=2)
+    def plain_svg(rendition: str) -> bytes:
         if pages.algorithm is None:
             raise LookupError(f"the guideline package at {config.project.kg_dir} has no treatment algorithm "
                               "(guideline.toml [parts] algorithm, with gk:Transition edges)")
-        return render(pages.algorithm, "svg", title=f"{pages.title()}\ntreatment algorithm")
+        return render(pages.algorithm, "svg", title=f"{pages.title()}\ntreatment algorithm", rendition=rendition)
 
-    case_svgs: OrderedDict[str, bytes] = OrderedDict()
+    case_svgs: OrderedDict[tuple[str, str], bytes] = OrderedDict()
 
-    def served_svg(name: str) -> bytes:
+    def served_svg(name: str, rendition: str) -> bytes:
         with pages.lock:
-            if name in case_svgs:
-                return case_svgs[name]
+            if (name, rendition) in case_svgs:
+                return case_svgs[(name, rendition)]
         case = next((c for c in config.cases if c.name == name), None)
         if case is None:
             known = ", ".join(c.name for c in config.cases) or "none"
@@ -373,19 +375,21 @@ def register_pages(app: FastAPI, config: Any, examples: list[NamedQuery]) -> Non
         if pages.algorithm is None:
             raise LookupError("the guideline package has no treatment algorithm")
         gated = pages.gate.admit([case])[0]
-        svg = pages.svg(case, gated)
+        svg = pages.svg(case, gated, rendition)
         if svg is None:
             raise RuntimeError("Graphviz could not draw the case overlay")
         with pages.lock:
-            case_svgs[name] = svg.encode()
+            case_svgs[(name, rendition)] = svg.encode()
             while len(case_svgs) > 8:
                 case_svgs.popitem(last=False)
         return svg.encode()
 
     @app.get("/algorithm.svg")
-    async def algorithm_svg_route(case: str | None = None) -> Response:
+    async def algorithm_svg_route(case: str | None = None, view: str = "detailed") -> Response:
+        if view not in RENDITIONS:
+            return _problem(400, f"view must be one of {', '.join(RENDITIONS)}, not {view[:40]!r}")
         try:
-            svg = await pages.pool.run(served_svg, case) if case else plain_svg()
+            svg = await pages.pool.run(served_svg, case, view) if case else plain_svg(view)
         except Busy as exc:
             return _busy(exc)
         except InputError as exc:
@@ -397,10 +401,11 @@ def register_pages(app: FastAPI, config: Any, examples: list[NamedQuery]) -> Non
         return Response(svg, media_type="image/svg+xml", headers=security_headers())
 
     @app.get("/algorithm", response_class=HTMLResponse)
-    def algorithm_page(case: str | None = None) -> Response:
+    def algorithm_page(case: str | None = None, view: str = "detailed") -> Response:
         names = [c.name for c in config.cases]
         chosen = case if case in names else None
-        return _html(page.algorithm_page(pages.title(), names, chosen))
+        return _html(page.algorithm_page(pages.title(), names, chosen, view if view in RENDITIONS else "detailed",
+                                         list(RENDITIONS)))
 
     @app.get("/resource", response_class=HTMLResponse)
     def resource(iri: str = "") -> Response:

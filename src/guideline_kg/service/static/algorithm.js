@@ -8,4 +8,5 @@
     button.textContent = fig.classList.contains("fit") ? "Actual size" : "Fit to window";
   });
   select.addEventListener("change", () => select.form.submit());
+  document.getElementById("overlay-view").addEventListener("change", () => select.form.submit());
 })();

@@ -215,8 +215,8 @@
 
   function pathway(data) {
     const fig = el("figure", {class: "pathway", id: "pathway"});
-    fig.appendChild(el("figcaption", {}, "The pathway with this case laid over it",
-      data.case && $("example").value === data.case ? el("span", {}, " · ", el("a", {href: "/algorithm?case=" + encodeURIComponent(data.case)}, "open larger")) : null));
+    fig.appendChild(el("figcaption", {}, "The pathway with this case laid over it (overview; scroll inside)",
+      data.case && $("example").value === data.case ? el("span", {}, " · ", el("a", {href: "/algorithm?case=" + encodeURIComponent(data.case)}, "detailed chart")) : null));
     if (!data.svg) { fig.appendChild(el("p", {}, "(no pathway drawing: the guideline package has no algorithm, or Graphviz failed)")); return fig; }
     const doc = new DOMParser().parseFromString(data.svg, "image/svg+xml");
     const svg = doc.documentElement;
