@@ -195,7 +195,7 @@ LEGEND: dict[str, tuple[str, str]] = {
     "edge-offers": (' BORDER="0"', "grey arrow: a step offers an action"),
     "edge-annotates": (' BORDER="0"', "dotted grey line: attached note"),
     "edge-silent": (' BORDER="0"', "dotted grey arrow: source silent"),
-    "applicable": (f' BORDER="3" COLOR="{GREEN}"', "✔ APPLIES to this case (green)"),
+    "applicable": (f' BORDER="3" COLOR="{GREEN}"', "✔ APPLIES to this case (green; advice against: red)"),
     "urgent": (f' BORDER="4" COLOR="{RED}" BGCOLOR="#ffd6d6"', "!!! URGENT for this case"),
     "undetermined": (f' BORDER="2" COLOR="{ORANGE}" STYLE="dashed"', "? UNDETERMINED: data missing (orange)"),
     "not-applicable": (f' BORDER="1" COLOR="{FADED}" BGCOLOR="#f7f7f7"', "faded: does not apply / off the path"),
@@ -397,10 +397,12 @@ def _node_style(attrs: dict[str, Any], view: CaseView | None, node: str, renditi
                                                   and kind not in ("silent",))
         if status == "applicable":
             urgent = attrs.get("urgent")
-            style.update(color=RED if urgent else GREEN, penwidth=5 if urgent else 3.5)
+            against = attrs.get("direction") == "against"  # advice against keeps its red dashed border
+            style.update(color=RED if urgent or against else GREEN, penwidth=5 if urgent or against else 3.5)
             if urgent:
                 style.update(fillcolor="#ffd6d6")
-            prefix.append("!!! URGENT — APPLIES !!!" if urgent else "✔ APPLIES")
+            prefix.append("!!! URGENT — APPLIES !!!" if urgent else
+                          "✔ APPLIES: advice AGAINST" if against else "✔ APPLIES")
             keys.append("urgent" if urgent else "applicable")
         elif status == "undetermined":
             style.update(color=ORANGE, penwidth=2.5, style=style["style"].replace(",dashed", "") + ",dashed")
