@@ -199,6 +199,8 @@ LEGEND: dict[str, tuple[str, str]] = {
     "urgent": (f' BORDER="4" COLOR="{RED}" BGCOLOR="#ffd6d6"', "!!! URGENT for this case"),
     "undetermined": (f' BORDER="2" COLOR="{ORANGE}" STYLE="dashed"', "? UNDETERMINED: data missing (orange)"),
     "not-applicable": (f' BORDER="1" COLOR="{FADED}" BGCOLOR="#f7f7f7"', "faded: does not apply / off the path"),
+    "on-path": (' BORDER="3" COLOR="#222222"', "bold black border: step or decision on the case's path"),
+    "maybe-path": (f' BORDER="2" COLOR="{ORANGE}"', "orange border: step or decision the case may reach"),
     "edge-met": (' BORDER="0"', "green arrow: condition met by the case"),
     "edge-unknown": (' BORDER="0"', "orange dashed arrow: condition not known"),
     "edge-failed": (' BORDER="0"', "grey dotted arrow: condition not met"),
@@ -415,8 +417,10 @@ def _node_style(attrs: dict[str, Any], view: CaseView | None, node: str, renditi
             keys.append("not-applicable")
         elif status is None and kind in ("step", "decision") and reach == "path":
             style.update(penwidth=max(float(style["penwidth"]), 3.0), color="#222222")
+            keys.append("on-path")
         elif status is None and kind in ("step", "decision") and reach == "possible":
-            style.update(color=ORANGE)
+            style.update(color=ORANGE, penwidth=max(float(style["penwidth"]), 2.0))
+            keys.append("maybe-path")
         for other in conflicts.get(node, []):
             prefix.append(f"⚠ CONFLICT with {other}")
             style.update(fillcolor="#fff0f0", fontcolor="#000000")
