@@ -203,6 +203,20 @@ def test_results_graph_links_result_to_case_statement_population_and_facts(evalu
     assert (node, RDF.type, GK.RecommendationResult) in g
 
 
+def test_recommendation_results_count_as_the_statements_recommend_lists(evaluator, knowledge) -> None:
+    """A SPARQL count of gk:RecommendationResult per case equals the statements of the patient result; the
+    guideline's own scope is a gk:ScopeResult (it was counted as one more recommendation result)."""
+    case = next(c for c in CASES if c.name.startswith("c06"))
+    result = evaluator.evaluate(case)
+    g = results_graph([result])
+    rows = list(g.query("SELECT (COUNT(?r) AS ?n) WHERE { ?r a gk:RecommendationResult }",
+                        initNs={"gk": GK}))
+    assert int(rows[0][0]) == len(result.results) == 22  # the guideline's 22 statements (expected.json lists them)
+    (scope,) = g.subjects(RDF.type, GK.ScopeResult)
+    assert g.value(scope, GK.forStatement) == PLBP.guideline
+    assert (scope, RDF.type, GK.RecommendationResult) not in g
+
+
 def test_second_guideline_changes_nothing_in_code(tmp_path) -> None:
     """A changed threshold in the data changes the result: the logic lives in guidelines/plbp/definitions.ttl."""
     kg = tmp_path / "kg"

@@ -641,7 +641,7 @@ def results_graph(results: Iterable[CaseResult], knowledge: Graph | None = None)
         for r in [cr.scope, *cr.results]:
             sid = r.statement["id"]
             node = nodes[sid] = RESULT[f"{case_key}/{local_name(sid)}"]
-            g.add((node, RDF.type, GK.RecommendationResult))
+            g.add((node, RDF.type, GK.ScopeResult if r is cr.scope else GK.RecommendationResult))
             g.add((node, RDF.type, PROV.Entity))
             g.add((node, GK.forCase, cr.patient))
             g.add((node, GK.forStatement, URIRef(sid)))
