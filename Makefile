@@ -25,6 +25,7 @@ run: $(STAMP)
 	$(BIN)/guideline-kg recommend guidelines/plbp/cases --summary
 	$(BIN)/guideline-kg render --format svg --out build/algorithm.svg
 	$(BIN)/guideline-kg render --format png --out build/algorithm.png
+	$(BIN)/guideline-kg render --view overview --format png --out build/algorithm-overview.png
 	$(BIN)/guideline-kg render --case guidelines/plbp/cases/c04-urgent-deficit.ttl --format png --out build/algorithm-c04.png
 	@echo "full report: build/example-cases-report.txt; JSON: build/example-cases.json"
 

@@ -118,6 +118,9 @@ def test_the_wheel_carries_the_data_and_finds_it_by_importlib_resources(installe
         assert shipped and all((Path(home) / folder / rel).is_file() for rel in shipped), folder
     assert Path(package).is_relative_to(home)
     assert (Path(module).parent / "reasoning" / "java" / "ProfileCheck.java").is_file()
+    static = REPO / "src" / "guideline_kg" / "service" / "static"  # the pages' scripts and style, served by serve
+    shipped = sorted(p.name for p in static.iterdir() if p.is_file())
+    assert shipped and all((Path(module).parent / "service" / "static" / name).is_file() for name in shipped)
 
 
 @pytest.mark.slow
