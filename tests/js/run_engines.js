@@ -48,7 +48,7 @@ function runFhirpath(request, cases) {
   return Number(process.hrtime.bigint() - start) / 1e6;
 }
 
-function runCql(request, cases) {
+async function runCql(request, cases) {
   const cql = require('cql-execution');
   const cqlfhir = require('cql-exec-fhir');
   const library = new cql.Library(request.elm);
@@ -59,7 +59,7 @@ function runCql(request, cases) {
     const when = cql.DateTime.parse(String(c.bundle.timestamp || new Date().toISOString()).substring(0, 10));
     const source = cqlfhir.PatientSource.FHIRv401();
     source.loadBundles([c.bundle]);
-    const results = executor.exec(source, when);
+    const results = await executor.exec(source, when);
     const byPatient = Object.values(results.patientResults)[0] || {};
     c.results = {};
     for (const name of request.expressions) {
@@ -70,7 +70,7 @@ function runCql(request, cases) {
   return Number(process.hrtime.bigint() - start) / 1e6;
 }
 
-function main() {
+async function main() {
   let request;
   try {
     request = JSON.parse(fs.readFileSync(0, 'utf8'));
@@ -85,9 +85,12 @@ function main() {
     process.stderr.write(`run_engines: ${e.message}\n`);
     process.exit(2);
   }
-  const ms = request.engine === 'cql' ? runCql(request, cases) : runFhirpath(request, cases);
+  const ms = request.engine === 'cql' ? await runCql(request, cases) : runFhirpath(request, cases);
   const out = cases.map((c) => ({ file: c.file, line: c.line, id: c.bundle.id || null, results: c.results }));
   process.stdout.write(JSON.stringify({ cases: out, evaluate_ms: ms }));
 }
 
-main();
+main().catch((e) => {
+  process.stderr.write(`run_engines: ${e.message}\n`);
+  process.exit(2);
+});
