@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import json
+import mmap
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -29,7 +30,8 @@ from guideline_kg.core.files import TOO_DEEP, max_input_size
 from guideline_kg.core.project import Project
 from guideline_kg.store.stores import count_typed_subjects, graph_to_ntriples
 
-__all__ = ["Shard", "Unreadable", "cohort_format", "count_records", "iter_shards"]
+__all__ = ["Shard", "ShardSpec", "Unreadable", "cohort_format", "count_records", "iter_shards", "plan_shards",
+           "read_shard"]
 
 _MARK = MARKER.encode()
 _LINE_END = re.compile(rb"[^\n]\n")
@@ -69,11 +71,13 @@ def _load(store: ox.Store, data: bytes, fmt: ox.RdfFormat) -> None:
     store.bulk_load(data, format=fmt)
 
 
-def _records(handle: Iterable[bytes], header_out: list[bytes]) -> Iterator[tuple[str, int, list[bytes]]]:
-    """(name, first line number, lines) of each marked record; lines before the first marker go to header_out."""
+def _records(handle: Iterable[bytes], header_out: list[bytes], offset: int = 0
+             ) -> Iterator[tuple[str, int, list[bytes]]]:
+    """(name, first line number, lines) of each marked record; lines before the first marker go to header_out.
+    ``offset``: the number of lines of the file before the handle's first."""
     lines: list[bytes] = []
     name, start, seen = "", 1, False
-    for lineno, line in enumerate(handle, 1):
+    for lineno, line in enumerate(handle, 1 + offset):
         if line.startswith(_MARK):
             if seen:
                 yield name, start, lines
@@ -88,28 +92,16 @@ def _records(handle: Iterable[bytes], header_out: list[bytes]) -> Iterator[tuple
         header_out.extend(lines)
 
 
-def _rdf_shards(path: Path, size: int, fmt: ox.RdfFormat, context: bytes) -> Iterator[Shard]:
-    header: list[bytes] = []
-    with path.open("rb") as handle:
-        batch: list[tuple[str, int, list[bytes]]] = []
-        any_record = False
-        for record in _records(handle, header):
-            any_record = True
-            batch.append(record)
-            if len(batch) >= size:
-                yield _make_shard(path, b"".join(header), batch, fmt, context)
-                batch = []
-        if batch:
-            yield _make_shard(path, b"".join(header), batch, fmt, context)
-    if not any_record:  # no markers: the whole file is one shard
-        store = ox.Store()
-        try:
-            _load(store, b"".join(header), fmt)
-        except SyntaxError as exc:
-            raise InputError(f"does not parse: {exc}", path=str(path)) from None
-        store.bulk_load(context, format=ox.RdfFormat.N_TRIPLES)
-        n = sum(1 for _ in store.quads_for_pattern(None, ox.NamedNode(_RDF_TYPE), ox.NamedNode(_PATIENT)))
-        yield Shard(store, n)
+def _whole_shard(path: Path, fmt: ox.RdfFormat, context: bytes) -> Shard:
+    """A file without markers cannot be cut safely: it is one shard."""
+    store = ox.Store()
+    try:
+        _load(store, path.read_bytes(), fmt)
+    except SyntaxError as exc:
+        raise InputError(f"does not parse: {exc}", path=str(path)) from None
+    store.bulk_load(context, format=ox.RdfFormat.N_TRIPLES)
+    n = sum(1 for _ in store.quads_for_pattern(None, ox.NamedNode(_RDF_TYPE), ox.NamedNode(_PATIENT)))
+    return Shard(store, n)
 
 
 _RDF_TYPE = "http://www.w3.org/1999/02/22-rdf-syntax-ns#type"
@@ -152,56 +144,50 @@ def _make_shard(path: Path, header: bytes, batch: list[tuple[str, int, list[byte
     return shard
 
 
-def _fhir_shards(path: Path, size: int, context: bytes, project: Project | None) -> Iterator[Shard]:
-    def flush(graph: Graph, n: int, bad: list[Unreadable]) -> Shard:
-        store = ox.Store()
-        store.bulk_load(graph_to_ntriples(graph), format=ox.RdfFormat.N_TRIPLES)
-        store.bulk_load(context, format=ox.RdfFormat.N_TRIPLES)
-        return Shard(store, n, bad)
-
+def _fhir_shard(path: Path, numbered: Iterable[tuple[int, bytes | None]], context: bytes, project: Project | None,
+                seen: dict[str, int]) -> Shard:
+    """One shard of FHIR NDJSON: each (line number, bytes) a Bundle, mapped to a case; ``seen`` holds the
+    patients already read (two records of one patient would merge into one case)."""
     graph, n, bad = Graph(), 0, []
-    seen: dict[str, int] = {}  # patient IRI -> line: two records of one patient would merge into one case
-    with path.open("rb") as handle:
-        for lineno, raw in _ndjson_lines(handle):
-            name = printable(f"{path.stem}-line{lineno}")
+    for lineno, raw in numbered:
+        name = printable(f"{path.stem}-line{lineno}")
+        try:
+            if raw is None:
+                raise InputError(f"the record is longer than the input size limit of {max_input_size():,} "
+                                 "bytes (--max-input-size); skipped without reading it whole")
+            if not raw.strip():
+                continue
             try:
-                if raw is None:
-                    raise InputError(f"the record is longer than the input size limit of {max_input_size():,} "
-                                     "bytes (--max-input-size); skipped without reading it whole")
-                if not raw.strip():
-                    continue
-                try:
-                    text = raw.decode("utf-8").rstrip("\r\n")
-                except UnicodeDecodeError as exc:
-                    raise InputError(f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-                try:
-                    bundle = json.loads(text)  # RecursionError: nested too deeply (below)
-                except json.JSONDecodeError as exc:
-                    raise InputError(f"malformed JSON at column {exc.colno}: {exc.msg}") from None
-                if not isinstance(bundle, dict):
-                    raise InputError(f"a record must be a FHIR Bundle object, not a JSON {_json_kind(bundle)}")
-                if isinstance(bundle.get("id"), str) and bundle["id"]:
-                    name = bundle["id"]
-                case = fhir_in.bundle_to_case(bundle, name, project=project)
-                name = case.name
-                if str(case.patient) in seen:
-                    raise InputError(f"another record (line {seen[str(case.patient)]}) is the case {name!r} "
-                                     "(the same Bundle.id); each record must be one patient with its own id")
-                seen[str(case.patient)] = lineno
-            except (InputError, ValueError, KeyError, TypeError, AttributeError) as exc:
-                bad.append(Unreadable(printable(name), lineno,
-                                      printable(f"{path}:{lineno}: bundle cannot be read: {exc}")))
-                continue
-            except RecursionError:
-                bad.append(Unreadable(printable(name), lineno, f"{path}:{lineno}: bundle cannot be read: {TOO_DEEP}"))
-                continue
-            graph += case.graph
-            n += 1
-            if n >= size:
-                yield flush(graph, n, bad)
-                graph, n, bad = Graph(), 0, []
-    if n or bad:
-        yield flush(graph, n, bad)
+                text = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+            try:
+                bundle = json.loads(text)  # RecursionError: nested too deeply (below)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"malformed JSON at column {exc.colno}: {exc.msg}") from None
+            if not isinstance(bundle, dict):
+                raise InputError(f"a record must be a FHIR Bundle object, not a JSON {_json_kind(bundle)}")
+            if isinstance(bundle.get("id"), str) and bundle["id"]:
+                name = bundle["id"]
+            case = fhir_in.bundle_to_case(bundle, name, project=project)
+            name = case.name
+            if str(case.patient) in seen:
+                raise InputError(f"another record (line {seen[str(case.patient)]}) is the case {name!r} "
+                                 "(the same Bundle.id); each record must be one patient with its own id")
+            seen[str(case.patient)] = lineno
+        except (InputError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            bad.append(Unreadable(printable(name), lineno,
+                                  printable(f"{path}:{lineno}: bundle cannot be read: {exc}")))
+            continue
+        except RecursionError:
+            bad.append(Unreadable(printable(name), lineno, f"{path}:{lineno}: bundle cannot be read: {TOO_DEEP}"))
+            continue
+        graph += case.graph
+        n += 1
+    store = ox.Store()
+    store.bulk_load(graph_to_ntriples(graph), format=ox.RdfFormat.N_TRIPLES)
+    store.bulk_load(context, format=ox.RdfFormat.N_TRIPLES)
+    return Shard(store, n, bad)
 
 
 def _json_kind(value: object) -> str:
@@ -209,11 +195,11 @@ def _json_kind(value: object) -> str:
     return kinds.get(type(value), "number")
 
 
-def _ndjson_lines(handle: Any) -> Iterator[tuple[int, bytes | None]]:
-    """(line number, bytes) of each line of a binary handle; None for a line longer than the input size limit,
-    which is skipped to its end without being held in memory."""
+def _ndjson_lines(handle: Any, offset: int = 0) -> Iterator[tuple[int, bytes | None]]:
+    """(line number, bytes) of each line of a binary handle (``offset`` lines of the file before it); None for a
+    line longer than the input size limit, which is skipped to its end without being held in memory."""
     limit = max_input_size()
-    lineno = 0
+    lineno = offset
     while True:
         line = handle.readline(limit + 1) if limit else handle.readline()
         if not line:
@@ -259,19 +245,110 @@ def count_records(path: Path) -> int | None:
     return count_typed_subjects(path, _PATIENT, stop_after=1 << 62)
 
 
-def iter_shards(path: Path, size: int = 10_000, context: bytes = b"",
-                project: Project | None = None) -> Iterator[Shard]:
-    """The cohort in ``path`` as shards of at most ``size`` cases; ``context`` (N-Triples) is added to each
-    shard's store (the ontology's class hierarchy, which validation needs). FHIR Bundles are read with the FHIR
-    case mapping of ``project``'s guideline package (default: this checkout's)."""
+@dataclass(frozen=True)
+class ShardSpec:
+    """Where one shard lies in a cohort file: a byte range of whole records, with the line number it starts on
+    and (Turtle) the prefix lines before the first marker. A task on any machine that sees ``path`` reads its
+    shard from this alone (:func:`read_shard`); the specs of a file are the same on every run."""
+
+    path: str
+    index: int
+    fmt: str
+    start: int
+    end: int
+    line: int
+    header: bytes = b""
+    whole: bool = False  # a Turtle/N-Triples file without markers: one shard, the whole file
+
+
+def plan_shards(path: Path, size: int = 10_000) -> list[ShardSpec]:
+    """The shards of ``path`` of at most ``size`` records each, found by a byte scan (no parsing): every
+    ``size``-th ``# case`` marker line of a Turtle or N-Triples cohort, every ``size``-th line of NDJSON."""
     path = Path(path)
     if not path.is_file():
         raise InputError("no such file", path=str(path))
     if size < 1:
         raise InputError(f"--shard-size must be at least 1 (got {size})")
     fmt = cohort_format(path)
-    if fmt == "fhir-ndjson":
-        yield from _fhir_shards(path, size, context, project)
-    else:
-        yield from _rdf_shards(path, size, ox.RdfFormat.TURTLE if fmt == "turtle" else ox.RdfFormat.N_TRIPLES,
-                               context)
+    total = path.stat().st_size
+    if total == 0:
+        return []
+    with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        if fmt == "fhir-ndjson":
+            starts, pos, n = [0], 0, 0
+            while True:
+                pos = mm.find(b"\n", pos)
+                if pos < 0 or pos + 1 >= total:
+                    break
+                pos += 1
+                n += 1
+                if n % size == 0:
+                    starts.append(pos)
+            lines = [1 + i * size for i in range(len(starts))]
+            header = b""
+        else:
+            marks = [0] if mm[: len(_MARK)] == _MARK else []
+            pos = 0
+            while (pos := mm.find(b"\n" + _MARK, pos)) >= 0:
+                pos += 1
+                marks.append(pos)
+            if not marks:
+                return [ShardSpec(str(path), 0, fmt, 0, total, 1, whole=True)]
+            header = mm[: marks[0]]
+            starts = marks[::size]
+            lines, last, count = [], 0, 1
+            for s in starts:
+                count += mm[last:s].count(b"\n") if s > last else 0
+                lines.append(count)
+                last = s
+    ends = [*starts[1:], total]
+    return [ShardSpec(str(path), i, fmt, s, e, ln, header) for i, (s, e, ln) in enumerate(zip(starts, ends, lines,
+                                                                                            strict=True))]
+
+
+class _Range:
+    """A binary file handle that ends at ``end`` (readline and iteration stop there)."""
+
+    def __init__(self, handle: Any, end: int) -> None:
+        self.handle, self.end = handle, end
+
+    def readline(self, limit: int = -1) -> bytes:
+        left = self.end - self.handle.tell()
+        if left <= 0:
+            return b""
+        return self.handle.readline(left if limit is None or limit < 0 else min(limit, left))
+
+    def __iter__(self) -> Iterator[bytes]:
+        while line := self.readline():
+            yield line
+
+
+def read_shard(spec: ShardSpec, context: bytes = b"", project: Project | None = None,
+               seen: dict[str, int] | None = None) -> Shard:
+    """The shard ``spec`` names, read and loaded into its own store (``context`` added). ``seen`` (patient IRI
+    to line) carries the duplicate-record check across the shards of one reader."""
+    path = Path(spec.path)
+    if not path.is_file():
+        raise InputError("no such file (a shard must be read from a path every worker can see)", path=str(path))
+    if spec.fmt == "fhir-ndjson":
+        with path.open("rb") as handle:
+            handle.seek(spec.start)
+            return _fhir_shard(path, _ndjson_lines(_Range(handle, spec.end), spec.line - 1), context, project,
+                               {} if seen is None else seen)
+    rdf = ox.RdfFormat.TURTLE if spec.fmt == "turtle" else ox.RdfFormat.N_TRIPLES
+    if spec.whole:
+        return _whole_shard(path, rdf, context)
+    with path.open("rb") as handle:
+        handle.seek(spec.start)
+        batch = list(_records(_Range(handle, spec.end), [], spec.line - 1))
+    return _make_shard(path, spec.header, batch, rdf, context)
+
+
+def iter_shards(path: Path, size: int = 10_000, context: bytes = b"",
+                project: Project | None = None) -> Iterator[Shard]:
+    """The cohort in ``path`` as shards of at most ``size`` cases; ``context`` (N-Triples) is added to each
+    shard's store (the ontology's class hierarchy, which validation needs). FHIR Bundles are read with the FHIR
+    case mapping of ``project``'s guideline package (default: this checkout's)."""
+    seen: dict[str, int] = {}
+    for spec in plan_shards(Path(path), size):
+        yield read_shard(spec, context, project, seen)

@@ -244,6 +244,11 @@ class CaseResult:
         """Statement IRI to status, without assembling the explanations."""
         return {sid: status for sid, status, _ in self._signature[1:]}
 
+    def condition_states(self) -> list[tuple[str, str, tuple[tuple[Condition, str], ...]]]:
+        """(statement IRI, status, each condition with its state: met, failed or unknown), scope first, as
+        decided, without assembling any explanation (the columnar cohort writer reads only these)."""
+        return self._signature
+
     def has_urgent(self) -> bool:
         """Whether any urgent condition is met by an applicable statement, without assembling explanations."""
         return any(status == "applicable" and any(cond.urgent for cond, _ in states)
