@@ -26,11 +26,12 @@ import pyoxigraph as ox
 from rdflib import Graph, URIRef
 
 from guideline_kg.checks.gate import CaseShapes, Gate, case_shapes, is_invalid
-from guideline_kg.cohort.shards import iter_shards
+from guideline_kg.cohort.shards import Shard, iter_shards
 from guideline_kg.compile.shacl2sparql import CompiledConstraint, ShapeResult, hierarchy_context
 from guideline_kg.core.errors import InputError
 from guideline_kg.core.namespaces import GK, RDF
 from guideline_kg.core.project import Project
+from guideline_kg.reasoning.derive import CaseResult
 from guideline_kg.store.stores import EmbeddedStore, RemoteStore
 
 __all__ = ["CohortEvaluator", "CohortSummary", "case_shapes", "hierarchy_context", "shorten"]
@@ -162,6 +163,20 @@ class CohortEvaluator:
             per_patient[owner.get(r.focus, r.focus)].append(r)
         return per_patient, len(results) - len(violations)
 
+    def derive(self, shard: Shard, bad: dict[str, list[ShapeResult]], remote: RemoteStore | None = None
+               ) -> tuple[list[URIRef], list[URIRef], list[CaseResult]]:
+        """The shard's patients, the valid ones (no violation in ``bad``) and their derivations, in IRI order."""
+        store: EmbeddedStore | RemoteStore
+        if remote is None:
+            store = EmbeddedStore()
+            store.ox = shard.store
+        else:
+            store = remote
+        typed = shard.store.quads_for_pattern(None, ox.NamedNode(str(RDF.type)), ox.NamedNode(str(GK.Patient)))
+        patients = sorted(URIRef(q.subject.value) for q in typed if not isinstance(q.subject, ox.Triple))
+        valid = [p for p in patients if str(p) not in bad]
+        return patients, valid, list(self.evaluator.evaluate_store(store, valid))
+
     def run(self, path: Path, out: TextIO, shard_size: int = 10_000,
             progress: Callable[[int], None] | None = None, remote: RemoteStore | None = None) -> CohortSummary:
         """Validate and derive every case of the cohort file; one JSON line per case to ``out``.
@@ -199,16 +214,7 @@ class CohortEvaluator:
             summary.seconds["validate"] += clock() - t
             advance(2)
             t = clock()
-            store: EmbeddedStore | RemoteStore
-            if remote is None:
-                store = EmbeddedStore()
-                store.ox = shard.store
-            else:
-                store = remote
-            typed = shard.store.quads_for_pattern(None, ox.NamedNode(str(RDF.type)), ox.NamedNode(str(GK.Patient)))
-            patients = sorted(URIRef(q.subject.value) for q in typed if not isinstance(q.subject, ox.Triple))
-            valid = [p for p in patients if str(p) not in bad]
-            results = list(self.evaluator.evaluate_store(store, valid))
+            patients, valid, results = self.derive(shard, bad, remote)
             summary.seconds["derive"] += clock() - t
             advance(3)
             t = clock()
@@ -242,7 +248,7 @@ class CohortEvaluator:
             summary.valid += len(valid)
             summary.seconds["write"] += clock() - t
             advance(4)
-            del shard, store, results
+            del shard, results
             t = clock()
         return summary
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from guideline_kg.cli.common import emit, note, project_inputs, project_of, refuse_overwriting_inputs
-from guideline_kg.cohort.evaluate import CohortEvaluator
+from guideline_kg.cohort.evaluate import CohortEvaluator, CohortSummary
 from guideline_kg.cohort.generate import FORMATS, generate, load_profile, write_cohort
 from guideline_kg.cohort.shards import count_records
 from guideline_kg.core.errors import EXIT_FAILED, EXIT_OK, InputError
@@ -34,9 +34,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--profile", type=Path, help="cohort profile JSON (default: the package's [parts] cohort_profile)")
     g.add_argument("--out", type=Path, required=True, help="output file")
     g.set_defaults(handler=run_generate)
-    e = csub.add_parser("evaluate", help="validate and derive every case of a cohort file; JSON Lines out",
+    e = csub.add_parser("evaluate", help="validate and derive every case of a cohort file; Parquet or JSON Lines out",
                         description="Validate every case with the case shapes (compiled to SPARQL) and derive every "
-                                    "statement's status on the fast path, shard by shard. One JSON line per case "
+                                    "statement's status on the fast path, shard by shard. --out DIR writes a "
+                                    "partitioned Parquet dataset (one row per case and statement: status, urgent, "
+                                    "conflict, scope, the properties of the missing data; a table of invalid cases; "
+                                    "manifest.json written last), in this process or, with --scheduler or "
+                                    "--workers, as tasks on a Dask cluster. --explain, an --out ending in .jsonl, or "
+                                    "no --out: one JSON line per case "
                                     "(the object of a case in `recommend --format json`; invalid cases get "
                                     "{\"case\", \"invalid\": true, \"violations\"}). Exit 0 all valid, 1 some cases "
                                     "invalid (reported and skipped), 2 unreadable input. On a terminal a progress "
@@ -45,7 +50,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                                     "cohort, or its subjects typed gk:Patient when it has no markers; the "
                                     "non-blank lines of NDJSON), and the bar moves after each stage of a shard.")
     e.add_argument("input", type=Path, metavar="INPUT", help="cohort file: .ttl, .nt or .ndjson (FHIR Bundles)")
-    e.add_argument("--out", type=Path, help="JSON Lines output (default: stdout)")
+    e.add_argument("--out", type=Path, help="a folder: the columnar (Parquet) results; a .jsonl/.json/.ndjson "
+                                            "file: JSON Lines (default: JSON Lines to stdout)")
+    e.add_argument("--explain", action="store_true",
+                   help="JSON Lines with every explanation (because, missing in words), as before; slower and "
+                        "~15 KB a case")
+    e.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                   help="run the shards as tasks on this running Dask distributed cluster (columnar --out DIR; the "
+                        "input path must be readable by every worker)")
+    e.add_argument("--workers", type=int, metavar="N",
+                   help="start a local Dask cluster of N worker processes for the run (columnar --out DIR)")
     e.add_argument("--summary", action="store_true",
                    help="print, per statement (id, source lines, start of its text), the number and share of "
                         "valid cases in each status, and the invalid cases counted by defect (to stderr when the "
@@ -99,6 +113,9 @@ def run_generate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+_JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     project = project_of(args)
     if not args.input.is_file():
@@ -106,6 +123,18 @@ def run_evaluate(args: argparse.Namespace) -> int:
     refuse_overwriting_inputs(args.out, [*project_inputs(project), args.input])
     if args.list_invalid < 0:
         raise InputError(f"--list-invalid must not be negative (got {args.list_invalid})")
+    columnar = args.out is not None and not args.explain and args.out.suffix.lower() not in _JSON_SUFFIXES
+    if (args.scheduler or args.workers is not None) and not columnar:
+        raise InputError("--scheduler and --workers write the columnar results: give --out DIR (a folder), "
+                         "without --explain")
+    if args.scheduler and args.workers is not None:
+        raise InputError("give either --scheduler (a running cluster) or --workers (a local one), not both")
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers must be at least 1 (got {args.workers})")
+    if columnar and args.store:
+        raise InputError("--store runs with the JSON Lines output only (--explain, or --out FILE.jsonl)")
+    if columnar:
+        return _run_columnar(args, project)
     remote = None
     if args.store:
         remote = RemoteStore(args.store, args.store_data, args.store_timeout)
@@ -122,22 +151,49 @@ def run_evaluate(args: argparse.Namespace) -> int:
         else:
             summary = runner(ce, sys.stdout, update)
     finally:
-        if bar is not None:  # tqdm has no truth value without a total
-            if bar.total is not None and bar.n != bar.total:  # the cheap count was off (a record without a case)
-                bar.total = bar.n
-                bar.refresh()
-            bar.close()
+        _close(bar)
         if remote is not None:
             remote.close()
+    return _report(args, summary, ce.lines, ce.texts, "see their JSON lines")
+
+
+def _close(bar: Any) -> None:
+    if bar is not None:  # tqdm has no truth value without a total
+        if bar.total is not None and bar.n != bar.total:  # the cheap count was off (a record without a case)
+            bar.total = bar.n
+            bar.refresh()
+        bar.close()
+
+
+def _report(args: argparse.Namespace, summary: CohortSummary, lines: dict[str, str], texts: dict[str, str],
+            where: str) -> int:
     if args.summary or args.list_invalid:
         text = (json.dumps(summary.to_json(), indent=2) if args.summary_format == "json"
-                else summary.table(ce.lines, ce.texts, args.list_invalid))
+                else summary.table(lines, texts, args.list_invalid))
         if args.out:
             emit(text)
         else:
             note(text)
     elif summary.invalid:
-        note(f"{len(summary.invalid)} invalid cases skipped (see their JSON lines, or --summary)")
+        note(f"{len(summary.invalid)} invalid cases skipped ({where}, or --summary)")
     note(f"{summary.cases} cases, {summary.valid} valid, {len(summary.invalid)} invalid"
          + (f"; results in {args.out}" if args.out else ""))
     return EXIT_FAILED if summary.invalid else EXIT_OK
+
+
+def _run_columnar(args: argparse.Namespace, project: Any) -> int:
+    # pyarrow (and dask, for a cluster) are imported by the runs that write Parquet only
+    from guideline_kg.cohort.cluster import run_columnar  # noqa: PLC0415
+    from guideline_kg.cohort.columnar import MANIFEST  # noqa: PLC0415
+
+    # prepared here too on a cluster run: the summary's source lines and texts, the manifest's statement ids
+    ce = CohortEvaluator(load_knowledge(project), project)
+    bar, update = _progress(count_records(args.input) if sys.stderr.isatty() else None, "case", mininterval=0)
+    try:
+        summary, manifest = run_columnar(project, args.input, args.out, args.shard_size, update,
+                                         scheduler=args.scheduler, workers=args.workers, ce=ce)
+    finally:
+        _close(bar)
+    note(f"{manifest['rows']} rows in {len(manifest['partitions'])} partitions, {manifest['bytes']:,} bytes "
+         f"({manifest['bytes'] / max(manifest['cases'], 1):.0f} per case); {args.out / MANIFEST} lists them")
+    return _report(args, summary, ce.lines, ce.texts, f"see {args.out / 'invalid'}")
