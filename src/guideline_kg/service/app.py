@@ -31,6 +31,7 @@ from guideline_kg.core.project import Project
 from guideline_kg.core.queries import list_queries
 from guideline_kg.knowledge.graph import guideline_iri
 from guideline_kg.service.cds import CDS_SERVICE_ID, MAX_DEPTH, register_cds
+from guideline_kg.service.fhir_ops import register_fhir
 from guideline_kg.service.guard import LOOPBACK_HOSTS, AccessLog, Busy, HostCheck, Limits, Pool
 from guideline_kg.service.pages import register_pages
 from guideline_kg.store.results import MEDIA_TYPES, QueryResult, QueryTimeout, ResultTooLarge, serialise
@@ -221,6 +222,7 @@ def _routes(config: ServerConfig) -> FastAPI:
     app.add_api_route("/sparql", sparql, methods=["GET", "POST"], include_in_schema=False)
 
     register_cds(app, config)  # CDS Hooks 2.0: discovery, patient-view, order-select, feedback (service.cds)
+    register_fhir(app, config)  # FHIR: PlanDefinition/$apply on the exported pathway (service.fhir_ops)
 
     return app
 
