@@ -172,8 +172,11 @@ class CohortEvaluator:
             store.ox = shard.store
         else:
             store = remote
-        typed = shard.store.quads_for_pattern(None, ox.NamedNode(str(RDF.type)), ox.NamedNode(str(GK.Patient)))
+        # a list, consumed and dropped here: pyoxigraph's iterator must not be dropped on another thread (a Dask
+        # worker may collect garbage on its event-loop thread)
+        typed = list(shard.store.quads_for_pattern(None, ox.NamedNode(str(RDF.type)), ox.NamedNode(str(GK.Patient))))
         patients = sorted(URIRef(q.subject.value) for q in typed if not isinstance(q.subject, ox.Triple))
+        del typed
         valid = [p for p in patients if str(p) not in bad]
         return patients, valid, list(self.evaluator.evaluate_store(store, valid))
 
