@@ -159,6 +159,7 @@ def local(iri: URIRef) -> str:
     return str(iri).rsplit("/", 1)[-1]
 
 
+@pytest.mark.slow  # HL7's engine parses ~0.6 MB of FHIRPath (about 30 s on a loaded CI machine)
 @needs_node
 def test_hl7_fhirpath_equals_recommend_on_every_fhir_example(compiled: dict[URIRef, str],
                                                                recommended: dict[str, dict[str, str]]) -> None:

@@ -73,8 +73,13 @@ def op(name: str, a: Expr, b: Expr) -> Expr:
     return Expr("op", (a, b), name)
 
 
+def _unique(items: Iterable[Expr]) -> list[Expr]:
+    """The items in order, each once (a and a is a; a or a is a)."""
+    return list(dict.fromkeys(items))
+
+
 def and_(items: Iterable[Expr]) -> Expr:
-    items = [x for i in items if i != TRUE for x in (i.args if i.kind == "and" else (i,))]
+    items = _unique(x for i in items if i != TRUE for x in (i.args if i.kind == "and" else (i,)))
     if FALSE in items:
         return FALSE
     if not items:
@@ -83,7 +88,7 @@ def and_(items: Iterable[Expr]) -> Expr:
 
 
 def or_(items: Iterable[Expr]) -> Expr:
-    items = [x for i in items if i != FALSE for x in (i.args if i.kind == "or" else (i,))]
+    items = _unique(x for i in items if i != FALSE for x in (i.args if i.kind == "or" else (i,)))
     if TRUE in items:
         return TRUE
     if not items:
