@@ -5,6 +5,10 @@ slice (scaled to N) against the compiled validation, and rdflib evaluating the s
 slice (scaled to N) against the fast path. Each size runs in a fresh process (peak RSS is per process).
 Prints a table of medians. Run: `.venv/bin/python benchmarks/bench_cohort.py [--sizes 1000 10000 100000]
 [--runs 3] [--million]`.
+
+`--columnar` (issue 16) measures the columnar (Parquet) path instead, one run per size: pyoxigraph's plain load,
+the stages and end to end in this process, bytes on disk per case, peak RSS; then the same file on a local Dask
+cluster of `--workers` processes (end to end, speed-up over in-process, peak RSS of each worker).
 """
 
 from __future__ import annotations
@@ -83,6 +87,46 @@ def one_run(n: int, slice_n: int) -> dict[str, float]:
     return r
 
 
+def columnar_run(n: int, shard: int, workers: int) -> dict[str, float]:
+    """One measured columnar run (issue 16) in this process: in-process, then on a local cluster."""
+    from distributed import Client, LocalCluster
+
+    from guideline_kg.cohort.cluster import run_columnar
+    from guideline_kg.cohort.evaluate import CohortEvaluator
+    from guideline_kg.cohort.generate import generate, load_profile, write_cohort
+    from guideline_kg.core.project import Project
+    from guideline_kg.knowledge.graph import load_knowledge
+
+    project = Project.at(ROOT)
+    out_dir = ROOT / "build" / "bench-cohort"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"cohort-{n}.ttl"
+    if not path.is_file():
+        with path.open("w") as f:
+            write_cohort(generate(load_profile(project.kg_dir / "cohort-profile.json"), n, seed=1), f, "turtle")
+    proc = subprocess.run([sys.executable, __file__, "--load-only", str(path)], capture_output=True, text=True,
+                          check=True)
+    r: dict[str, float] = {"pyoxigraph load": json.loads(proc.stdout.strip().splitlines()[-1])["seconds"]}
+    ce = CohortEvaluator(load_knowledge(project), project)
+    t = time.perf_counter()
+    summary, manifest = run_columnar(project, path, out_dir / f"columnar-{n}", shard, ce=ce)
+    r["end to end"] = time.perf_counter() - t
+    r.update(summary.seconds)
+    r["bytes per case"] = manifest["bytes"] / manifest["cases"]
+    r["peak MB"] = _rss_mb()
+    r["cases"] = manifest["cases"]
+    if workers:
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                          host="127.0.0.1") as cluster, Client(cluster) as client:
+            client.wait_for_workers(workers)
+            t = time.perf_counter()
+            run_columnar(project, path, out_dir / f"columnar-{n}-cluster", shard, scheduler=cluster.scheduler_address)
+            r["cluster end to end"] = time.perf_counter() - t
+            peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+            r["worker peak MB"] = max(peaks.values())
+    return r
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
@@ -91,7 +135,33 @@ def main() -> None:
     parser.add_argument("--slice", type=int, default=50, help="cases for the pySHACL and rdflib slices")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--load-only", help=argparse.SUPPRESS)
+    parser.add_argument("--columnar", action="store_true", help="issue 16: the columnar path, in-process and on a "
+                                                                "local Dask cluster (one run per size)")
+    parser.add_argument("--shard-size", type=int, default=2500, help="--columnar: cases per shard (default 2500)")
+    parser.add_argument("--workers", type=int, default=2, help="--columnar: local cluster size (0: none)")
+    parser.add_argument("--columnar-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.columnar_child:
+        print(json.dumps(columnar_run(args.columnar_child, args.shard_size, args.workers)))
+        return
+    if args.columnar:
+        print("columnar cohort benchmark (issue 16): seconds; ratios against pyoxigraph's plain load of the same "
+              f"file in the same run; shards of {args.shard_size}; peak = peak RSS of the process")
+        cols = ["pyoxigraph load", "load", "validate", "derive", "write", "end to end"]
+        print(f"{'N':>9} " + " ".join(f"{c:>15}" for c in cols) + f" {'e2e/load':>9} {'write %':>8} "
+              f"{'B/case':>7} {'peak MB':>8} {'cluster e2e':>12} {'speed-up':>9} {'worker MB':>10}")
+        for n in args.sizes:
+            proc = subprocess.run([sys.executable, __file__, "--columnar-child", str(n), "--shard-size",
+                                   str(args.shard_size), "--workers", str(args.workers)], capture_output=True,
+                                  text=True, check=True)
+            m = json.loads(proc.stdout.strip().splitlines()[-1])
+            cluster = m.get("cluster end to end")
+            print(f"{n:>9} " + " ".join(f"{m[c]:>15.2f}" for c in cols)
+                  + f" {m['end to end'] / m['pyoxigraph load']:>8.2f}x {100 * m['write'] / m['end to end']:>7.1f}%"
+                  f" {m['bytes per case']:>7.0f} {m['peak MB']:>8.0f}"
+                  + (f" {cluster:>12.2f} {m['end to end'] / cluster:>8.2f}x {m['worker peak MB']:>10.0f}"
+                     if cluster else ""))
+        return
     if args.load_only:
         import pyoxigraph as ox
 
