@@ -36,6 +36,7 @@ from rdflib import Graph
 from guideline_kg.cases.fhir_in import project_rules
 from guideline_kg.checks.gate import Gate, GateResult
 from guideline_kg.compile.owl2fhirpath import compile_statements
+from guideline_kg.compile.owl2sparql import UnsupportedExpression
 from guideline_kg.core.errors import InputError
 from guideline_kg.core.project import Project
 from guideline_kg.outputs.fhir_cpg import CPG, FHIRPATH, IRI_SYSTEM, Pathway, pathway_resources, read_pathway
@@ -207,9 +208,16 @@ class Applier:
         self.knowledge, self.project = knowledge, project
         self.gate = gate or Gate(knowledge, project)
         self.pathway: Pathway = read_pathway(EmbeddedStore.from_graph(knowledge), project)
-        if project.part("fhir_case_mapping"):
-            compiled = compile_statements(knowledge, project_rules(project, "$apply"))
-            self.pathway.expressions.update({str(k): v for k, v in compiled.items()})
+        #: why the conditions are the interim ``{}`` (every recommendation undetermined), if they are
+        self.uncompiled: str | None = None
+        if not project.part("fhir_case_mapping"):
+            self.uncompiled = "the guideline package has no FHIR case mapping (fhir_case_mapping)"
+        else:
+            try:
+                compiled = compile_statements(knowledge, project_rules(project, "$apply"))
+                self.pathway.expressions.update({str(k): v for k, v in compiled.items()})
+            except UnsupportedExpression as exc:  # the compiler refuses a construct: said in every answer
+                self.uncompiled = f"the FHIRPath compiler refuses this guideline's populations: {exc}"
         self.resources = pathway_resources(self.pathway)
         self.by_id = {f"{r['resourceType']}/{r['id']}": r for r in self.resources}
         self.by_url = {r["url"]: r for r in self.resources}
@@ -277,6 +285,10 @@ class Applier:
             raise ApplyError(f"parameter 'data' cannot be read: {' '.join(str(exc).split())[:500]}") from None
         _refuse_invalid(gated)
         run = _Run(request.subject, request.data)
+        if self.uncompiled:
+            run.issues.append({"severity": "warning", "code": "not-supported",
+                               "diagnostics": f"{self.uncompiled}; the exported conditions are the interim "
+                                              "FHIRPath {} (not known), so no recommendation is determined"})
         top = self._apply_plan(plan, run)
         careplan: dict[str, Any] = {
             "resourceType": "CarePlan", "id": "apply", "meta": {"profile": [CPG + "cpg-careplan"]},
