@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,9 +32,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                                     "Exit 0 written, 2 bad input.")
     g.add_argument("--n", type=int, required=True, help="number of cases")
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    g.add_argument("--format", choices=FORMATS, default="turtle")
+    g.add_argument("--format", choices=[*FORMATS, "fhir-bulk"], default="turtle",
+                   help="fhir-bulk: a FHIR Bulk Data export folder (--out names the folder): manifest.json and "
+                        "NDJSON files per resource type")
+    g.add_argument("--per-file", type=int, default=50_000, metavar="N",
+                   help="fhir-bulk: resources per NDJSON file (default 50000; a type with more gets several files)")
     g.add_argument("--profile", type=Path, help="cohort profile JSON (default: the package's [parts] cohort_profile)")
-    g.add_argument("--out", type=Path, required=True, help="output file")
+    g.add_argument("--out", type=Path, required=True, help="output file (a new folder for fhir-bulk)")
     g.set_defaults(handler=run_generate)
     e = csub.add_parser("evaluate", help="validate and derive every case of a cohort file; Parquet or JSON Lines out",
                         description="Validate every case with the case shapes (compiled to SPARQL) and derive every "
@@ -49,7 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                     "before the run, cheaply (the `# case` marker lines of a Turtle or N-Triples "
                                     "cohort, or its subjects typed gk:Patient when it has no markers; the "
                                     "non-blank lines of NDJSON), and the bar moves after each stage of a shard.")
-    e.add_argument("input", type=Path, metavar="INPUT", help="cohort file: .ttl, .nt or .ndjson (FHIR Bundles)")
+    e.add_argument("input", type=Path, metavar="INPUT", help="cohort file: .ttl, .nt or .ndjson (FHIR Bundles), or "
+                                                             "a FHIR Bulk Data export folder (manifest.json)")
     e.add_argument("--out", type=Path, help="a folder: the columnar (Parquet) results; a .jsonl/.json/.ndjson "
                                             "file: JSON Lines (default: JSON Lines to stdout)")
     e.add_argument("--explain", action="store_true",
@@ -98,8 +105,11 @@ def run_generate(args: argparse.Namespace) -> int:
     refuse_overwriting_inputs(args.out, [*project_inputs(project), *([args.profile] if args.profile else [])])
     bar, update = _progress(args.n, "case")
     try:
-        with atomic_output(args.out) as handle:
-            counts = write_cohort(generate(profile, args.n, args.seed), handle, args.format, update, project)
+        if args.format == "fhir-bulk":
+            counts = _generate_bulk(args, profile, project, update)
+        else:
+            with atomic_output(args.out) as handle:
+                counts = write_cohort(generate(profile, args.n, args.seed), handle, args.format, update, project)
     finally:
         if bar is not None:  # tqdm has no truth value without a total
             bar.close()
@@ -116,7 +126,64 @@ def run_generate(args: argparse.Namespace) -> int:
 _JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
 
 
+def _generate_bulk(args: argparse.Namespace, profile: Any, project: Any, update: Any) -> dict[str, Any]:
+    """The cohort as a Bulk Data export folder, written to a temporary folder beside --out and renamed."""
+    from guideline_kg.cohort.bulk import write_export  # noqa: PLC0415 - only this format needs it
+
+    if args.per_file < 1:
+        raise InputError(f"--per-file must be at least 1 (got {args.per_file})")
+    if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
+        raise InputError("--format fhir-bulk writes a new folder; this one exists and is not empty", path=str(args.out))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{args.out.name}.", dir=args.out.parent))
+    try:
+        counts = write_export(generate(profile, args.n, args.seed), tmp, project, args.per_file, update)
+        if args.out.is_dir():
+            args.out.rmdir()
+        tmp.rename(args.out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    note(f"{sum(counts['resources'].values())} resources: "
+         + ", ".join(f"{t} {n}" for t, n in sorted(counts["resources"].items())))
+    return counts
+
+
+def _group_bulk(args: argparse.Namespace, project: Any, staging: Path) -> Path:
+    """A Bulk Data export folder grouped by patient into one NDJSON cohort in ``staging``; what was left out
+    reported per resource type."""
+    from guideline_kg.cohort.bulk import group_export  # noqa: PLC0415
+
+    grouped = staging / "cohort.ndjson"
+    report = group_export(args.input, grouped, project)
+    note(f"{args.input}: {report.resources} resources in {report.files} files, {report.patients} patients "
+         f"(grouped in {report.buckets} buckets)")
+    for line in report.lines():
+        note(line)
+    return grouped
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
+    if args.input.is_dir():
+        from guideline_kg.cohort.bulk import is_export  # noqa: PLC0415
+
+        if not is_export(args.input):
+            raise InputError("a folder given as INPUT must be a FHIR Bulk Data export (with manifest.json)",
+                             path=str(args.input))
+        columnar = args.out is not None and not args.explain and args.out.suffix.lower() not in _JSON_SUFFIXES
+        # beside the results (which every worker writes) or in a private temporary folder
+        staging = (Path(tempfile.mkdtemp(prefix=f".{args.out.name}.bulk-", dir=args.out.resolve().parent))
+                   if columnar and args.out.resolve().parent.is_dir() else Path(tempfile.mkdtemp(prefix="gk-bulk-")))
+        try:
+            refuse_overwriting_inputs(args.out, [args.input])
+            grouped = _group_bulk(args, project_of(args), staging)
+            return _run_evaluate(argparse.Namespace(**{**vars(args), "input": grouped}))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return _run_evaluate(args)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
     project = project_of(args)
     if not args.input.is_file():
         raise InputError("no such file", path=str(args.input))
