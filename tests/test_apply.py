@@ -261,3 +261,9 @@ def test_the_second_guideline_is_applied_with_no_code_of_its_own(mini_project: P
     applied = {rg["instantiatesCanonical"][0].rsplit("/", 1)[-1].removeprefix("mini-")
                for rg in contained(answer.json(), "RequestGroup")}
     assert {r: r in applied for r in compared} == {r: expected[r] == "applicable" for r in compared}
+
+
+def test_deeply_nested_parameters_are_400(client: TestClient) -> None:
+    body = b'{"resourceType": "Parameters", "parameter": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    answer = client.post(f"/fhir/PlanDefinition/{PATHWAY}/$apply", content=body, headers=FHIR_JSON)
+    assert "nested" in outcome_of(answer, 400)
