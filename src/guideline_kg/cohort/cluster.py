@@ -14,6 +14,7 @@ for the next tasks of the same project.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -127,7 +128,7 @@ def _on_cluster(specs: list[ShardSpec], out_dir: Path, key: tuple[str, ...], sch
             if workers is None or workers < 1:
                 raise InputError(f"--workers must be at least 1 (got {workers})")
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=None, host="127.0.0.1")
+                                   dashboard_address=None, host="127.0.0.1", silence_logs=logging.ERROR)
             client = Client(cluster)
     except OSError as exc:
         raise InputError(f"cannot reach the Dask scheduler {scheduler}: {exc}") from None

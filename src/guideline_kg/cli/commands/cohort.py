@@ -141,6 +141,7 @@ def _generate_bulk(args: argparse.Namespace, profile: Any, project: Any, update:
         if args.out.is_dir():
             args.out.rmdir()
         tmp.rename(args.out)
+        args.out.chmod(0o755)  # mkdtemp made it private
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
