@@ -143,3 +143,18 @@ def test_input_error_on_the_cluster_exits_2_without_output(cluster, tmp_path: Pa
     assert done.returncode == 2, done.stderr
     assert "bad.ttl" in done.stderr and "line 1" in done.stderr and "Traceback" not in done.stderr
     assert not (out / "manifest.json").exists() and not list(out.rglob("*.parquet"))
+
+
+def test_a_local_cluster_of_two_workers_gives_the_in_process_rows(cohort, in_process, tmp_path: Path) -> None:
+    """--workers 2 starts (and stops) its own LocalCluster; same tables; the manifest names the engine."""
+    out = tmp_path / "r"
+    done = _evaluate(cohort, out, "--workers", "2")
+    assert done.returncode in (0, 1), done.stderr
+    assert "Traceback" not in done.stderr and "WARNING" not in done.stderr
+    assert _tables(out) == in_process
+    assert json.loads((out / "manifest.json").read_text())["engine"] == "dask local cluster, 2 workers"
+
+
+def test_cluster_options_need_a_folder(cohort, tmp_path: Path) -> None:
+    done = _evaluate(cohort, tmp_path / "r.jsonl", "--workers", "2")
+    assert done.returncode == 2 and "--out DIR" in done.stderr and not (tmp_path / "r.jsonl").exists()
