@@ -35,7 +35,8 @@ from rdflib import Graph
 
 from guideline_kg.cases.fhir_in import project_rules
 from guideline_kg.checks.gate import Gate, GateResult
-from guideline_kg.compile.owl2fhirpath import compile_statements
+from guideline_kg.compile.applicability import TreeBuilder
+from guideline_kg.compile.owl2fhirpath import compile_statements, to_fhirpath
 from guideline_kg.compile.owl2sparql import UnsupportedExpression
 from guideline_kg.core.errors import InputError
 from guideline_kg.core.project import Project
@@ -210,12 +211,20 @@ class Applier:
         self.pathway: Pathway = read_pathway(EmbeddedStore.from_graph(knowledge), project)
         #: why the conditions are the interim ``{}`` (every recommendation undetermined), if they are
         self.uncompiled: str | None = None
+        #: statement IRI -> [(condition label, FHIRPath "met", FHIRPath "failed")]
+        self.conditions: dict[str, list[tuple[str, str, str]]] = {}
         if not project.part("fhir_case_mapping"):
             self.uncompiled = "the guideline package has no FHIR case mapping (fhir_case_mapping)"
         else:
             try:
-                compiled = compile_statements(knowledge, project_rules(project, "$apply"))
+                rules = project_rules(project, "$apply")
+                compiled = compile_statements(knowledge, rules)
                 self.pathway.expressions.update({str(k): v for k, v in compiled.items()})
+                # each condition on its own (the compiler's tree of one condition and of its negation), to name
+                # the conditions the data leaves open; the status itself comes from the exported expression
+                self.conditions = {str(st.iri): [(c.label, to_fhirpath(c.met), to_fhirpath(c.failed))
+                                                 for c in st.conditions]
+                                   for st in TreeBuilder(knowledge, rules).statements()}
             except UnsupportedExpression as exc:  # the compiler refuses a construct: said in every answer
                 self.uncompiled = f"the FHIRPath compiler refuses this guideline's populations: {exc}"
         self.resources = pathway_resources(self.pathway)
@@ -333,6 +342,18 @@ class Applier:
             return "not-applicable"
         return "undetermined" if "undetermined" in results else "applicable"
 
+    def _open_conditions(self, plan: dict[str, Any], run: _Run) -> list[str]:
+        """The labels of the recommendation's conditions the data neither meets nor fails (its missing data)."""
+        out = []
+        for label, met, failed in self.conditions.get(plan["identifier"][0]["value"], []):
+            try:
+                known = self.compiled(met)(run.data, {}) == [True] or self.compiled(failed)(run.data, {}) == [True]
+            except Exception:  # an engine error here only loses the detail; the issue is still reported
+                known = False
+            if not known:
+                out.append(label)
+        return out
+
     def _apply_plan(self, plan: dict[str, Any], run: _Run) -> dict[str, Any]:
         """The RequestGroup of ``plan`` (contained in ``run``): its applicable actions, each with its definition
         applied."""
@@ -349,7 +370,7 @@ class Applier:
         recommendation = plan["meta"]["profile"][0].endswith("cpg-recommendationdefinition")
         status = self._condition(plan, action, run)
         if status == "undetermined" and recommendation:
-            run.issues.append(_undetermined(plan, action))
+            run.issues.append(_undetermined(plan, action, self._open_conditions(plan, run)))
         if status != "applicable":
             return None
         out: dict[str, Any] = {k: action[k] for k in ("title", "description", "textEquivalent", "priority", "code")
@@ -392,9 +413,10 @@ def _about(plan: dict[str, Any]) -> dict[str, Any]:
     return {"coding": [{"system": IRI_SYSTEM, "code": plan["url"]}], "text": str(plan.get("title"))}
 
 
-def _undetermined(plan: dict[str, Any], action: dict[str, Any]) -> dict[str, Any]:
-    """The issue of a recommendation whose condition the data does not decide: what the condition asks and the
-    data it reads (the action's ``input``, the export's data requirements)."""
+def _undetermined(plan: dict[str, Any], action: dict[str, Any], missing: list[str]) -> dict[str, Any]:
+    """The issue of a recommendation whose condition the data does not decide: the conditions left open
+    (``missing``), what the condition asks and the data it reads (the action's ``input``, the export's data
+    requirements)."""
     asks = " ".join(c.get("expression", {}).get("description", "") for c in action.get("condition", [])).strip()
     reads = []
     for dr in action.get("input", []):
@@ -405,7 +427,10 @@ def _undetermined(plan: dict[str, Any], action: dict[str, Any]) -> dict[str, Any
         if dr.get("mustSupport"):
             text += " with " + ", ".join(dr["mustSupport"])
         reads.append(text)
-    diagnostics = f"{plan.get('title')}: not determined by the data given. {asks}"
+    diagnostics = f"{plan.get('title')}: not determined by the data given."
+    if missing:
+        diagnostics += " Missing: " + "; ".join(missing) + "."
+    diagnostics += f" {asks}"
     if reads:
         diagnostics += " Data it reads: " + "; ".join(reads) + "."
     return {"severity": "warning", "code": "incomplete", "details": _about(plan), "diagnostics": diagnostics.strip()}
