@@ -14,6 +14,7 @@ for the next tasks of the same project.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -78,6 +79,7 @@ def run_columnar(project: Project, path: Path, out_dir: Path, shard_size: int = 
     new local cluster of that many processes; neither: in this process (``ce`` if given)."""
     path, out_dir = Path(path).resolve(), Path(out_dir)
     specs = plan_shards(path, shard_size)
+    created = not out_dir.exists()
     prepare_output(out_dir)
     key = project_key(project)
     started = time.perf_counter()
@@ -93,6 +95,10 @@ def run_columnar(project: Project, path: Path, out_dir: Path, shard_size: int = 
             _on_cluster(specs, out_dir, key, scheduler, workers, done, progress, on_partition)
     except BaseException:
         discard(out_dir, [s.index for s in specs])
+        if created:  # a folder this run made holds nothing now: leave no trace
+            for folder in (out_dir / "results", out_dir / "invalid", out_dir):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
         raise
     engine = (f"dask {scheduler}" if scheduler else f"dask local cluster, {workers} workers" if workers
               else "in-process")
@@ -123,7 +129,7 @@ def _on_cluster(specs: list[ShardSpec], out_dir: Path, key: tuple[str, ...], sch
     cluster = None
     try:
         if scheduler is not None:
-            client = Client(scheduler, timeout=30)
+            client = Client(scheduler, timeout=15)
         else:
             if workers is None or workers < 1:
                 raise InputError(f"--workers must be at least 1 (got {workers})")
