@@ -7,13 +7,14 @@ of the folder by its last path segment, and a name that is not a plain file of t
 Grouping (:func:`group_export`) is an external hash partition in two passes:
 
 1. every line of every listed file is read once, on its own; the patient it belongs to is the resource's own id
-   (the Patient) or its ``subject`` / ``patient`` reference ``Patient/<id>``, and the line is appended to bucket
-   file ``crc32(id) mod B`` in a working folder. ``B`` is the export's size over :data:`BUCKET_BYTES` (at most
-   :data:`MAX_BUCKETS`), so a bucket holds about ``BUCKET_BYTES`` of resources;
-2. bucket by bucket, the lines are grouped by patient and written as one Bundle per patient (the Patient first,
-   then the resources in export order) to an NDJSON cohort, which the usual reader shards (:mod:`shards`).
+   (the Patient) or its ``subject`` / ``patient`` reference ``Patient/<id>``, and the line, after the patient id
+   (JSON-quoted), is appended to bucket file ``crc32(id) mod B`` in a working folder. ``B`` is the export's size
+   over :data:`BUCKET_BYTES` (at most :data:`MAX_BUCKETS`), so a bucket holds about ``BUCKET_BYTES`` of resources;
+2. bucket by bucket, the lines are grouped by patient (the resources are not parsed again) and written as one
+   Bundle per patient (the Patient first, then the resources in export order) to an NDJSON cohort, which the
+   usual reader shards (:mod:`shards`).
 
-Memory: one line in pass 1 (plus a write buffer per bucket); one bucket's resources, parsed, in pass 2 (about
+Memory: one line in pass 1 (plus a write buffer per bucket); one bucket's lines in pass 2 (about
 ``BUCKET_BYTES`` of NDJSON when patients hash evenly; all of an export larger than ``MAX_BUCKETS * BUCKET_BYTES``
 is spread over ``MAX_BUCKETS`` buckets, so a bucket grows to size/``MAX_BUCKETS``). Disk: one copy of the export.
 
@@ -160,7 +161,10 @@ def group_export(folder: Path, out: Path, project: Project, bucket_bytes: int = 
                         if patient is None:
                             leave_out(rtype, "no patient: neither a Patient nor a subject/patient reference", place)
                             continue
-                        handles[zlib.crc32(patient.encode()) % buckets].write(raw.rstrip(b"\r\n") + b"\n")
+                        # "<P|R> <patient id>\t<resource>": pass 2 groups without parsing the resource again
+                        head = b"P " if rtype == "Patient" else b"R "
+                        handles[zlib.crc32(patient.encode()) % buckets].write(
+                            head + json.dumps(patient).encode() + b"\t" + raw.strip() + b"\n")
         finally:
             for h in handles:
                 h.close()
@@ -168,22 +172,21 @@ def group_export(folder: Path, out: Path, project: Project, bucket_bytes: int = 
         with tmp.open("w", encoding="utf-8") as sink:
             for i in range(buckets):
                 bucket = work / f"{i:03d}.ndjson"
-                groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+                groups: dict[bytes, list[bytes]] = defaultdict(list)
                 with bucket.open("rb") as handle:
-                    for raw in handle:
-                        resource = json.loads(raw)
-                        patient = _patient_of(resource)
-                        if patient is None:  # pass 1 wrote only resources with a patient
-                            continue
-                        if resource.get("resourceType") == "Patient":
+                    for line in handle:
+                        head, _, resource = line.rstrip(b"\n").partition(b"\t")
+                        patient = head[2:]
+                        if head[:1] == b"P":
                             groups[patient].insert(0, resource)
                         else:
                             groups[patient].append(resource)
                 bucket.unlink()
                 for patient, resources in groups.items():
-                    sink.write(json.dumps({"resourceType": "Bundle", "id": patient, "type": "collection", **stamp,
-                                           "entry": [{"resource": r} for r in resources]},
-                                          separators=(",", ":"), ensure_ascii=False) + "\n")
+                    start = json.dumps({"resourceType": "Bundle", "id": json.loads(patient), "type": "collection",
+                                        **stamp}, separators=(",", ":"), ensure_ascii=False)[:-1]
+                    entries = b",".join(b'{"resource":' + r + b"}" for r in resources).decode("utf-8")
+                    sink.write(f'{start},"entry":[{entries}]}}\n')
                     report.patients += 1
                     if progress is not None:
                         progress(1)
