@@ -113,7 +113,23 @@ class ColumnarWriter:
                 found[str(r["condition"])].add(str(r["property"]))
             self.properties.update({c: tuple(sorted(ps)) for c, ps in found.items()})
         self._kinds = {sid: st.get("kind") for sid, st in ev.statements.items()}
+        #: statements with an urgent condition: urgent for a case exactly when applicable to it
+        self._urgent = {sid for sid, cs in ev.conditions.items() if any(c.urgent for c in cs)}
+        self._missing: dict[tuple[str, tuple[str, ...]], list[str]] = {}
         self._templates: dict[int, tuple[Any, list[tuple[str, str, bool, list[str], list[str]]]]] = {}
+
+    def _missing_of(self, sid: str, conds: tuple[tuple[Any, str], ...]) -> list[str]:
+        """The properties of an undetermined statement's own undecided conditions (memoised by their states)."""
+        key = (sid, tuple(st for _, st in conds))
+        found = self._missing.get(key)
+        if found is None:
+            guideline = self._kinds.get(sid) == "guideline"
+            found = sorted({p for c, st in conds if st == "unknown" and (guideline or not c.scope)
+                            for p in self.properties[str(c.iri)]})
+            if len(self._missing) >= 100_000:
+                self._missing.clear()
+            self._missing[key] = found
+        return found
 
     def _template(self, cr: CaseResult) -> list[tuple[str, str, bool, list[str], list[str]]]:
         """(statement, status, urgent, conflict, missing) of every statement for the case's signature
@@ -122,21 +138,16 @@ class ColumnarWriter:
         hit = self._templates.get(id(states))
         if hit is not None and hit[0] is states:
             return hit[1]
-        statuses = {sid: status for sid, status, _ in states[1:]}
         conflicts: dict[str, list[str]] = defaultdict(list)
         for c in cr.conflicts:
             conflicts[c["for"]].append(self.short[c["against"]])
             conflicts[c["against"]].append(self.short[c["for"]])
-        rows = []
-        for sid, status, conds in states[1:]:
-            urgent = status == "applicable" and any(c.urgent for c, _ in conds)
-            missing: list[str] = []
-            if status == "undetermined":
-                guideline = self._kinds.get(sid) == "guideline"
-                props = {p for c, st in conds if st == "unknown" and (guideline or not c.scope)
-                         for p in self.properties[str(c.iri)]}
-                missing = sorted(props)
-            rows.append((self.short[sid], statuses[sid], urgent, sorted(conflicts.get(sid, [])), missing))
+        none: list[str] = []
+        short, urgent = self.short, self._urgent
+        rows = [(short[sid], status, status == "applicable" and sid in urgent,
+                 sorted(conflicts[sid]) if sid in conflicts else none,
+                 self._missing_of(sid, conds) if status == "undetermined" else none)
+                for sid, status, conds in states[1:]]
         if len(self._templates) >= 10_000:
             self._templates.clear()
         self._templates[id(states)] = (states, rows)
@@ -144,18 +155,21 @@ class ColumnarWriter:
 
     def results_table(self, results: Iterable[CaseResult]) -> pa.Table:
         cols: dict[str, list[Any]] = {name: [] for name in RESULTS_SCHEMA.names}
+        case, patient, scope = cols["case"], cols["patient"], cols["scope"]
+        statement, status, urgent, conflict, missing = (cols[k] for k in ("statement", "status", "urgent",
+                                                                          "conflict", "missing"))
         for cr in results:
             rows = self._template(cr)
             n = len(rows)
-            cols["case"] += [cr.case] * n
-            cols["patient"] += [str(cr.patient)] * n
-            cols["scope"] += [cr.scope_status] * n
-            for statement, status, urgent, conflict, missing in rows:
-                cols["statement"].append(statement)
-                cols["status"].append(status)
-                cols["urgent"].append(urgent)
-                cols["conflict"].append(conflict)
-                cols["missing"].append(missing)
+            case += [cr.case] * n
+            patient += [str(cr.patient)] * n
+            scope += [cr.scope_status] * n
+            a, b, c, d, e = zip(*rows, strict=True)
+            statement += a
+            status += b
+            urgent += c
+            conflict += d
+            missing += e
         return pa.table(cols, schema=RESULTS_SCHEMA)
 
 
