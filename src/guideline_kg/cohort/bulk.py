@@ -176,14 +176,13 @@ def group_export(folder: Path, out: Path, project: Project, bucket_bytes: int = 
                 with bucket.open("rb") as handle:
                     for line in handle:
                         head, _, resource = line.rstrip(b"\n").partition(b"\t")
-                        patient = head[2:]
                         if head[:1] == b"P":
-                            groups[patient].insert(0, resource)
+                            groups[head[2:]].insert(0, resource)
                         else:
-                            groups[patient].append(resource)
+                            groups[head[2:]].append(resource)
                 bucket.unlink()
-                for patient, resources in groups.items():
-                    start = json.dumps({"resourceType": "Bundle", "id": json.loads(patient), "type": "collection",
+                for quoted, resources in groups.items():
+                    start = json.dumps({"resourceType": "Bundle", "id": json.loads(quoted), "type": "collection",
                                         **stamp}, separators=(",", ":"), ensure_ascii=False)[:-1]
                     entries = b",".join(b'{"resource":' + r + b"}" for r in resources).decode("utf-8")
                     sink.write(f'{start},"entry":[{entries}]}}\n')
