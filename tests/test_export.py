@@ -13,6 +13,7 @@ import pytest
 from rdflib import Graph
 from rdflib.compare import to_isomorphic
 
+from conftest import PLBP
 from guideline_kg.cases.reader import load_cases
 from guideline_kg.cli.main import main
 from guideline_kg.core.namespaces import GENERIC_PREFIXES
@@ -27,6 +28,7 @@ from guideline_kg.outputs.fhir_cpg import (
     INTERIM_EXPRESSION,
     STRENGTH_EXTENSION,
     careplan,
+    compile_applicability,
     fhir_id,
     pathway_bundle,
     read_pathway,
@@ -251,6 +253,24 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 def test_command_fhir_to_stdout_is_a_transaction_bundle(capsys) -> None:
     code, out, _err = run(capsys, "export", "--format", "fhir")
     assert code == 0 and json.loads(out)["type"] == "transaction"
+
+
+def test_exported_conditions_are_the_compiled_fhirpath_that_apply_runs(capsys, knowledge) -> None:
+    """The written Bundle carries each recommendation's compiled FHIRPath (not the interim {}), the very
+    expressions $apply evaluates: both come from compile_applicability."""
+    code, out, err = run(capsys, "export", "--format", "fhir")
+    assert code == 0 and "interim" not in err
+    plans = {e["resource"]["id"]: e["resource"] for e in json.loads(out)["entry"]
+             if e["resource"]["resourceType"] == "PlanDefinition"}
+    pathway = read_pathway(EmbeddedStore.from_graph(knowledge), PROJECT)
+    assert compile_applicability(pathway, knowledge, PROJECT) is None
+    # L19 (line 19: opioids without meaningful relief within a month are unlikely to help): an applicability
+    # condition, FHIRPath, the compiled expression of its statement
+    [condition] = [c for a in plans["plbp-L19"]["action"] for c in a.get("condition", [])
+                   if c["kind"] == "applicability"]
+    assert condition["expression"]["language"] == "text/fhirpath"
+    assert condition["expression"]["expression"] != "{}"
+    assert condition["expression"]["expression"] == pathway.expressions[str(PLBP.L19)]
 
 
 def test_command_fhir_package_writes_a_tgz(capsys, tmp_path: Path) -> None:

@@ -36,11 +36,18 @@ from rdflib import Graph
 from guideline_kg.cases.fhir_in import project_rules
 from guideline_kg.checks.gate import Gate, GateResult
 from guideline_kg.compile.applicability import TreeBuilder
-from guideline_kg.compile.owl2fhirpath import compile_statements, to_fhirpath
-from guideline_kg.compile.owl2sparql import UnsupportedExpression
+from guideline_kg.compile.owl2fhirpath import to_fhirpath
 from guideline_kg.core.errors import InputError
 from guideline_kg.core.project import Project
-from guideline_kg.outputs.fhir_cpg import CPG, FHIRPATH, IRI_SYSTEM, Pathway, pathway_resources, read_pathway
+from guideline_kg.outputs.fhir_cpg import (
+    CPG,
+    FHIRPATH,
+    IRI_SYSTEM,
+    Pathway,
+    compile_applicability,
+    pathway_resources,
+    read_pathway,
+)
 from guideline_kg.store.stores import EmbeddedStore
 
 __all__ = ["Applier", "ApplyError", "ApplyRequest", "outcome", "read_parameters"]
@@ -213,20 +220,15 @@ class Applier:
         self.uncompiled: str | None = None
         #: statement IRI -> [(condition label, FHIRPath "met", FHIRPath "failed")]
         self.conditions: dict[str, list[tuple[str, str, str]]] = {}
-        if not project.part("fhir_case_mapping"):
-            self.uncompiled = "the guideline package has no FHIR case mapping (fhir_case_mapping)"
-        else:
-            try:
-                rules = project_rules(project, "$apply")
-                compiled = compile_statements(knowledge, rules)
-                self.pathway.expressions.update({str(k): v for k, v in compiled.items()})
-                # each condition on its own (the compiler's tree of one condition and of its negation), to name
-                # the conditions the data leaves open; the status itself comes from the exported expression
-                self.conditions = {str(st.iri): [(c.label, to_fhirpath(c.met), to_fhirpath(c.failed))
-                                                 for c in st.conditions]
-                                   for st in TreeBuilder(knowledge, rules).statements()}
-            except UnsupportedExpression as exc:  # the compiler refuses a construct: said in every answer
-                self.uncompiled = f"the FHIRPath compiler refuses this guideline's populations: {exc}"
+        # the same compiled conditions as `export --format fhir` writes (one helper); a refusal is said in every answer
+        self.uncompiled = compile_applicability(self.pathway, knowledge, project)
+        if self.uncompiled is None:
+            # each condition on its own (the compiler's tree of one condition and of its negation), to name
+            # the conditions the data leaves open; the status itself comes from the exported expression
+            rules = project_rules(project, "$apply")
+            self.conditions = {str(st.iri): [(c.label, to_fhirpath(c.met), to_fhirpath(c.failed))
+                                             for c in st.conditions]
+                               for st in TreeBuilder(knowledge, rules).statements()}
         self.resources = pathway_resources(self.pathway)
         self.by_id = {f"{r['resourceType']}/{r['id']}": r for r in self.resources}
         self.by_url = {r["url"]: r for r in self.resources}

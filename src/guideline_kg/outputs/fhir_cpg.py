@@ -26,7 +26,10 @@ import tarfile
 from dataclasses import dataclass, field
 from typing import Any
 
+from guideline_kg.cases.fhir_in import project_rules
 from guideline_kg.cases.fhir_out import ReverseRules, reverse_rules
+from guideline_kg.compile.owl2fhirpath import compile_statements
+from guideline_kg.compile.owl2sparql import UnsupportedExpression
 from guideline_kg.core.errors import InputError
 from guideline_kg.core.project import Project
 from guideline_kg.core.queries import load_query
@@ -479,6 +482,21 @@ def pathway_resources(p: Pathway) -> list[dict[str, Any]]:
 def _entry(p: Pathway, res: dict[str, Any]) -> dict[str, Any]:
     rel = f"{res['resourceType']}/{res['id']}"
     return {"fullUrl": f"{p.base}/{rel}", "resource": res, "request": {"method": "PUT", "url": rel}}
+
+
+def compile_applicability(pathway: Pathway, knowledge: Any, project: Project) -> str | None:
+    """Fill ``pathway.expressions`` with each statement's applicability compiled to FHIRPath from its OWL
+    population and the package's FHIR case mapping (:func:`compile.owl2fhirpath.compile_statements`), so that the
+    exported files and ``$apply`` run the same expressions. Returns why the conditions stay the interim ``{}``
+    (no FHIR case mapping, or a construct the compiler refuses), else None."""
+    if not project.part("fhir_case_mapping"):
+        return "the guideline package has no FHIR case mapping (fhir_case_mapping)"
+    try:
+        compiled = compile_statements(knowledge, project_rules(project, "the FHIR export"))
+    except UnsupportedExpression as exc:
+        return f"the FHIRPath compiler refuses this guideline's populations: {exc}"
+    pathway.expressions.update({str(k): v for k, v in compiled.items()})
+    return None
 
 
 def pathway_bundle(store: EmbeddedStore, project: Project, pathway: Pathway | None = None) -> dict[str, Any]:

@@ -18,8 +18,10 @@ from guideline_kg.knowledge.graph import load_knowledge
 from guideline_kg.outputs.cds_cards import cards_for
 from guideline_kg.outputs.export import RDF_FORMATS, csv_tables, rdf_export, write_text
 from guideline_kg.outputs.fhir_cpg import (
+    Pathway,
     careplan,
     careplan_bundle,
+    compile_applicability,
     fhir_package,
     input_patient,
     pathway_bundle,
@@ -122,7 +124,7 @@ def _outputs(args: argparse.Namespace, project: Project) -> tuple[dict[str, str]
             raise InputError("the treatment algorithm has no gk:Transition", path=str(algorithm))
         return {"": render(graph, fmt).decode("utf-8")}, []
     if fmt == "fhir":
-        bundle = pathway_bundle(store, project)
+        bundle = pathway_bundle(store, project, _compiled_pathway(store, knowledge, project))
         problems = [m for e in bundle["entry"] for m in _valid(e["resource"])] + _valid(bundle)
         return {"": _json(bundle)}, problems
     results, sources, problems = _cases(args, project, knowledge)
@@ -147,10 +149,21 @@ def _outputs(args: argparse.Namespace, project: Project) -> tuple[dict[str, str]
     return outputs, problems
 
 
+def _compiled_pathway(store: EmbeddedStore, knowledge: Any, project: Project) -> Pathway:
+    """The pathway with its applicability conditions compiled to FHIRPath (the expressions `$apply` runs); when
+    the compiler cannot, the interim ``{}`` conditions stay and a note says why."""
+    pathway = read_pathway(store, project)
+    why = compile_applicability(pathway, knowledge, project)
+    if why is not None:
+        note(f"applicability conditions left as the interim {{}} (undetermined): {why}")
+    return pathway
+
+
 def _package(args: argparse.Namespace, project: Project) -> int:
     """``--format fhir-package``: the pathway's resources, validated, as a FHIR NPM package (.tgz)."""
-    store = EmbeddedStore.from_graph(load_knowledge(project))
-    pathway = read_pathway(store, project)
+    knowledge = load_knowledge(project)
+    store = EmbeddedStore.from_graph(knowledge)
+    pathway = _compiled_pathway(store, knowledge, project)
     bundle = pathway_bundle(store, project, pathway)
     problems = [m for e in bundle["entry"] for m in _valid(e["resource"])]
     if problems:
