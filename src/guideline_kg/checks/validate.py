@@ -278,7 +278,6 @@ def run_checks(store: EmbeddedStore, queries: Iterable[NamedQuery], project: Pro
     return findings
 
 
-
 def _add_overlap(extra: Graph, overlap: URIRef, first: Node, second: Node) -> None:
     """Declare ``overlap`` as the intersection of the two classes (HermiT finds it unsatisfiable when they are
     disjoint)."""

@@ -31,7 +31,6 @@ def _step(evaluator: Evaluator, result: StatementResult) -> str:
     return str(evaluator.knowledge.value(line, SKOS.notation)) if line is not None else ""
 
 
-
 def _lines(statement: dict) -> str:
     lines = statement.get("source_lines") or []
     return f"line{'s' if len(lines) > 1 else ''} {', '.join(map(str, lines))}" if lines else ""

@@ -35,7 +35,7 @@ from guideline_kg.checks.gate import Gate, GateResult
 from guideline_kg.core.errors import InputError
 from guideline_kg.core.files import load_json
 from guideline_kg.outputs.cds_cards import cards_for, cds_knowledge, order_actions, refusal_cards
-from guideline_kg.service.guard import Busy, Pool
+from guideline_kg.service.guard import Busy, Pool, nested_deeper_than
 
 __all__ = ["CDS_SERVICE_ID", "FETCH_MAX_BYTES", "FETCH_TIMEOUT", "LEGACY_BUNDLE_KEY", "MAX_DEPTH",
            "ORDER_SERVICE_ID", "Precondition", "prefetch_templates", "register_cds"]
@@ -73,17 +73,6 @@ class Precondition(Exception):
 
 # ------------------------------------------------------------------------------------------- request checks
 
-def _depth_beyond(value: Any, limit: int) -> bool:
-    """Whether arrays and objects in ``value`` nest more than ``limit`` deep (walked without recursion)."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict | list):
-            if depth > limit:
-                return True
-            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
-    return False
-
 
 def _type_name(value: Any) -> str:
     return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
@@ -99,7 +88,7 @@ def _request_defects(body: Any, hook: str) -> list[str]:
     the client; empty when it is well formed. The prefetch values are checked when they are read."""
     if not isinstance(body, dict):
         return [f"the request must be a JSON object, got {_type_name(body)}"]
-    if _depth_beyond(body, MAX_DEPTH):
+    if nested_deeper_than(body, MAX_DEPTH):
         return [f"nested too deeply (arrays or objects more than {MAX_DEPTH} levels deep)"]
     defects = []
     given = body.get("hook")
@@ -193,7 +182,7 @@ def _feedback_defects(body: Any) -> list[str]:
     """What is wrong with a CDS Hooks 2.0 feedback request (``{"feedback": [...]}``)."""
     if not isinstance(body, dict):
         return [f"the feedback must be a JSON object, got {_type_name(body)}"]
-    if _depth_beyond(body, MAX_DEPTH):
+    if nested_deeper_than(body, MAX_DEPTH):
         return [f"nested too deeply (arrays or objects more than {MAX_DEPTH} levels deep)"]
     items = body.get("feedback")
     if not isinstance(items, list) or not items:
@@ -306,7 +295,7 @@ class _Fetcher:
             value = load_json(bytes(data))
         except InputError as exc:
             raise Precondition(f"{what}: the FHIR server's answer is not JSON ({exc})") from None
-        if not isinstance(value, dict) or _depth_beyond(value, MAX_DEPTH):
+        if not isinstance(value, dict) or nested_deeper_than(value, MAX_DEPTH):
             raise Precondition(f"{what}: the FHIR server's answer is not a FHIR resource")
         return value
 

@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse, Response
 from guideline_kg.core.errors import InputError
 from guideline_kg.core.files import load_json
 from guideline_kg.outputs.apply import Applier, ApplyError, outcome, read_parameters
-from guideline_kg.service.guard import Busy, Pool
+from guideline_kg.service.guard import Busy, Pool, nested_deeper_than
 
 __all__ = ["FHIR_JSON", "register_fhir"]
 
@@ -40,17 +40,6 @@ def _answer(body: dict[str, Any], status: int = 200, headers: dict[str, str] | N
 
 def _refusal(status: int, message: str, code: str = "invalid", headers: dict[str, str] | None = None) -> Response:
     return _answer(outcome([{"severity": "error", "code": code, "diagnostics": message}]), status, headers)
-
-
-def _depth_beyond(value: Any, limit: int) -> bool:
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict | list):
-            if depth > limit:
-                return True
-            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
-    return False
 
 
 def register_fhir(app: FastAPI, config: Any, workers: int = 1, queue: int = 8) -> None:
@@ -79,7 +68,7 @@ def register_fhir(app: FastAPI, config: Any, workers: int = 1, queue: int = 8) -
             body = load_json(await request.body())
         except InputError as exc:  # malformed, not UTF-8, or nested too deeply
             return _refusal(400, f"the request body is not JSON: {exc}", "structure")
-        if _depth_beyond(body, MAX_DEPTH):
+        if nested_deeper_than(body, MAX_DEPTH):
             return _refusal(400, f"the request body nests more than {MAX_DEPTH} levels deep", "structure")
         try:
             plan = await pool.run(run, body, instance)

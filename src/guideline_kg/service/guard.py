@@ -28,7 +28,7 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 
-__all__ = ["LOOPBACK_HOSTS", "AccessLog", "Busy", "HostCheck", "Limits", "Pool", "host_name"]
+__all__ = ["LOOPBACK_HOSTS", "AccessLog", "Busy", "HostCheck", "Limits", "Pool", "host_name", "nested_deeper_than"]
 
 log = logging.getLogger("guideline_kg.server")
 
@@ -39,6 +39,19 @@ Scope = dict[str, Any]
 Receive = Callable[[], Any]
 Send = Callable[[dict[str, Any]], Any]
 T = TypeVar("T")
+
+
+def nested_deeper_than(value: Any, limit: int) -> bool:
+    """Whether arrays and objects in a parsed JSON body nest more than ``limit`` deep (walked without recursion,
+    so a hostile body cannot exhaust the stack); the CDS and FHIR routes refuse such bodies."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return False
 
 
 def host_name(value: str) -> str:

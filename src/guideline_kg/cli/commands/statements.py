@@ -21,7 +21,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
-
 def run(args: argparse.Namespace) -> int:
     project = project_of(args)
     knowledge = load_knowledge(project)
