@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -103,6 +104,35 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def serve_running(argv: list[str], log: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+    """Run ``guideline-kg *argv --port P`` (argv includes ``serve``) on a free loopback port, its output in ``log``;
+    yield its URL once /health answers, stop it afterwards. The fixtures that test a real server share it."""
+    port = free_port()
+    exe = Path(sys.executable).with_name("guideline-kg")
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([str(exe), *argv, "--port", str(port)], stdout=out, stderr=subprocess.STDOUT,
+                                env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            if proc.poll() is not None:
+                pytest.fail("the server stopped: " + log.read_text())
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("the server did not start: " + log.read_text())
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 @pytest.fixture(scope="module")

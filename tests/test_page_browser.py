@@ -4,17 +4,13 @@ source.txt); screenshots go to build/screenshots/ for review (docs/serve.md show
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from conftest import REPO
+from conftest import REPO, serve_running
 from guideline_kg.core.project import Project
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -27,37 +23,9 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow,
                                  "(apt-get install -y chromium); /usr/bin/chromium is absent")]
 
 
-def _free_port() -> int:
-    import socket  # noqa: PLC0415 - only the fixture needs it
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 def _serve(args: list[str], log: Path, options: tuple[str, ...] = ()) -> Iterator[str]:
-    port = _free_port()
-    exe = Path(sys.executable).with_name("guideline-kg")
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([str(exe), *options, "serve", *args, "--port", str(port)], stdout=out,
-                                stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            if proc.poll() is not None:
-                pytest.fail("the server stopped: " + log.read_text())
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("the server did not start: " + log.read_text())
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
+    yield from serve_running([*options, "serve", *args], log)
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:

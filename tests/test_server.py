@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,6 +17,7 @@ import pyoxigraph as ox
 import pytest
 from SPARQLWrapper import JSON, POST, TURTLE, SPARQLWrapper
 
+from conftest import serve_running
 from guideline_kg.cases.fhir_in import bundle_to_case
 from guideline_kg.checks.competency import cq_files, read_expected
 from guideline_kg.core.namespaces import qname
@@ -33,36 +32,12 @@ CHROMIUM = Path("/usr/bin/chromium")
 SLOW = ("SELECT (COUNT(*) AS ?n) WHERE { ?a ?b ?c . ?d ?e ?f . ?g ?h ?i }")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
     """`guideline-kg serve guidelines/plbp/cases` on a free port with a 2 s time limit and 2000 results at most."""
-    port = free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
-    exe = Path(sys.executable).with_name("guideline-kg")
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([str(exe), "serve", str(PROJECT.cases_dir), "--port", str(port), "--timeout", "2",
-                                 "--max-results", "2000"], stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        if proc.poll() is not None:
-            pytest.fail("the server stopped: " + log.read_text())
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        pytest.fail("the server did not start: " + log.read_text())
-    yield url, log
-    proc.terminate()
-    proc.wait(10)
+    for url in serve_running(["serve", str(PROJECT.cases_dir), "--timeout", "2", "--max-results", "2000"], log):
+        yield url, log
 
 
 def sparql(url: str, query: str, accept: str = "application/sparql-results+json", method: str = "GET",

@@ -18,7 +18,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -27,6 +26,7 @@ import pytest
 from fastapi.testclient import TestClient
 from rdflib import Graph
 
+from conftest import serve_running
 from guideline_kg.cli.main import main
 from guideline_kg.core.project import Project
 from guideline_kg.service.app import CDS_SERVICE_ID, MAX_DEPTH, ServerConfig, create_app
@@ -302,38 +302,14 @@ def test_a_bad_token_in_the_environment_is_exit_2(capsys: pytest.CaptureFixture[
 
 # -- a real server on loopback -----------------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`guideline-kg serve` (no cases) with a 2 s time limit, 8 waiting queries at most, a 64 KiB body limit and a
     token from the environment."""
-    port = free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
-    exe = Path(sys.executable).with_name("guideline-kg")
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([str(exe), "serve", "--port", str(port), "--timeout", "2", "--query-queue", "8",
-                                 "--max-body", "64K"], stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, "GUIDELINE_KG_TOKEN": TOKEN})
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        if proc.poll() is not None:
-            pytest.fail("the server stopped: " + log.read_text())
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        pytest.fail("the server did not start: " + log.read_text())
-    yield url
-    proc.terminate()
-    proc.wait(10)
+    yield from serve_running(["serve", "--timeout", "2", "--query-queue", "8", "--max-body", "64K"], log,
+                             env={**os.environ, "GUIDELINE_KG_TOKEN": TOKEN})
 
 
 def _raw(url: str, request: bytes) -> socket.socket:
