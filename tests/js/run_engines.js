@@ -52,11 +52,12 @@ async function runCql(request, cases) {
   const cql = require('cql-execution');
   const cqlfhir = require('cql-exec-fhir');
   const library = new cql.Library(request.elm);
-  const executor = new cql.Executor(library);
   const start = process.hrtime.bigint();
   for (const c of cases) {
     // the evaluation date of the library (Today()) is the bundle's assessment date, as for the FHIR mapping
     const when = cql.DateTime.parse(String(c.bundle.timestamp || new Date().toISOString()).substring(0, 10));
+    // the conditions read the Bundle itself (entries, fullUrl references): it is the library's parameter "Bundle"
+    const executor = new cql.Executor(library, undefined, { Bundle: c.bundle });
     const source = cqlfhir.PatientSource.FHIRv401();
     source.loadBundles([c.bundle]);
     const results = await executor.exec(source, when);
