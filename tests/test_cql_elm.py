@@ -5,9 +5,11 @@ hand-written ``.expected.json`` files (read from the source guideline)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,10 +20,12 @@ from guideline_kg.compile.applicability import EMPTY, TRUE, Expr, Statement, Tre
 from guideline_kg.compile.owl2cql import CqlLibrary, compile_library, library_of
 from guideline_kg.compile.owl2sparql import UnsupportedExpression
 from guideline_kg.core.project import Project
+from guideline_kg.knowledge.graph import guideline_iri
 
 REPO = Path(__file__).resolve().parents[1]
 RUNNER = REPO / "tests" / "js" / "run_engines.js"
 CASES = sorted((REPO / "guidelines" / "plbp" / "cases").glob("fhir-*.fhir.json"))
+CLI = [sys.executable, "-m", "guideline_kg.cli.main"]
 STATUS = {True: "applicable", False: "not-applicable", None: "undetermined"}
 
 needs_cql = pytest.mark.skipif(
@@ -124,3 +128,45 @@ def test_cql_execution_equals_the_expected_statuses_on_every_fhir_example(librar
                 diffs.append(f"{name} {statement}: cql-execution {engine}, expected {status}")
     assert not diffs, "\n".join(diffs)
     assert compared >= 22 * len(CASES) and len(CASES) >= 12
+
+
+# --- generated cases ------------------------------------------------------------------------------------------------
+GENERATED = int(os.environ.get("GKG_CQL_CASES", "20"))
+SCOPE = {"in": "applicable", "out": "not-applicable", "undetermined": "undetermined"}
+
+
+@pytest.mark.slow  # ~1 s per case in cql-execution
+@needs_cql
+def test_cql_execution_equals_cohort_evaluate_on_generated_cases(tmp_path: Path, library: CqlLibrary,
+                                                                 statements: list[Statement], knowledge: Graph) -> None:
+    """GKG_CQL_CASES generated FHIR cases (default 20): every statement of every valid case, cql-execution against
+    `cohort evaluate` (the guideline's scope as the status of its own expression)."""
+    cohort, ref = tmp_path / "cohort.ndjson", tmp_path / "ref.jsonl"
+    subprocess.run([*CLI, "cohort", "generate", "--format", "fhir-ndjson", "--n", str(GENERATED), "--seed", "16",
+                    "--out", str(cohort)], cwd=REPO, check=True, capture_output=True)
+    done = subprocess.run([*CLI, "cohort", "evaluate", str(cohort), "--out", str(ref)], cwd=REPO,
+                          capture_output=True, text=True, check=False)
+    assert done.returncode in (0, 1), done.stderr
+    by_iri = {str(s.iri): s.name for s in statements}
+    scope = by_iri[str(guideline_iri(knowledge))]
+    want = {}
+    for line in ref.read_text().splitlines():
+        c = json.loads(line)
+        if c.get("valid"):
+            want[c["case"]] = {**{by_iri[r["id"]]: r["status"] for r in c["recommendations"] if r["id"] in by_iri},
+                               scope: SCOPE[c["scope"]["status"]]}
+    request = {"engine": "cql", "elm": library.elm, "expressions": list(library.names), "files": [str(cohort)]}
+    out = subprocess.run(["node", str(RUNNER)], input=json.dumps(request), capture_output=True, text=True,
+                         timeout=900, check=False)
+    assert out.returncode == 0, out.stderr
+    got = {c["id"]: c["results"] for c in json.loads(out.stdout)["cases"]}
+    diffs, compared = [], 0
+    for case_id, statuses in sorted(want.items()):
+        for statement, status in sorted(statuses.items()):
+            compared += 1
+            value = got.get(case_id, {}).get(statement, "no result")
+            engine = STATUS[value] if value is None or isinstance(value, bool) else f"unexpected {value!r}"
+            if engine != status:
+                diffs.append(f"{case_id} {statement}: cql-execution {engine}, cohort evaluate {status}")
+    assert not diffs, "\n".join(diffs[:50])
+    assert len(want) >= GENERATED * 0.9 and compared >= 23 * len(want)
