@@ -83,6 +83,20 @@ def test_one_define_and_one_elm_expression_per_statement(library: CqlLibrary, st
                                                            "version": "4.0.1"}
 
 
+def test_a_shared_population_is_written_once(library: CqlLibrary, statements: list[Statement]) -> None:
+    """Statements with the same tree (the same population) refer to the first one's define."""
+    trees = [s.applicability() for s in statements]
+    defs = library.elm["library"]["statements"]["def"][1:]
+    refs = [d for d in defs if d["expression"]["type"] == "ExpressionRef"]
+    assert len(defs) - len(refs) == len(set(trees)) < len(trees)
+    order = [d["name"] for d in defs]
+    for d in refs:
+        target = d["expression"]["name"]
+        assert order.index(target) < order.index(d["name"])
+        assert trees[order.index(target)] == trees[order.index(d["name"])]
+        assert f'define "{d["name"]}":\n  "{target}"' in library.cql
+
+
 def test_cql_and_elm_come_from_one_walk(statements: list[Statement]) -> None:
     """Every code the ELM tests is written in the CQL text too (the two are one walk of the tree)."""
     lib = library_of([s for s in statements if s.name == "L19"])

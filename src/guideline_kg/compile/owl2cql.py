@@ -303,9 +303,15 @@ def library_of(statements: list[Statement], name: str = "Applicability", version
     text = [f"library {name} version '{version}'", "", "using FHIR version '4.0.1'", "",
             "// the patient's FHIR R4 Bundle (its entries and fullUrl references are what the conditions read)",
             'parameter "Bundle" Any', "", "context Patient", ""]
-    names = []
+    names: list[str] = []
+    written: dict[Expr, str] = {}  # a tree already written -> the statement that holds it (shared populations)
     for s in statements:
-        out = _one(_Writer().w(s.applicability()))
+        tree = s.applicability()
+        if tree in written:
+            out = _Out({"type": "ExpressionRef", "name": written[tree]}, f'"{written[tree]}"', False)
+        else:
+            out = _one(_Writer().w(tree))
+            written[tree] = s.name
         names.append(s.name)
         defs.append({"name": s.name, "context": "Patient", "accessLevel": "Public", "expression": out.elm})
         text += [f"// {s.iri}: true applicable, false not applicable, null undetermined",
