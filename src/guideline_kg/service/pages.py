@@ -392,9 +392,7 @@ def register_pages(app: FastAPI, config: Any, examples: list[NamedQuery]) -> Non
             svg = await pages.pool.run(served_svg, case, view) if case else plain_svg(view)
         except Busy as exc:
             return _busy(exc)
-        except InputError as exc:
-            return _problem(404, str(exc))
-        except LookupError as exc:
+        except (InputError, LookupError) as exc:  # an unknown served case
             return _problem(404, str(exc))
         except Exception as exc:  # Graphviz missing or failing: say so, do not crash the server
             return _problem(500, f"cannot render the algorithm: {exc}")
