@@ -8,9 +8,11 @@ import json
 from pathlib import Path
 
 import pytest
+from rdflib import Literal
 
 from guideline_kg.cases.fhir_in import bundle_to_case
-from guideline_kg.cases.fhir_out import reverse_rules
+from guideline_kg.cases.fhir_out import facts_to_bundle, reverse_rules
+from guideline_kg.cases.reader import load_cases
 from guideline_kg.cli.main import main
 from guideline_kg.cohort.evaluate import CohortEvaluator
 from guideline_kg.cohort.generate import (
@@ -21,7 +23,9 @@ from guideline_kg.cohort.generate import (
     record_to_bundle,
     write_cohort,
 )
+from guideline_kg.core.namespaces import GK
 from guideline_kg.outputs.fhir_cpg import validate_resource
+from guideline_kg.reasoning.derive import Evaluator
 
 N, SEED = 50, 21
 
@@ -117,3 +121,29 @@ def test_cli_generate_fhir_ndjson_then_evaluate(tmp_path: Path, capsys) -> None:
     results = tmp_path / "r.jsonl"
     assert main(["cohort", "evaluate", str(out), "--out", str(results)]) == 0
     assert len(results.read_text().splitlines()) == 20
+
+
+# --- the Turtle example cases -----------------------------------------------------------------------------------------
+def _facts(case) -> list[tuple[str, str, object]]:
+    return [(str(s), str(p), (str(o), str(o.datatype)) if isinstance(o, Literal) else str(o))
+            for s, p, o in case.graph if not isinstance(o, Literal) or o.datatype is not None]
+
+
+@pytest.mark.parametrize("name, denied", [
+    # n04: "no physical therapy since the surgery"; n05: "has never taken opioids since the surgery"
+    ("n04-no-physical-therapy", "PhysicalTherapy"),
+    ("n05-never-took-opioids", "OpioidTherapy"),
+])
+def test_a_treatment_not_had_goes_to_fhir_as_not_done_and_back(project, knowledge, name, denied) -> None:
+    """gk:notTreatedWith through the mapping rule 'not-treated' in reverse: a Procedure with status not-done coded
+    with the care action by an exact or close match, read back as the same fact, with the same statuses."""
+    (case,) = load_cases([project.kg_dir / "cases" / f"{name}.ttl"], project=project)
+    made = facts_to_bundle(_facts(case), str(case.patient), name, reverse_rules(project))
+    assert [f for f, _ in made.unexpressed if f[1] == str(GK.notTreatedWith)] == []
+    not_done = [e["resource"] for e in made.bundle["entry"] if e["resource"].get("status") == "not-done"]
+    assert [r["resourceType"] for r in not_done] == ["Procedure"]
+    validate_resource(made.bundle)
+    back = bundle_to_case(made.bundle, name, project=project)
+    assert (back.patient, GK.notTreatedWith, GK[denied]) in back.graph
+    evaluator = Evaluator(knowledge, project)
+    assert evaluator.evaluate(back).statuses() == evaluator.evaluate(case).statuses()

@@ -393,6 +393,9 @@ class _Writer:
             if rule["node"].get("kind") != "patient":
                 continue
             terms = [self.rev.x(t) for t in rule.get("terms", [])]
+            if rule["node"].get("termAsValueOf"):
+                self.term_as_value(rule, terms)
+                continue
             for p, o in self.facts_of(self.patient):
                 if p not in terms:
                     continue
@@ -404,6 +407,23 @@ class _Writer:
                 self.write_values(rule, res, self.patient, [p])
                 if (self.patient, p, o) not in self.done:
                     self.resources.remove(res)
+
+    def term_as_value(self, rule: dict[str, Any], terms: list[str]) -> None:
+        """A patient fact whose value is a term of the rule (``termAsValueOf``, e.g. a treatment the patient has not
+        had): one resource coded with that term, in the rule's first resource type and first status. A rule with
+        ``absentOnlyBy`` may carry the term only through those predicates; without such a code the fact stays
+        unexpressed (reported), never written with a code the reader would not accept."""
+        prop = self.rev.x(rule["node"]["termAsValueOf"])
+        allowed = {self.rev.x(p) for p in rule["absentOnlyBy"]["predicates"]} if "absentOnlyBy" in rule else None
+        for p, o in self.facts_of(self.patient):
+            if p != prop or o not in terms or not isinstance(o, str):
+                continue
+            codes = self.concept([o], allowed)
+            if codes is None:
+                continue
+            self.resource(rule, "not-" + o.rsplit("#", 1)[-1].rsplit("/", 1)[-1], codes,
+                          (rule.get("status") or [None])[0])
+            self.take(self.patient, p, o)
 
     def implied(self) -> None:
         """Patient facts that a written resource implies (patientValues of its rule) need no resource."""
