@@ -117,6 +117,7 @@ class ColumnarWriter:
         self._urgent = {sid for sid, cs in ev.conditions.items() if any(c.urgent for c in cs)}
         self._missing: dict[tuple[str, tuple[str, ...]], list[str]] = {}
         self._templates: dict[int, tuple[Any, list[tuple[str, str, bool, list[str], list[str]]]]] = {}
+        self._rows: dict[int, tuple[Any, tuple[str, str, bool, list[str], list[str]]]] = {}
 
     def _missing_of(self, sid: str, conds: tuple[tuple[Any, str], ...]) -> list[str]:
         """The properties of an undetermined statement's own undecided conditions (memoised by their states)."""
@@ -133,21 +134,33 @@ class ColumnarWriter:
 
     def _template(self, cr: CaseResult) -> list[tuple[str, str, bool, list[str], list[str]]]:
         """(statement, status, urgent, conflict, missing) of every statement for the case's signature
-        (shared by all the cases with the same memberships)."""
+        (shared by all the cases with the same memberships; each statement's row shared by all the cases with
+        the same states of its conditions)."""
         states = cr.condition_states()
         hit = self._templates.get(id(states))
         if hit is not None and hit[0] is states:
             return hit[1]
-        conflicts: dict[str, list[str]] = defaultdict(list)
-        for c in cr.conflicts:
-            conflicts[c["for"]].append(self.short[c["against"]])
-            conflicts[c["against"]].append(self.short[c["for"]])
         none: list[str] = []
-        short, urgent = self.short, self._urgent
-        rows = [(short[sid], status, status == "applicable" and sid in urgent,
-                 sorted(conflicts[sid]) if sid in conflicts else none,
-                 self._missing_of(sid, conds) if status == "undetermined" else none)
-                for sid, status, conds in states[1:]]
+        short, urgent, memo = self.short, self._urgent, self._rows
+        if len(memo) >= 100_000:
+            memo.clear()
+        rows = []
+        for entry in states[1:]:
+            found = memo.get(id(entry))
+            if found is None or found[0] is not entry:  # (the entry is kept with its row: its id stays its own)
+                sid, status, conds = entry
+                found = memo[id(entry)] = (entry, (
+                    short[sid], status, status == "applicable" and sid in urgent, none,
+                    self._missing_of(sid, conds) if status == "undetermined" else none))
+            rows.append(found[1])
+        pairs = cr.conflicts
+        if pairs:
+            conflicts: dict[str, list[str]] = defaultdict(list)
+            for c in pairs:
+                conflicts[c["for"]].append(self.short[c["against"]])
+                conflicts[c["against"]].append(self.short[c["for"]])
+            rows = [(r[0], r[1], r[2], sorted(conflicts[sid]), r[4]) if sid in conflicts else r
+                    for (sid, _, _), r in zip(states[1:], rows, strict=True)]
         if len(self._templates) >= 10_000:
             self._templates.clear()
         self._templates[id(states)] = (states, rows)

@@ -403,6 +403,17 @@ class Evaluator:
         self._status_memo: dict[frozenset[str], list[tuple[str, str, tuple[tuple[Condition, str], ...]]]] = {}
         self._condition_keys = {sid: [(c, str(c.iri), str(c.negation)) for c in cs]
                                 for sid, cs in self.conditions.items()}
+        # one bit per condition class: a case's memberships as an int, and each statement's share of it, so that
+        # a statement's status and states are decided once per distinct share (not once per case)
+        self._bits: dict[str, int] = {}
+        for keys in self._condition_keys.values():
+            for _, iri, neg in keys:
+                for k in (iri, neg):
+                    self._bits.setdefault(k, 1 << len(self._bits))
+        self._order = [self._gid, *self.statements]
+        self._masks = {sid: sum({self._bits[k] for _, iri, neg in self._condition_keys[sid] for k in (iri, neg)})
+                       for sid in self._order}
+        self._entry_memo: dict[tuple[str, int], tuple[str, str, tuple[tuple[Condition, str], ...]]] = {}
         self._scope_statement: dict[str, Any] = {"id": self._gid, "source_lines": [], "text": "", "action": None,
                                                  "direction": None, "strength": None, "line_of_therapy": None,
                                                  "citations": [], "kind": "guideline"}
@@ -460,16 +471,30 @@ class Evaluator:
         if cached is None:
             if len(self._status_memo) >= _MEMO_LIMIT:  # bounded memory on unbounded cohorts
                 self._status_memo.clear()
+            bits, memo = self._bits, self._entry_memo
+            if len(memo) >= 10 * _MEMO_LIMIT:  # a statement has at most 4^conditions shares: bounded anyway
+                memo.clear()
+            mask = 0
+            for m in members:
+                mask |= bits.get(m, 0)
             cached = []
-            for sid in [self._gid, *self.statements]:
-                states = tuple((c, "failed" if neg in members else "met" if iri in members else "unknown")
-                               for c, iri, neg in self._condition_keys[sid])
-                kinds = {st for _, st in states}
-                status = ("not-applicable" if "failed" in kinds else "undetermined" if "unknown" in kinds
-                          else "applicable")
-                cached.append((sid, status, states))
+            for sid in self._order:
+                key = (sid, mask & self._masks[sid])
+                entry = memo.get(key)
+                if entry is None:
+                    entry = memo[key] = self._entry(sid, key[1])
+                cached.append(entry)
             self._status_memo[members] = cached
         return cached
+
+    def _entry(self, sid: str, share: int) -> tuple[str, str, tuple[tuple[Condition, str], ...]]:
+        """One statement's status and condition states for the memberships ``share`` (bits of its classes)."""
+        bits = self._bits
+        states = tuple((c, "failed" if bits[neg] & share else "met" if bits[iri] & share else "unknown")
+                       for c, iri, neg in self._condition_keys[sid])
+        kinds = {st for _, st in states}
+        status = "not-applicable" if "failed" in kinds else "undetermined" if "unknown" in kinds else "applicable"
+        return (sid, status, states)
 
     # ---- explanation ----------------------------------------------------------------------------------
     def _state(self, result: CaseResult, cond: Condition, state: str,
