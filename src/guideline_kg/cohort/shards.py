@@ -12,6 +12,7 @@ limit (``--max-input-size``, read without holding more than that) is such a reco
 from __future__ import annotations
 
 import collections
+import io
 import json
 import mmap
 import re
@@ -142,6 +143,18 @@ def _make_shard(path: Path, header: bytes, batch: list[tuple[str, int, list[byte
         shard.cases = len(batch) - len(shard.unreadable)
     store.bulk_load(context, format=ox.RdfFormat.N_TRIPLES)
     return shard
+
+
+def _load_records(path: Path, header: bytes, data: bytes, line: int, fmt: ox.RdfFormat, context: bytes) -> Shard:
+    """The whole records in ``data`` (from a marker line on; ``line``: the file's line of its first byte) in one
+    bulk load, the marker lines being comments; cut into records (:func:`_make_shard`) only when that fails."""
+    try:
+        store = ox.Store()
+        _load(store, header + data, fmt)
+    except SyntaxError:
+        return _make_shard(path, header, list(_records(io.BytesIO(data), [], line - 1)), fmt, context)
+    store.bulk_load(context, format=ox.RdfFormat.N_TRIPLES)
+    return Shard(store, data.count(b"\n" + _MARK) + data.startswith(_MARK))
 
 
 def _fhir_shard(path: Path, numbered: Iterable[tuple[int, bytes | None]], context: bytes, project: Project | None,
@@ -340,8 +353,8 @@ def read_shard(spec: ShardSpec, context: bytes = b"", project: Project | None = 
         return _whole_shard(path, rdf, context)
     with path.open("rb") as handle:
         handle.seek(spec.start)
-        batch = list(_records(_Range(handle, spec.end), [], spec.line - 1))
-    return _make_shard(path, spec.header, batch, rdf, context)
+        data = handle.read(spec.end - spec.start)
+    return _load_records(path, spec.header, data, spec.line, rdf, context)
 
 
 def iter_shards(path: Path, size: int = 10_000, context: bytes = b"",
