@@ -10,17 +10,28 @@ written, and fails the run (exit 2) with the shard's file and line.
 
 Each worker prepares the guideline once (the compiled shapes and derivation queries, a few seconds) and keeps it
 for the next tasks of the same project.
+
+The input is a path or an fsspec URL every worker can read (:func:`resolve_input`): ``file://`` is a path;
+``http(s)`` is refused by name (nothing is fetched, docs/security.md) and ``memory://`` because it lives in one
+process; another protocol is accepted when fsspec has an implementation installed and the file answers within a
+time limit. A patient whose records are in two places (two shards, or a shard's table and its invalid table) is
+an input error naming both places (:func:`check_duplicates`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import resource
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import pyarrow.compute as pc  # type: ignore[import-untyped]
+import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
 from guideline_kg.cohort.columnar import (
     ColumnarWriter,
@@ -32,12 +43,19 @@ from guideline_kg.cohort.columnar import (
     summary_from_dataset,
 )
 from guideline_kg.cohort.evaluate import CohortEvaluator, CohortSummary
-from guideline_kg.cohort.shards import ShardSpec, plan_shards
+from guideline_kg.cohort.generate import MARKER
+from guideline_kg.cohort.shards import ShardSpec, cohort_format, is_url, plan_shards, read_url_range
 from guideline_kg.core.errors import InputError
 from guideline_kg.core.project import Project
 from guideline_kg.knowledge.graph import load_knowledge
 
-__all__ = ["project_key", "run_columnar"]
+__all__ = ["check_duplicates", "plan_url_shards", "project_key", "resolve_input", "run_columnar"]
+
+#: protocols refused by name: a URL on the web is never fetched (docs/security.md)
+REFUSED = ("http", "https")
+#: protocols whose files live in one process's memory: other processes (the workers) cannot see them
+PRIVATE = ("memory",)
+_MARK = MARKER.encode()
 
 _PREPARED: dict[tuple[str, ...], tuple[CohortEvaluator, ColumnarWriter]] = {}
 _LOCK = threading.Lock()
@@ -70,29 +88,184 @@ def shard_task(spec: ShardSpec, out_dir: str, key: tuple[str, ...]) -> Partition
         return Partition(spec.index, error=str(exc))
 
 
-def run_columnar(project: Project, path: Path, out_dir: Path, shard_size: int = 10_000,
+def resolve_input(url: str, timeout: float = 30.0) -> Path | str:
+    """An input named by a URL: a ``file://`` URL as its path; another fsspec URL as itself once fsspec has an
+    implementation for its protocol(s) and the file answers within ``timeout`` seconds. Refused (InputError,
+    exit 2) by name: http(s) (nothing is fetched) and memory:// (one process's memory, which no worker sees)."""
+    import fsspec  # type: ignore[import-untyped]  # noqa: PLC0415 - only URL inputs need it (it comes with dask)
+
+    protocols = [part.split("://", 1)[0].lower() for part in url.split("::") if "://" in part]
+    for proto in protocols:
+        if proto in REFUSED:
+            raise InputError(f"{proto}:// URLs are refused: guideline-kg fetches nothing from the web "
+                             "(docs/security.md); copy the file to a path or to storage every worker reads "
+                             "(file://, or an fsspec protocol such as s3:// with its package installed)", path=url)
+        if proto in PRIVATE:
+            raise InputError(f"{proto}:// lives in one process's memory: Dask workers are other processes and "
+                             "cannot see it; give a path or a URL every worker can read", path=url)
+    if protocols in (["file"], ["local"]):
+        return Path(url.split("://", 1)[1])
+    for proto in protocols:
+        try:
+            fsspec.get_filesystem_class(proto)
+        except ValueError:
+            raise InputError(f"fsspec knows no protocol {proto!r}", path=url) from None
+        except ImportError as exc:
+            raise InputError(f"the fsspec protocol {proto!r} needs a package that is not installed ({exc})",
+                             path=url) from None
+    found: dict[str, Any] = {}
+
+    def probe() -> None:  # in a daemon thread: a server that never answers must not hold the run
+        try:
+            fs, inner = fsspec.core.url_to_fs(url)
+            found["info"] = fs.info(inner)
+        except Exception as exc:  # any failure of any fsspec implementation is the message
+            found["error"] = exc
+
+    worker = threading.Thread(target=probe, name="guideline-kg-url-probe", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        raise InputError(f"no answer within {timeout:g} s (--connect-timeout); is the storage reachable from "
+                         "here and from every worker?", path=url)
+    if "error" in found:
+        failed = found["error"]
+        raise InputError(f"cannot be read: {type(failed).__name__}: {failed}", path=url)
+    if found["info"].get("type") == "directory":
+        raise InputError("a URL input must name a cohort file (a Bulk Data export folder must be a path)", path=url)
+    return url
+
+
+def plan_url_shards(url: str, size: int = 10_000, chunk: int = 8 << 20) -> list[ShardSpec]:
+    """The shards of the cohort file at an fsspec URL, as :func:`shards.plan_shards` finds them in a local file
+    (every ``size``-th ``# case`` marker line, every ``size``-th NDJSON line), by one streamed scan in chunks of
+    ``chunk`` bytes (memory: a chunk and the line that straddles it)."""
+    import fsspec  # noqa: PLC0415 - only URL inputs need it
+
+    if size < 1:
+        raise InputError(f"--shard-size must be at least 1 (got {size})")
+    ndjson = cohort_format(Path(url.split("::", 1)[0].rsplit("/", 1)[-1])) == "fhir-ndjson"
+    starts: list[int] = []
+    lines: list[int] = []
+    header: list[bytes] = []
+    buf, buf_pos, buf_line, records = b"", 0, 1, 0  # buf starts at a line start: its offset and line number
+    needle = b"\n" if ndjson else b"\n" + _MARK
+
+    def take(start: int, line: int) -> None:
+        nonlocal records
+        if records % size == 0:
+            starts.append(start)
+            lines.append(line)
+        records += 1
+
+    try:
+        with fsspec.open(url, "rb") as handle:
+            while True:
+                block = handle.read(chunk)
+                buf += block
+                # decide the line starts before the last (maybe incomplete) line; all of them at the end
+                cut = len(buf) if not block else buf.rfind(b"\n") + 1
+                line, counted = buf_line, 0
+                at = 0 if ndjson or buf.startswith(_MARK) else (nl + 1 if (nl := buf.find(needle)) >= 0 else -1)
+                while 0 <= at < cut:
+                    line += buf.count(b"\n", counted, at)
+                    counted = at
+                    if not ndjson and not starts:
+                        header.append(buf[:at])  # the bytes before the first marker: the Turtle prefixes
+                    take(buf_pos + at, line)
+                    at = nl + 1 if (nl := buf.find(needle, at)) >= 0 else -1
+                if not ndjson and not starts:
+                    header.append(buf[:cut])
+                buf_line += buf.count(b"\n", 0, cut)
+                buf, buf_pos = buf[cut:], buf_pos + cut
+                if not block:
+                    break
+    except (OSError, ValueError, ImportError) as exc:
+        raise InputError(f"cannot be read: {type(exc).__name__}: {exc}", path=url) from None
+    total = buf_pos
+    if total == 0:
+        return []
+    if not starts:
+        raise InputError("a cohort read from a URL must have `# case` marker lines (as `cohort generate` writes) "
+                         "or be NDJSON; a file without markers can only be read from a path", path=url)
+    fmt = "fhir-ndjson" if ndjson else cohort_format(Path(url.split("::", 1)[0].rsplit("/", 1)[-1]))
+    head = b"" if ndjson else b"".join(header)
+    ends = [*starts[1:], total]
+    return [ShardSpec(url, i, fmt, s, e, ln, head) for i, (s, e, ln) in enumerate(zip(starts, ends, lines,
+                                                                                       strict=True))]
+
+
+def check_duplicates(out_dir: Path, done: list[Partition], specs: list[ShardSpec], limit: int = 5) -> None:
+    """Fail (InputError, exit 2) when a case is in two places of the run's tables: in two partitions (its records
+    in two shards, which no worker sees together), or in one partition's results and its invalid table (a second
+    record of a patient in the same shard). Each duplicate is named with the line of each record (a search of
+    the shard's bytes for the case's name); at most ``limit`` are listed. Cost: one column of each partition."""
+    where: dict[str, list[int]] = defaultdict(list)
+    for part in sorted(done, key=lambda p: p.index):
+        for name in (part.results, part.invalid):
+            if name:
+                for case in pc.unique(pq.read_table(out_dir / name, columns=["case"])["case"]).to_pylist():
+                    where[case].append(part.index)
+    twice = [(case, places) for case, places in where.items() if len(places) > 1]
+    if not twice:
+        return
+    by_index = {s.index: s for s in specs}
+    said = [f"the case {case!r} is in " + " and in ".join(_place(by_index[i], case) for i in places)
+            for case, places in sorted(twice)[:limit]]
+    more = f" (and {len(twice) - limit} more)" if len(twice) > limit else ""
+    raise InputError(f"{len(twice)} patient(s) have records in two places, which would be evaluated twice or "
+                     f"merged: {'; '.join(said)}{more}. Each patient must be one record; merge or remove the "
+                     "duplicates")
+
+
+def _place(spec: ShardSpec, case: str) -> str:
+    """Where a case's record is: the file and the line of its name's first occurrence in the shard."""
+    data = read_url_range(spec.path, spec.start, spec.end) if is_url(spec.path) else _read_range(spec)
+    at = data.find(_MARK + case.encode() + b"\n")
+    at = data.find(case.encode()) if at < 0 else at
+    line = spec.line + data.count(b"\n", 0, at) if at >= 0 else spec.line
+    return f"{spec.path}:{line} (shard {spec.index})"
+
+
+def _read_range(spec: ShardSpec) -> bytes:
+    with Path(spec.path).open("rb") as handle:
+        handle.seek(spec.start)
+        return handle.read(spec.end - spec.start)
+
+
+def peak_mb() -> float:
+    """This process's peak resident memory in MB (Linux: ru_maxrss in KB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def run_columnar(project: Project, path: Path | str, out_dir: Path, shard_size: int = 10_000,
                  progress: Callable[[int], None] | None = None, *, scheduler: str | None = None,
                  workers: int | None = None, ce: CohortEvaluator | None = None,
                  on_partition: Callable[[Partition], None] | None = None) -> tuple[CohortSummary, dict[str, Any]]:
     """Evaluate the cohort in ``path`` into the columnar dataset ``out_dir``; its summary (computed from the
     tables) and manifest. ``scheduler`` (tcp://host:port) runs the shards on that Dask cluster, ``workers`` on a
     new local cluster of that many processes; neither: in this process (``ce`` if given)."""
-    path, out_dir = Path(path).resolve(), Path(out_dir)
-    specs = plan_shards(path, shard_size)
+    if isinstance(path, str) and is_url(path):
+        specs = plan_url_shards(path, shard_size)
+    else:
+        path = Path(path).resolve()
+        specs = plan_shards(path, shard_size)
+    out_dir = Path(out_dir)
     created = not out_dir.exists()
     prepare_output(out_dir)
     key = project_key(project)
     started = time.perf_counter()
     done: list[Partition] = []
+    peaks: dict[str, Any] = {}
     try:
         if scheduler is None and workers is None:
             ce, writer = _prepared(key) if ce is None else (ce, ColumnarWriter(ce))
-            seen: dict[str, int] = {}
-            for spec in specs:
-                part = evaluate_partition(ce, writer, spec, out_dir, seen)
+            for spec in specs:  # each shard on its own, as on a cluster: duplicates are found below, for both
+                part = evaluate_partition(ce, writer, spec, out_dir)
                 _take(part, spec, done, progress, on_partition)
         else:
-            _on_cluster(specs, out_dir, key, scheduler, workers, done, progress, on_partition)
+            peaks = _on_cluster(specs, out_dir, key, scheduler, workers, done, progress, on_partition)
+        check_duplicates(out_dir, done, specs)
     except BaseException:
         discard(out_dir, [s.index for s in specs])
         if created:  # a folder this run made holds nothing now: leave no trace
@@ -106,7 +279,8 @@ def run_columnar(project: Project, path: Path, out_dir: Path, shard_size: int = 
     manifest = commit(out_dir, done, {
         "input": str(path), "engine": engine, "shard_size": shard_size,
         "statements": {short: sid for sid, short in shorts.items()},
-        "seconds": round(time.perf_counter() - started, 3)})
+        "seconds": round(time.perf_counter() - started, 3),
+        "peak_mb": {"client": peak_mb(), **peaks}})
     return summary_from_dataset(out_dir), manifest
 
 
@@ -123,7 +297,8 @@ def _take(part: Partition, spec: ShardSpec, done: list[Partition], progress: Cal
 
 def _on_cluster(specs: list[ShardSpec], out_dir: Path, key: tuple[str, ...], scheduler: str | None,
                 workers: int | None, done: list[Partition], progress: Callable[[int], None] | None,
-                on_partition: Callable[[Partition], None] | None) -> None:
+                on_partition: Callable[[Partition], None] | None) -> dict[str, Any]:
+    """The tasks run on the cluster; the peak memory (MB) of the scheduler and of each worker still alive."""
     from distributed import Client, LocalCluster, as_completed  # noqa: PLC0415 - only cluster runs pay the import
 
     cluster = None
@@ -152,6 +327,10 @@ def _on_cluster(specs: list[ShardSpec], out_dir: Path, key: tuple[str, ...], sch
             for f in futures:
                 f.cancel()
             raise
+        try:
+            return {"scheduler": client.run_on_scheduler(peak_mb), "workers": client.run(peak_mb)}
+        except (OSError, TimeoutError):  # the figures are a report, not a result: a run never fails for them
+            return {}
     finally:
         client.close()
         if cluster is not None:

@@ -18,7 +18,7 @@ import mmap
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PosixPath
 from typing import Any
 
 import pyoxigraph as ox
@@ -31,8 +31,8 @@ from guideline_kg.core.files import TOO_DEEP, max_input_size
 from guideline_kg.core.project import Project
 from guideline_kg.store.stores import count_typed_subjects, graph_to_ntriples
 
-__all__ = ["Shard", "ShardSpec", "Unreadable", "cohort_format", "count_records", "iter_shards", "plan_shards",
-           "read_shard"]
+__all__ = ["Shard", "ShardSpec", "Unreadable", "cohort_format", "count_records", "is_url", "iter_shards",
+           "plan_shards", "read_shard", "read_url_range"]
 
 _MARK = MARKER.encode()
 _LINE_END = re.compile(rb"[^\n]\n")
@@ -340,6 +340,8 @@ def read_shard(spec: ShardSpec, context: bytes = b"", project: Project | None = 
                seen: dict[str, int] | None = None) -> Shard:
     """The shard ``spec`` names, read and loaded into its own store (``context`` added). ``seen`` (patient IRI
     to line) carries the duplicate-record check across the shards of one reader."""
+    if "://" in spec.path:  # an fsspec URL (checked by cohort.cluster.resolve_input): its byte range, read once
+        return _read_url_shard(spec, context, project, seen)
     path = Path(spec.path)
     if not path.is_file():
         raise InputError("no such file (a shard must be read from a path every worker can see)", path=str(path))
@@ -355,6 +357,51 @@ def read_shard(spec: ShardSpec, context: bytes = b"", project: Project | None = 
         handle.seek(spec.start)
         data = handle.read(spec.end - spec.start)
     return _load_records(path, spec.header, data, spec.line, rdf, context)
+
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_url(text: str) -> bool:
+    """Whether a cohort input names a URL (``scheme://...``, fsspec's chained ``a://...::b://...`` too)."""
+    return bool(_URL.match(text))
+
+
+class UrlPath(PosixPath):
+    """The name of a shard read from an fsspec URL: shown (``str``) as the URL itself, in every message."""
+
+    url = ""
+
+    def __str__(self) -> str:
+        return self.url
+
+
+def url_path(url: str) -> UrlPath:
+    named = UrlPath(url.split("::", 1)[0].split("://", 1)[-1] or "input")
+    named.url = url
+    return named
+
+
+def read_url_range(url: str, start: int, end: int) -> bytes:
+    """Bytes ``start`` to ``end`` of the file at an fsspec URL."""
+    import fsspec  # type: ignore[import-untyped]  # noqa: PLC0415 - only URL inputs need it (it comes with dask)
+
+    try:
+        with fsspec.open(url, "rb") as handle:
+            handle.seek(start)
+            return bytes(handle.read(end - start))
+    except (OSError, ValueError, ImportError, EOFError) as exc:
+        raise InputError(f"cannot be read: {exc}", path=url) from None
+
+
+def _read_url_shard(spec: ShardSpec, context: bytes, project: Project | None, seen: dict[str, int] | None) -> Shard:
+    """A shard of a cohort at an fsspec URL: its byte range read into memory (one shard), then read as a file's."""
+    name, data = url_path(spec.path), read_url_range(spec.path, spec.start, spec.end)
+    if spec.fmt == "fhir-ndjson":
+        return _fhir_shard(name, _ndjson_lines(io.BytesIO(data), spec.line - 1), context, project,
+                           {} if seen is None else seen)
+    rdf = ox.RdfFormat.TURTLE if spec.fmt == "turtle" else ox.RdfFormat.N_TRIPLES
+    return _load_records(name, spec.header, data, spec.line, rdf, context)
 
 
 def iter_shards(path: Path, size: int = 10_000, context: bytes = b"",

@@ -14,7 +14,7 @@ from typing import Any
 from guideline_kg.cli.common import emit, note, project_inputs, project_of, refuse_overwriting_inputs
 from guideline_kg.cohort.evaluate import CohortEvaluator, CohortSummary
 from guideline_kg.cohort.generate import FORMATS, generate, load_profile, write_cohort
-from guideline_kg.cohort.shards import count_records
+from guideline_kg.cohort.shards import count_records, is_url
 from guideline_kg.core.errors import EXIT_FAILED, EXIT_OK, InputError
 from guideline_kg.core.files import atomic_output
 from guideline_kg.knowledge.graph import load_knowledge
@@ -55,8 +55,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                                     "before the run, cheaply (the `# case` marker lines of a Turtle or N-Triples "
                                     "cohort, or its subjects typed gk:Patient when it has no markers; the "
                                     "non-blank lines of NDJSON), and the bar moves after each stage of a shard.")
-    e.add_argument("input", type=Path, metavar="INPUT", help="cohort file: .ttl, .nt or .ndjson (FHIR Bundles), or "
-                                                             "a FHIR Bulk Data export folder (manifest.json)")
+    e.add_argument("input", type=_input_arg, metavar="INPUT",
+                   help="cohort file: .ttl, .nt or .ndjson (FHIR Bundles), or a FHIR Bulk Data export folder "
+                        "(manifest.json); with --out DIR also an fsspec URL every worker can read (file://, or a "
+                        "protocol whose fsspec package is installed; http(s) and memory:// are refused)")
     e.add_argument("--out", type=Path, help="a folder: the columnar (Parquet) results; a .jsonl/.json/.ndjson "
                                             "file: JSON Lines (default: JSON Lines to stdout)")
     e.add_argument("--explain", action="store_true",
@@ -67,6 +69,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "input path must be readable by every worker)")
     e.add_argument("--workers", type=int, metavar="N",
                    help="start a local Dask cluster of N worker processes for the run (columnar --out DIR)")
+    e.add_argument("--connect-timeout", type=float, default=30.0, metavar="S",
+                   help="seconds an fsspec URL input has to answer before the run gives up (default 30)")
     e.add_argument("--summary", action="store_true",
                    help="print, per statement (id, source lines, start of its text), the number and share of "
                         "valid cases in each status, and the invalid cases counted by defect (to stderr when the "
@@ -164,7 +168,18 @@ def _group_bulk(args: argparse.Namespace, project: Any, staging: Path) -> Path:
     return grouped
 
 
+def _input_arg(text: str) -> Path | str:
+    """INPUT: a URL (``scheme://...``) stays a string (a Path would fold its ``//``); anything else is a path."""
+    return text if is_url(text) else Path(text)
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
+    if isinstance(args.input, str):  # a URL: file:// is a path; another protocol is read by the workers
+        from guideline_kg.cohort.cluster import resolve_input  # noqa: PLC0415
+
+        resolved = resolve_input(args.input, args.connect_timeout)
+        return (run_evaluate if isinstance(resolved, Path) else _run_evaluate)(
+            argparse.Namespace(**{**vars(args), "input": resolved}))
     if args.input.is_dir():
         from guideline_kg.cohort.bulk import is_export  # noqa: PLC0415
 
@@ -186,9 +201,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     project = project_of(args)
-    if not args.input.is_file():
+    url = isinstance(args.input, str)  # an fsspec URL (checked by resolve_input)
+    if not url and not args.input.is_file():
         raise InputError("no such file", path=str(args.input))
-    refuse_overwriting_inputs(args.out, [*project_inputs(project), args.input])
+    refuse_overwriting_inputs(args.out, [*project_inputs(project), *([] if url else [args.input])])
     if args.list_invalid < 0:
         raise InputError(f"--list-invalid must not be negative (got {args.list_invalid})")
     columnar = args.out is not None and not args.explain and args.out.suffix.lower() not in _JSON_SUFFIXES
@@ -199,6 +215,9 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         raise InputError("give either --scheduler (a running cluster) or --workers (a local one), not both")
     if args.workers is not None and args.workers < 1:
         raise InputError(f"--workers must be at least 1 (got {args.workers})")
+    if url and not columnar:
+        raise InputError("a URL input is read by the columnar run only: give --out DIR (a folder), without "
+                         "--explain", path=args.input)
     if columnar and args.store:
         raise InputError("--store runs with the JSON Lines output only (--explain, or --out FILE.jsonl)")
     if columnar:
@@ -256,7 +275,8 @@ def _run_columnar(args: argparse.Namespace, project: Any) -> int:
 
     # prepared here too on a cluster run: the summary's source lines and texts, the manifest's statement ids
     ce = CohortEvaluator(load_knowledge(project), project)
-    bar, update = _progress(count_records(args.input) if sys.stderr.isatty() else None, "case", mininterval=0)
+    counted = count_records(args.input) if sys.stderr.isatty() and isinstance(args.input, Path) else None
+    bar, update = _progress(counted, "case", mininterval=0)
     try:
         summary, manifest = run_columnar(project, args.input, args.out, args.shard_size, update,
                                          scheduler=args.scheduler, workers=args.workers, ce=ce)
