@@ -218,12 +218,7 @@ def evaluate_partition(ce: CohortEvaluator, writer: ColumnarWriter, spec: ShardS
         part.error = str(exc)
         return part
     part.seconds["load"] = clock() - t
-    t = clock()
-    bad, part.warnings = ce.validate(shard.store)
-    part.seconds["validate"] = clock() - t
-    t = clock()
-    patients, valid, results = ce.derive(shard, bad)
-    part.seconds["derive"] = clock() - t
+    bad, part.warnings, patients, valid, results = ce.validate_and_derive(shard, part.seconds)
     t = clock()
     table = writer.results_table(results)
     invalid_rows: list[dict[str, Any]] = []

@@ -18,6 +18,7 @@ import re
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -31,7 +32,7 @@ from guideline_kg.compile.shacl2sparql import CompiledConstraint, ShapeResult, h
 from guideline_kg.core.errors import InputError
 from guideline_kg.core.namespaces import GK, RDF
 from guideline_kg.core.project import Project
-from guideline_kg.reasoning.derive import CaseResult
+from guideline_kg.reasoning.derive import CaseResult, Witness
 from guideline_kg.store.stores import EmbeddedStore, RemoteStore
 
 __all__ = ["CohortEvaluator", "CohortSummary", "case_shapes", "hierarchy_context", "shorten"]
@@ -163,22 +164,43 @@ class CohortEvaluator:
             per_patient[owner.get(r.focus, r.focus)].append(r)
         return per_patient, len(results) - len(violations)
 
-    def derive(self, shard: Shard, bad: dict[str, list[ShapeResult]], remote: RemoteStore | None = None
+    def derive(self, shard: Shard, bad: dict[str, list[ShapeResult]], remote: RemoteStore | None = None,
+               membership: dict[str, dict[str, Witness]] | None = None
                ) -> tuple[list[URIRef], list[URIRef], list[CaseResult]]:
-        """The shard's patients, the valid ones (no violation in ``bad``) and their derivations, in IRI order."""
-        store: EmbeddedStore | RemoteStore
-        if remote is None:
-            store = EmbeddedStore()
-            store.ox = shard.store
-        else:
-            store = remote
+        """The shard's patients, the valid ones (no violation in ``bad``) and their derivations, in IRI order
+        (``membership``: the class queries' answers, :meth:`memberships`, when already asked)."""
+        store = self._store(shard) if remote is None else remote
         # a list, consumed and dropped here: pyoxigraph's iterator must not be dropped on another thread (a Dask
         # worker may collect garbage on its event-loop thread)
         typed = list(shard.store.quads_for_pattern(None, ox.NamedNode(str(RDF.type)), ox.NamedNode(str(GK.Patient))))
         patients = sorted(URIRef(q.subject.value) for q in typed if not isinstance(q.subject, ox.Triple))
         del typed
         valid = [p for p in patients if str(p) not in bad]
-        return patients, valid, list(self.evaluator.evaluate_store(store, valid))
+        return patients, valid, list(self.evaluator.evaluate_store(store, valid, membership=membership))
+
+    @staticmethod
+    def _store(shard: Shard) -> EmbeddedStore:
+        store = EmbeddedStore()
+        store.ox = shard.store
+        return store
+
+    def validate_and_derive(self, shard: Shard, seconds: dict[str, float]
+                            ) -> tuple[dict[str, list[ShapeResult]], int, list[URIRef], list[URIRef], list[CaseResult]]:
+        """:meth:`validate` and :meth:`derive` of an embedded shard, the derivation's class queries asked on a
+        second thread while the shapes run (they do not depend on validity; only valid patients get a result):
+        both keep the cores busy to the end. ``seconds`` gets ``validate`` (until the violations are known) and
+        ``derive`` (the rest)."""
+        clock = time.perf_counter
+        t = clock()
+        with ThreadPoolExecutor(max_workers=1) as side:
+            asked = side.submit(self.evaluator.memberships, self._store(shard))
+            bad, warnings = self.validate(shard.store)
+            seconds["validate"] += clock() - t
+            t = clock()
+            membership = asked.result()
+        patients, valid, results = self.derive(shard, bad, membership=membership)
+        seconds["derive"] += clock() - t
+        return bad, warnings, patients, valid, results
 
     def run(self, path: Path, out: TextIO, shard_size: int = 10_000,
             progress: Callable[[int], None] | None = None, remote: RemoteStore | None = None) -> CohortSummary:

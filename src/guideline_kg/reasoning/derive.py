@@ -35,7 +35,7 @@ from guideline_kg.reasoning.explanation import Explainer, Facts, Gap, GraphFacts
 from guideline_kg.reasoning.hermit import classify
 from guideline_kg.store.stores import EmbeddedStore, Store
 
-__all__ = ["STATUSES", "CaseResult", "Condition", "Evaluator", "results_graph"]
+__all__ = ["STATUSES", "CaseResult", "Condition", "Evaluator", "Witness", "results_graph"]
 
 _MEMO_LIMIT = 10_000  # distinct membership signatures kept (~14 KB each); beyond it the memo starts afresh
 STATUSES = {"applicable": GK.Applicable, "not-applicable": GK.NotApplicable, "undetermined": GK.Undetermined}
@@ -612,9 +612,9 @@ class Evaluator:
                 witnesses[str(cls)] = hit
         return witnesses
 
-    def evaluate_store(self, store: Store, patients: Iterable[URIRef] | None = None,
-                       names: dict[URIRef, str] | None = None) -> Iterator[CaseResult]:
-        """Fast path in batch: every patient of ``store`` (one SPARQL query per condition class)."""
+    def memberships(self, store: Store) -> dict[str, dict[str, Witness]]:
+        """Patient IRI to the condition classes it belongs to, each with its witness: one SPARQL query per class
+        over every patient of ``store`` (the part of :meth:`evaluate_store` that asks the store)."""
         membership: dict[str, dict[str, Witness]] = defaultdict(dict)
         workers = (os.cpu_count() or 1) if isinstance(store, EmbeddedStore) else 1
         # pyoxigraph releases the GIL while it evaluates, so the class queries overlap on several cores
@@ -624,6 +624,15 @@ class Evaluator:
                 key = str(cls)
                 for patient, explained in found.items():
                     membership[patient][key] = explained
+        return membership
+
+    def evaluate_store(self, store: Store, patients: Iterable[URIRef] | None = None,
+                       names: dict[URIRef, str] | None = None,
+                       membership: dict[str, dict[str, Witness]] | None = None) -> Iterator[CaseResult]:
+        """Fast path in batch: every patient of ``store`` (one SPARQL query per condition class; ``membership``:
+        those queries' answers, :meth:`memberships`, when already asked)."""
+        if membership is None:
+            membership = self.memberships(store)
         if patients is None:
             patients = [URIRef(sol["p"].value) for sol in
                         store.raw(f"SELECT ?p WHERE {{ ?p a <{GK.Patient}> }} ORDER BY ?p")]
