@@ -39,6 +39,7 @@ from guideline_kg.cohort.columnar import (
     commit,
     discard,
     evaluate_partition,
+    evaluate_partitions,
     prepare_output,
     summary_from_dataset,
 )
@@ -260,8 +261,9 @@ def run_columnar(project: Project, path: Path | str, out_dir: Path, shard_size: 
     try:
         if scheduler is None and workers is None:
             ce, writer = _prepared(key) if ce is None else (ce, ColumnarWriter(ce))
-            for spec in specs:  # each shard on its own, as on a cluster: duplicates are found below, for both
-                part = evaluate_partition(ce, writer, spec, out_dir)
+            # each shard on its own, as on a cluster (duplicates are found below, for both); the next one read
+            # on a thread meanwhile
+            for spec, part in evaluate_partitions(ce, writer, specs, out_dir):
                 _take(part, spec, done, progress, on_partition)
         else:
             peaks = _on_cluster(specs, out_dir, key, scheduler, workers, done, progress, on_partition)

@@ -26,7 +26,8 @@ import re
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,13 +37,13 @@ import pyarrow.compute as pc  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
 from guideline_kg.cohort.evaluate import STAGES, CohortEvaluator, CohortSummary
-from guideline_kg.cohort.shards import ShardSpec, read_shard
+from guideline_kg.cohort.shards import Shard, ShardSpec, read_shard
 from guideline_kg.core.errors import InputError
 from guideline_kg.core.namespaces import local_name
 from guideline_kg.reasoning.derive import CaseResult
 
-__all__ = ["MANIFEST", "RESULTS_SCHEMA", "ColumnarWriter", "Partition", "evaluate_partition", "read_manifest",
-           "summary_from_dataset"]
+__all__ = ["MANIFEST", "RESULTS_SCHEMA", "ColumnarWriter", "Partition", "evaluate_partition", "evaluate_partitions",
+           "read_manifest", "summary_from_dataset"]
 
 MANIFEST = "manifest.json"
 FORMAT = "guideline-kg cohort results"
@@ -209,15 +210,45 @@ def evaluate_partition(ce: CohortEvaluator, writer: ColumnarWriter, spec: ShardS
                        seen: dict[str, int] | None = None) -> Partition:
     """Read, validate and derive one shard and write its partition (results, and invalid cases if any). An
     input error (the shard cannot be read at all) is returned in ``error``, nothing written."""
+    shard, error, seconds = _read(ce, spec, seen)
+    return _evaluate(ce, writer, spec, out_dir, shard, error, seconds)
+
+
+def evaluate_partitions(ce: CohortEvaluator, writer: ColumnarWriter, specs: list[ShardSpec], out_dir: Path,
+                        seen: dict[str, int] | None = None) -> Iterator[tuple[ShardSpec, Partition]]:
+    """:func:`evaluate_partition` of each shard in turn (one process), the next shard read and loaded on a
+    thread while this one is validated, derived and written (pyoxigraph's parser releases the GIL). A shard's
+    ``load`` time is then the time its turn waited for it; nothing is read after a shard that cannot be."""
+    clock = time.perf_counter
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        ahead = reader.submit(_read, ce, specs[0], seen) if specs else None
+        for i, spec in enumerate(specs):
+            t = clock()
+            shard, error, _ = ahead.result() if ahead is not None else (None, "not read", 0.0)
+            waited = clock() - t
+            ahead = reader.submit(_read, ce, specs[i + 1], seen) if error is None and i + 1 < len(specs) else None
+            yield spec, _evaluate(ce, writer, spec, out_dir, shard, error, waited)
+            del shard
+
+
+def _read(ce: CohortEvaluator, spec: ShardSpec, seen: dict[str, int] | None) -> tuple[Shard | None, str | None,
+                                                                                      float]:
+    """The shard, or why it cannot be read, and the seconds it took."""
+    t = time.perf_counter()
+    try:
+        return read_shard(spec, ce.context, ce.project, seen), None, time.perf_counter() - t
+    except InputError as exc:
+        return None, str(exc), time.perf_counter() - t
+
+
+def _evaluate(ce: CohortEvaluator, writer: ColumnarWriter, spec: ShardSpec, out_dir: Path, shard: Shard | None,
+              error: str | None, load: float) -> Partition:
     clock = time.perf_counter
     part = Partition(spec.index)
-    t = clock()
-    try:
-        shard = read_shard(spec, ce.context, ce.project, seen)
-    except InputError as exc:
-        part.error = str(exc)
+    if shard is None:
+        part.error = error
         return part
-    part.seconds["load"] = clock() - t
+    part.seconds["load"] = load
     bad, part.warnings, patients, valid, results = ce.validate_and_derive(shard, part.seconds)
     t = clock()
     table = writer.results_table(results)
