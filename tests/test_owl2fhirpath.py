@@ -1,18 +1,19 @@
 """The populations compiled to FHIRPath (compile.owl2fhirpath), run by the engines of the field: HL7's ``fhirpath``
-(npm, through tests/js/run_engines.js) and ``fhirpathpy``. Each engine's applicable / not applicable / undetermined
-must equal ``recommend`` (the reference) for every statement of every case, and the hand-written expected results
-of the FHIR example cases (written by reading the source, docs/derivation.md). Every difference is printed by
-statement and case."""
+(npm, through tests/js/run_engines.js) and ``fhirpathpy``, in the factored form the export writes (shared parts as
+variables, evaluated in order as the FHIR ``variable`` extension defines). Each engine's applicable / not
+applicable / undetermined must equal ``recommend`` (the reference) for every statement of every FHIR example, and
+the hand-written expected results (written by reading the source, docs/derivation.md). Every difference is printed
+by statement and case. The generated cases (2,000) are in tests/test_engine_agreement.py."""
 
 from __future__ import annotations
 
 import json
-import os
+import re
 import shutil
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
-from typing import Any
 
 import fhirpathpy
 import pytest
@@ -29,14 +30,25 @@ from guideline_kg.compile.applicability import (
     exists,
     iif,
     in_,
+    lit,
     nav,
     statements_of,
     where,
+    whole_years,
 )
-from guideline_kg.compile.owl2fhirpath import compile_population, compile_statements, to_fhirpath
+from guideline_kg.compile.owl2fhirpath import (
+    RESERVED,
+    Factored,
+    compile_factored,
+    compile_population,
+    compile_statements,
+    to_fhirpath,
+)
 from guideline_kg.compile.owl2sparql import UnsupportedExpression
+from guideline_kg.core.dates import months_between
 from guideline_kg.core.project import Project
 from guideline_kg.knowledge.graph import guideline_iri
+from test_engine_agreement import Fhirpathpy
 
 REPO = Path(__file__).resolve().parents[1]
 RUNNER = REPO / "tests" / "js" / "run_engines.js"
@@ -64,10 +76,14 @@ def compiled(knowledge: Graph, rules: MappingRules) -> dict[URIRef, str]:
 
 
 @pytest.fixture(scope="module")
-def parsed(compiled: dict[URIRef, str]) -> dict[str, object]:
-    """Each distinct compiled expression parsed once by fhirpathpy (25-93 KB each: seconds apiece), shared by the
-    fhirpathpy tests of this module."""
-    return {text: fhirpathpy.compile(text) for text in set(compiled.values())}
+def factored(knowledge: Graph, rules: MappingRules) -> Factored:
+    return compile_factored(knowledge, rules)
+
+
+@pytest.fixture(scope="module")
+def engine(factored: Factored) -> Fhirpathpy:
+    """fhirpathpy with every variable and statement expression parsed once, shared by this module's tests."""
+    return Fhirpathpy(factored)
 
 
 def run_node(request: dict, timeout: float = 1800) -> dict:
@@ -167,12 +183,12 @@ def local(iri: URIRef) -> str:
     return str(iri).rsplit("/", 1)[-1]
 
 
-@pytest.mark.slow  # HL7's engine parses ~0.6 MB of FHIRPath (about 30 s on a loaded CI machine)
 @needs_node
-def test_hl7_fhirpath_equals_recommend_on_every_fhir_example(compiled: dict[URIRef, str],
+def test_hl7_fhirpath_equals_recommend_on_every_fhir_example(factored: Factored,
                                                                recommended: dict[str, dict[str, str]]) -> None:
-    names = {str(iri): text for iri, text in compiled.items()}
-    out = run_node({"engine": "fhirpath", "expressions": names, "files": [str(p) for p in CASES]})
+    out = run_node({"engine": "fhirpath", "files": [str(p) for p in CASES],
+                    "variables": [[v.name, v.expression] for v in factored.variables],
+                    "expressions": {str(iri): text for iri, text in factored.statements.items()}})
     got = {Path(c["file"]).name.replace(".fhir.json", ""): {k: status_of(v) for k, v in c["results"].items()}
            for c in out["cases"]}
     diffs = differences(got, recommended)
@@ -185,78 +201,126 @@ def test_hl7_fhirpath_equals_recommend_on_every_fhir_example(compiled: dict[URIR
             assert got[case]["https://w3id.org/guideline-kg/plbp/" + name] == status, (case, name)
 
 
-@pytest.mark.slow
-def test_fhirpathpy_equals_recommend_on_every_fhir_example(compiled: dict[URIRef, str], parsed: dict[str, Any],
+@pytest.mark.slow  # parses every variable (about 5 s)
+def test_fhirpathpy_equals_recommend_on_every_fhir_example(engine: Fhirpathpy,
                                                            recommended: dict[str, dict[str, str]]) -> None:
-    got: dict[str, dict[str, str]] = {}
-    for path in CASES:
-        bundle = json.loads(path.read_text())
-        case = path.name.replace(".fhir.json", "")
-        got[case] = {str(iri): status_of(one(parsed[text](bundle))) for iri, text in compiled.items()}
+    got = {path.name.replace(".fhir.json", ""): engine(json.loads(path.read_text())) for path in CASES}
     diffs = differences(got, recommended)
     assert not diffs, "\n".join(diffs)
 
 
-def one(values: list) -> object:
-    if not values:
-        return None
-    return values[0] if len(values) == 1 and isinstance(values[0], bool) else values
-
-
-def test_fhirpathpy_on_one_case_l19(knowledge: Graph, rules: MappingRules) -> None:
+def test_fhirpathpy_on_one_case_l19(factored: Factored) -> None:
     """c06 (line 19): 6 weeks of extended-release opioids, 10 % relief: L19 applies; c01 has no opioid trial
-    recorded: undetermined (expected files written by hand)."""
-    text = compile_population(knowledge, rules, URIRef("https://w3id.org/guideline-kg/plbp/L19"))
-    c06 = json.loads((REPO / "guidelines/plbp/cases/fhir-c06-opioid-no-relief.fhir.json").read_text())
-    c01 = json.loads((REPO / "guidelines/plbp/cases/fhir-c01-first-visit.fhir.json").read_text())
-    assert fhirpathpy.evaluate(c06, text, {}) == [True]
-    assert fhirpathpy.evaluate(c01, text, {}) == []
+    recorded: undetermined (expected files written by hand). Only L19's own variables are evaluated."""
+    l19 = URIRef("https://w3id.org/guideline-kg/plbp/L19")
+    variables = [(v.name, fhirpathpy.compile(v.expression, options={"returnRawData": True}))
+                 for v in factored.variables_of(l19)]
+    condition = fhirpathpy.compile(factored.statements[l19])
+
+    def run(case: str) -> list:
+        bundle = json.loads((REPO / f"guidelines/plbp/cases/{case}.fhir.json").read_text())
+        env: dict[str, object] = {}
+        for name, fn in variables:
+            env[name] = fn(bundle, env)
+        return condition(bundle, env)
+
+    assert run("fhir-c06-opioid-no-relief") == [True]
+    assert run("fhir-c01-first-visit") == []
 
 
-@pytest.mark.slow  # parses every compiled expression (shared with the examples test through `parsed`)
-def test_a_bundle_without_the_deciding_data_is_undetermined(compiled: dict[URIRef, str],
-                                                            parsed: dict[str, Any]) -> None:
+@pytest.mark.slow  # parses every variable (shared with the examples test through `engine`)
+def test_a_bundle_without_the_deciding_data_is_undetermined(engine: Fhirpathpy) -> None:
     """Open world: a Bundle with only the Patient proves nothing, so every statement is undetermined (empty)."""
     bundle = {"resourceType": "Bundle", "type": "collection", "timestamp": "2026-03-02T00:00:00Z",
               "entry": [{"resource": {"resourceType": "Patient", "id": "p"}}]}
-    for iri, text in compiled.items():
-        assert parsed[text](bundle) == [], iri
+    assert set(engine(bundle).values()) == {"undetermined"}
 
 
-# --- generated cases ----------------------------------------------------------------------------------------------
-GENERATED = int(os.environ.get("GKG_COMPILED_CASES", "60"))
+# --- the factored form --------------------------------------------------------------------------------------------
+def test_the_factored_form_is_variables_in_order_and_short_conditions(factored: Factored,
+                                                                       compiled: dict[URIRef, str]) -> None:
+    """Every variable name is a FHIRPath identifier, none is a name the environment already has (%context,
+    %resource, %ucum, ...), each variable reads only earlier ones, and each statement's expression is short; the
+    whole is a small part of the written-out form (which repeats the scope and the code lists in every
+    statement)."""
+    names = [v.name for v in factored.variables]
+    assert len(names) == len(set(names))
+    seen: set[str] = set()
+    for v in factored.variables:
+        assert re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v.name) and v.name not in RESERVED, v.name
+        used = set(re.findall(r"%([A-Za-z_][A-Za-z0-9_]*)", v.expression)) - {"context"}
+        assert used == set(v.uses) and used <= seen, v.name
+        seen.add(v.name)
+    assert set(factored.statements) == set(compiled)
+    for iri, text in factored.statements.items():
+        assert len(text) < 1000, iri
+        read = set(re.findall(r"%([A-Za-z_][A-Za-z0-9_]*)", text))
+        assert read <= {v.name for v in factored.variables_of(str(iri))}, iri
+    assert factored.size() * 10 < sum(len(t) for t in compiled.values())
+    # the conditions are variables named by their OWL class (L30's, as derive lists them)
+    l30 = {c.met for c in factored.conditions[URIRef("https://w3id.org/guideline-kg/plbp/L30")]}
+    assert {"%NerveEntrapmentConfirmed", "%ConservativeManagementFailed"} <= l30
 
 
-@pytest.mark.slow
+VARIABLES = [["observations", "%context.entry.where(resource.resourceType = 'Observation')"],
+             ["codes", "' http://loinc.org|1 http://loinc.org|2 '"],
+             ["known", "%observations.where(%codes.contains(' ' & (resource.code.coding.system & '|' & "
+                       "resource.code.coding.code) & ' '))"],
+             ["any", "%known.exists()"],
+             ["ids", "%known.resource.id"],
+             ["first", "%known.first().resource.valueQuantity.value"]]
+PROBE = {"resourceType": "Bundle", "id": "probe", "type": "collection", "entry": [
+    {"resource": {"resourceType": "Patient", "id": "p"}},
+    {"resource": {"resourceType": "Observation", "id": "o1", "code": {"coding": [{"system": "http://loinc.org",
+                                                                                  "code": "1"}]},
+                  "valueQuantity": {"value": 7}}},
+    {"resource": {"resourceType": "Observation", "id": "o2", "code": {"coding": [{"system": "http://loinc.org",
+                                                                                  "code": "9"}]}}},
+    {"resource": {"resourceType": "Observation", "id": "o3", "code": {"coding": [{"system": "http://loinc.org",
+                                                                                  "code": "2"}]}}}]}
+#: Each read of a variable of another type, with the answer worked out by hand from PROBE: o1 and o3 are known
+PROBE_EXPRESSIONS = {"entries": "%known.count() = 2 and %known.resource.id contains 'o3'",
+                     "navigate": "%known.where(resource.id = 'o1').resource.valueQuantity.value = 7",
+                     "boolean": "%any and %any.not().not()",
+                     "strings": "%ids.count() = 2 and %ids contains 'o1' and (%ids contains 'o2').not()",
+                     "string": "%codes.contains('|2 ') and %codes.length() = 39",
+                     "number": "%first = 7 and %first + 1 = 8",
+                     "empty": "%observations.where(resource.id = 'none').exists().not()"}
+
+
 @needs_node
-def test_hl7_fhirpath_equals_cohort_evaluate_on_generated_cases(tmp_path: Path, compiled: dict[URIRef, str],
-                                                                knowledge: Graph) -> None:
-    """GKG_COMPILED_CASES generated FHIR cases (default 60; benchmarks/bench_compiled.py runs 2,000): every
-    statement of every valid case, HL7's engine against `cohort evaluate` (the fast path)."""
-    cohort = tmp_path / "cohort.ndjson"
-    subprocess.run([*CLI, "cohort", "generate", "--format", "fhir-ndjson", "--n", str(GENERATED), "--seed", "15",
-                    "--out", str(cohort)], cwd=REPO, check=True, capture_output=True)
-    want = cohort_reference(cohort, tmp_path / "ref.jsonl", str(guideline_iri(knowledge)))
-    out = run_node({"engine": "fhirpath", "expressions": {str(k): v for k, v in compiled.items()},
-                    "files": [str(cohort)]})
-    got = {c["id"]: {k: status_of(v) for k, v in c["results"].items()} for c in out["cases"]}
-    diffs = differences(got, want)
-    assert not diffs, "\n".join(diffs[:50])
-    assert len(want) >= GENERATED * 0.9
+@pytest.mark.parametrize("resolve", [True, False])
+def test_hl7_fhirpath_passes_variables_of_every_kind_back_in(tmp_path: Path, resolve: bool) -> None:
+    """The harness hands each variable's value (Bundle entries as JSON objects, a boolean, strings, a number) back
+    to fhirpath.js as the environment of the next: with resolveInternalTypes (plain JSON, re-wrapped through the
+    engine's hidden __path__) and without (the engine's own nodes)."""
+    probe = tmp_path / "probe.json"
+    probe.write_text(json.dumps(PROBE))
+    out = run_node({"engine": "fhirpath", "files": [str(probe)], "variables": VARIABLES,
+                    "resolveInternalTypes": resolve, "expressions": PROBE_EXPRESSIONS})
+    assert out["cases"][0]["results"] == dict.fromkeys(PROBE_EXPRESSIONS, True)
 
 
-def cohort_reference(cohort: Path, out: Path, guideline: str) -> dict[str, dict[str, str]]:
-    """case -> statement -> status of the valid cases, from `cohort evaluate`."""
-    done = subprocess.run([*CLI, "cohort", "evaluate", str(cohort), "--out", str(out)], cwd=REPO,
-                          capture_output=True, text=True, check=False)
-    assert done.returncode in (0, 1), done.stderr
-    want = {}
-    for line in out.read_text().splitlines():
-        c = json.loads(line)
-        if c.get("valid"):
-            want[c["case"]] = {**{r["id"]: r["status"] for r in c["recommendations"]},
-                               guideline: SCOPE[c["scope"]["status"]]}
-    return want
+def test_fhirpathpy_passes_variables_of_every_kind_back_in() -> None:
+    """The same probe with fhirpathpy: its own nodes (``returnRawData``) handed back as the context."""
+    env: dict[str, object] = {}
+    for name, text in VARIABLES:
+        env[name] = fhirpathpy.compile(text, options={"returnRawData": True})(PROBE, env)
+    assert {k: fhirpathpy.evaluate(PROBE, text, env) for k, text in PROBE_EXPRESSIONS.items()} == {
+        k: [True] for k in PROBE_EXPRESSIONS}
+
+
+@pytest.mark.parametrize(("born", "assessed"), [
+    ("2008-03-02", "2026-03-02"), ("2008-03-03", "2026-03-02"), ("2008-02-29", "2026-02-28"),
+    ("2008-02-29", "2026-03-01"), ("1980-06-15", "2026-03-02"), ("2026-03-01", "2026-03-02"),
+    ("2027-01-01", "2026-03-02"), ("2025-03-03", "2026-03-02")])
+def test_whole_years_is_the_reader_s_age(born: str, assessed: str) -> None:
+    """The compiled age (the mini guideline's population) is ``months_between(born, assessed) // 12`` as
+    ``cases.fhir_in`` computes it: the birthday itself counts, a day before does not, 29 February, a birth date
+    after the assessment date (a floor, not a truncation)."""
+    want = int(months_between(date.fromisoformat(born), date.fromisoformat(assessed)) // 12)
+    text = to_fhirpath(whole_years(lit(born), lit(assessed)))
+    assert fhirpathpy.evaluate({}, text, {}) == [want]
 
 
 def test_to_fhirpath_of_a_small_tree() -> None:

@@ -17,8 +17,9 @@ null (undetermined) otherwise. A membership itself is two-valued (``exists``): o
 Supported: what ``owl2sparql`` supports (named classes through definitions and ``rdfs:subClassOf``, intersection,
 union, oneOf of individuals as values, someValuesFrom, hasValue, data ranges with numeric facets, named datatypes and
 their complements), over the mapping's value kinds (boolean, decimal, integer, map, term, date, const,
-monthsToAssessment, weeksOfPeriod). Anything else is refused with :class:`~guideline_kg.compile.owl2sparql.
-UnsupportedExpression` naming the class or the rule, never dropped.
+monthsToAssessment, weeksOfPeriod, and the Patient's yearsToAssessment: the age in whole years at the assessment
+date). Anything else is refused with :class:`~guideline_kg.compile.owl2sparql.UnsupportedExpression` naming the
+class or the rule, never dropped.
 """
 
 from __future__ import annotations
@@ -195,6 +196,15 @@ def whole_months(start: Expr, end: Expr) -> Expr:
     sy, sm, sd = _ymd(start)
     ey, em, ed = _ymd(end)
     return op("-", op("+", op("*", op("-", ey, sy), lit(12)), op("-", em, sm)), iif(op("<", ed, sd), lit(1), lit(0)))
+
+
+def whole_years(start: Expr, end: Expr) -> Expr:
+    """Age in whole years at ``end`` of someone born on ``start``, as ``cases.fhir_in`` computes it:
+    ``months_between(start, end) // 12`` (a floor; the whole months W decide it, and ``div`` truncates, so a
+    negative W is floored by hand)."""
+    months = whole_months(start, end)
+    return iif(op(">=", months, lit(0)), op("div", months, lit(12)),
+               op("-", op("div", op("+", months, lit(1)), lit(12)), lit(1)))
 
 
 def months_at_least(start: Expr, end: Expr, bound: Decimal) -> Expr:
@@ -384,12 +394,13 @@ class TreeBuilder:
         codes = self.codes(terms, predicates)
         if not codes:
             return FALSE
-        parts = []
-        for rtype in sorted(set(rtypes)):
-            concept = or_(exists(where(nav(THIS, "resource", *p.split("."), "coding"),
-                                       in_(Expr("codingKey", (THIS,)), codes))) for p in self.code_paths(rtype))
-            parts.append(and_([op("=", nav(THIS, "resource", "resourceType"), lit(rtype)), concept]))
-        return or_(parts)
+        concepts = {rtype: or_(exists(where(nav(THIS, "resource", *p.split("."), "coding"),
+                                            in_(Expr("codingKey", (THIS,)), codes))) for p in self.code_paths(rtype))
+                    for rtype in sorted(set(rtypes))}
+        if len(set(concepts.values())) == 1:  # the same code paths in every type: one test of the type, one of codes
+            return and_([in_(nav(THIS, "resource", "resourceType"), list(concepts)), next(iter(concepts.values()))])
+        return or_(and_([op("=", nav(THIS, "resource", "resourceType"), lit(rtype)), concept])
+                   for rtype, concept in concepts.items())
 
     def value_term(self, i: int, term: URIRef) -> Expr:
         """The rule records ``term`` as the value / type of the current entry (``pick: first``: the first term of
@@ -404,6 +415,27 @@ class TreeBuilder:
             if earlier:
                 parts.append(not_(self.coded(earlier, rtypes)))
         return and_(parts)
+
+    def value_terms(self, i: int, terms: Iterable[URIRef]) -> Expr:
+        """The rule records one of ``terms`` as the value / type of the current entry: ``value_term`` of each,
+        or'ed; one code test of all their codes when the rule does not pick the first term (the same test)."""
+        wanted = set(terms)
+        rtypes = self.rule(i)["resources"]
+        if self.rule(i).get("pick") != "first":
+            mine = [t for t in self.terms(i) if t in wanted]
+            return self.coded(mine, rtypes) if mine else FALSE
+        # pick first: the first term of the rule's list the entry is coded as decides. Runs of consecutive terms
+        # in / not in ``terms``, tested in order: c1 or (not c2 and (c3 or ...)), one code test per run
+        runs: list[tuple[bool, list[URIRef]]] = []
+        for t in self.terms(i):
+            if runs and runs[-1][0] == (t in wanted):
+                runs[-1][1].append(t)
+            else:
+                runs.append((t in wanted, [t]))
+        out = FALSE
+        for inside, run in reversed(runs):
+            out = or_([self.coded(run, rtypes), out]) if inside else and_([not_(self.coded(run, rtypes)), out])
+        return out
 
     def subject_ok(self) -> Expr:
         """The resource is about the bundle's Patient (cases.fhir_in: subject / patient refer to it) and has no
@@ -731,7 +763,7 @@ class TreeBuilder:
             if spec.get("type") and self.mapping.expand(spec["type"]) in below:
                 cond = TRUE
             elif spec.get("typeFromTerm"):
-                cond = or_(self.value_term(i, t) for t in self.terms(i) if t in below)
+                cond = self.value_terms(i, below)
             else:
                 continue
             parts.append(cond if node.kind == "resource" else self.on_entries([i], lambda _j, c=cond: c))
@@ -778,7 +810,7 @@ class TreeBuilder:
             if spec.get("termAsValueOf") and self.mapping.expand(spec["termAsValueOf"]) == prop:
                 if test[0] != "terms":
                     raise UnsupportedExpression(f"rule {self.rid(i)} records terms as {prop}; compared with {test}")
-                cond = or_(self.value_term(i, t) for t in sorted(test[1]))
+                cond = self.value_terms(i, test[1])
                 parts.append(cond if node.kind == "resource" else self.on_entries([i], lambda _j, c=cond: c))
             for vspec in self.rule(i).get("values", []):
                 if "from" in vspec or prop not in self.spec_props(i, vspec):
@@ -807,13 +839,29 @@ class TreeBuilder:
                     if vspec.get("status"):
                         extra.append(exists(where(nav(THIS, "resource", "status"), in_(THIS, vspec["status"]))))
                     if vspec.get("terms"):
-                        extra.append(or_(self.value_term(i, self.mapping.expand(t)) for t in vspec["terms"]))
+                        extra.append(self.value_terms(i, [self.mapping.expand(t) for t in vspec["terms"]]))
                     parts.append(self.on_entries([i], lambda _j, e=extra: and_(e)))
             for vspec in self.mapping.patient.get("values", []):
                 if self.mapping.expand(vspec["property"]) == prop:
-                    raise UnsupportedExpression(f"a population reads {prop}, a value of the Patient resource; not "
-                                                "supported by the FHIR compiler")
+                    parts.append(self.patient_value(vspec, prop, test))
         return or_(parts)
+
+    def patient_value(self, spec: dict[str, Any], prop: URIRef, test: tuple[str, Any]) -> Expr:
+        """The Patient resource has, for ``prop`` (a value of the mapping's ``patient``), a value that passes
+        ``test``: the first value at the spec's path, converted as ``cases.fhir_in`` converts it (the first Patient
+        entry: a Bundle with two is not a valid case)."""
+        kind, (what, arg) = spec.get("as", "string"), test
+        if kind != "yearsToAssessment" or "path" not in spec:
+            raise UnsupportedExpression(f"a population reads {prop}, a {kind} value of the Patient resource; only "
+                                        "yearsToAssessment is supported by the FHIR compiler")
+        if what == "terms":
+            return FALSE
+        assessment = first(nav(ROOT, self.mapping.assessment_date)) if self.mapping.assessment_date else EMPTY
+        age = whole_years(THIS, assessment)
+        hit = self.literal_eq(arg, age, XSD.integer) if what == "literal" else self.range_test(arg, age, XSD.integer)
+        patient = self.mapping.patient.get("resourceType", "Patient")
+        return exists(where(Expr("select", (first(entries([patient])), self.raw(spec))),
+                            and_([exists(assessment), Expr("isDate", (THIS,)), hit])))
 
     # --- statements -----------------------------------------------------------------------------------------
     def label(self, node: URIRef) -> str:

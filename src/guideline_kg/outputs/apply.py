@@ -1,15 +1,19 @@
 """``PlanDefinition/$apply`` (FHIR R4, as the HL7 CPG IG describes it) on the exported pathway.
 
 The PlanDefinitions applied are the ones ``export --format fhir`` writes (:func:`fhir_cpg.pathway_resources`, their
-applicability conditions filled by the FHIRPath compiler, :func:`compile.owl2fhirpath.compile_statements`); the
-conditions run are those exported FHIRPath texts, executed by ``fhirpathpy`` on the patient's Bundle. No OWL, no
-SPARQL, no derivation decides a status here: what another engine would do with the export is done.
+applicability conditions filled by the FHIRPath compiler, :func:`compile.owl2fhirpath.compile_factored`); the
+conditions run are those exported FHIRPath texts, executed by ``fhirpathpy`` on the patient's Bundle, with the
+FHIR ``variable`` extensions in scope as the extension defines them: the variables on the PlanDefinition and on the
+action, in order, each evaluated on the Bundle with the earlier ones as ``%name``. A call evaluates each variable
+once (the export declares a name with one expression everywhere) and every FHIRPath text is parsed once per
+server. No OWL, no SPARQL, no derivation decides a status here: what another engine would do with the export is
+done.
 
 - :func:`read_parameters`: the FHIR ``Parameters`` of a call (``subject``, ``data``; at type level ``url`` or
   ``planDefinition``), every defect an :class:`ApplyError` (HTTP 400, or 404 for an unknown PlanDefinition) whose
   :meth:`~ApplyError.outcome` is the ``OperationOutcome`` the client gets.
-- :class:`Applier`: the pathway read and compiled once (compiling the FHIRPath texts is seconds per statement,
-  done on first use), then :meth:`Applier.apply`: the data goes through the one gate (read and case shapes; an
+- :class:`Applier`: the pathway read and compiled once (the FHIRPath texts parsed on first use, or all at once by
+  :meth:`Applier.prepare`), then :meth:`Applier.apply`: the data goes through the one gate (read and case shapes; an
   invalid case gets its violations and nothing else), then each action's applicability condition
   (``kind`` applicability, ``language`` text/fhirpath) is evaluated: ``true`` applicable, ``false`` not applicable,
   empty undetermined (three-valued, as the compiler writes them).
@@ -33,10 +37,8 @@ from typing import Any
 import fhirpathpy
 from rdflib import Graph
 
-from guideline_kg.cases.fhir_in import project_rules
 from guideline_kg.checks.gate import Gate, GateResult
-from guideline_kg.compile.applicability import TreeBuilder
-from guideline_kg.compile.owl2fhirpath import to_fhirpath
+from guideline_kg.compile.owl2fhirpath import VARIABLE_EXTENSION
 from guideline_kg.core.errors import InputError
 from guideline_kg.core.project import Project
 from guideline_kg.outputs.fhir_cpg import (
@@ -198,6 +200,8 @@ class _Run:
     contained: list[dict[str, Any]] = field(default_factory=list)
     issues: list[dict[str, Any]] = field(default_factory=list)
     ids: set[str] = field(default_factory=set)
+    #: (name, FHIRPath) of a variable -> its value on this call's data (evaluated once)
+    values: dict[tuple[str, str], list[Any]] = field(default_factory=dict)
 
     def new_id(self, stem: str) -> str:
         base = stem[:60]
@@ -222,17 +226,15 @@ class Applier:
         self.conditions: dict[str, list[tuple[str, str, str]]] = {}
         # the same compiled conditions as `export --format fhir` writes (one helper); a refusal is said in every answer
         self.uncompiled = compile_applicability(self.pathway, knowledge, project)
-        if self.uncompiled is None:
-            # each condition on its own (the compiler's tree of one condition and of its negation), to name
-            # the conditions the data leaves open; the status itself comes from the exported expression
-            rules = project_rules(project, "$apply")
-            self.conditions = {str(st.iri): [(c.label, to_fhirpath(c.met), to_fhirpath(c.failed))
-                                             for c in st.conditions]
-                               for st in TreeBuilder(knowledge, rules).statements()}
+        if self.pathway.fhirpath is not None:
+            # each condition on its own ("met" and "failed", over the same variables), to name the conditions the
+            # data leaves open; the status itself comes from the exported expression
+            self.conditions = {str(iri): [(c.label, c.met, c.failed) for c in conds]
+                               for iri, conds in self.pathway.fhirpath.conditions.items()}
         self.resources = pathway_resources(self.pathway)
         self.by_id = {f"{r['resourceType']}/{r['id']}": r for r in self.resources}
         self.by_url = {r["url"]: r for r in self.resources}
-        self._compiled: dict[str, Callable[..., list[Any]]] = {}
+        self._compiled: dict[tuple[str, bool], Callable[..., list[Any]]] = {}
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ the PlanDefinitions
@@ -256,23 +258,41 @@ class Applier:
         """The PlanDefinitions this server applies (pathway, strategies, recommendations)."""
         return [r for r in self.resources if r["resourceType"] == "PlanDefinition"]
 
-    def compiled(self, expression: str) -> Callable[..., list[Any]]:
-        """The FHIRPath text compiled by fhirpathpy (seconds for a long condition; once per text)."""
+    def compiled(self, expression: str, raw: bool = False) -> Callable[..., list[Any]]:
+        """The FHIRPath text compiled by fhirpathpy (once per text). ``raw``: the engine's own nodes are returned
+        (a variable's value, handed back to the engine as it is, without a copy to plain JSON)."""
         with self._lock:
-            fn = self._compiled.get(expression)
+            fn = self._compiled.get((expression, raw))
             if fn is None:
-                fn = fhirpathpy.compile(expression)
-                self._compiled[expression] = fn
+                fn = fhirpathpy.compile(expression, options={"returnRawData": True} if raw else None)
+                self._compiled[(expression, raw)] = fn
             return fn
 
     def prepare(self) -> None:
-        """Compile every condition now (a server does it on the first call otherwise)."""
+        """Compile every condition and variable now (a server does it on the first call otherwise)."""
         for plan in self.plans():
             for action in _walk(plan.get("action", [])):
+                for _name, expression in _variables(plan, action):
+                    self.compiled(expression, raw=True)
                 for cond in action.get("condition", []):
                     expr = cond.get("expression", {})
                     if cond.get("kind") == "applicability" and expr.get("language") == FHIRPATH:
                         self.compiled(expr.get("expression", ""))
+        for conditions in self.conditions.values():
+            for _label, met, failed in conditions:
+                self.compiled(met)
+                self.compiled(failed)
+
+    def environment(self, plan: dict[str, Any], action: dict[str, Any], run: _Run) -> dict[str, list[Any]]:
+        """The FHIRPath variables in scope for ``action``'s condition, evaluated on the call's data: those of the
+        PlanDefinition, then of the action, in order, each with the earlier ones in its environment."""
+        env: dict[str, list[Any]] = {}
+        for name, expression in _variables(plan, action):
+            key = (name, expression)
+            if key not in run.values:
+                run.values[key] = self.compiled(expression, raw=True)(run.data, env)
+            env[name] = run.values[key]
+        return env
 
     # ------------------------------------------------------------------ applying
 
@@ -327,7 +347,7 @@ class Applier:
             if cond.get("kind") != "applicability" or expr.get("language") != FHIRPATH:
                 continue
             try:
-                value = self.compiled(expr.get("expression", ""))(run.data, {})
+                value = self.compiled(expr.get("expression", ""))(run.data, self.environment(plan, action, run))
             except Exception as exc:  # an engine error on this data: reported, the action not applied
                 run.issues.append({"severity": "error", "code": "processing", "details": _about(plan),
                                    "diagnostics": f"{plan.get('title')}: the applicability condition failed on "
@@ -344,12 +364,13 @@ class Applier:
             return "not-applicable"
         return "undetermined" if "undetermined" in results else "applicable"
 
-    def _open_conditions(self, plan: dict[str, Any], run: _Run) -> list[str]:
+    def _open_conditions(self, plan: dict[str, Any], action: dict[str, Any], run: _Run) -> list[str]:
         """The labels of the recommendation's conditions the data neither meets nor fails (its missing data)."""
         out = []
         for label, met, failed in self.conditions.get(plan["identifier"][0]["value"], []):
             try:
-                known = self.compiled(met)(run.data, {}) == [True] or self.compiled(failed)(run.data, {}) == [True]
+                env = self.environment(plan, action, run)
+                known = self.compiled(met)(run.data, env) == [True] or self.compiled(failed)(run.data, env) == [True]
             except Exception:  # an engine error here only loses the detail; the issue is still reported
                 known = False
             if not known:
@@ -372,7 +393,7 @@ class Applier:
         recommendation = plan["meta"]["profile"][0].endswith("cpg-recommendationdefinition")
         status = self._condition(plan, action, run)
         if status == "undetermined" and recommendation:
-            run.issues.append(_undetermined(plan, action, self._open_conditions(plan, run)))
+            run.issues.append(_undetermined(plan, action, self._open_conditions(plan, action, run)))
         if status != "applicable":
             return None
         out: dict[str, Any] = {k: action[k] for k in ("title", "description", "textEquivalent", "priority", "code")
@@ -400,6 +421,18 @@ class Applier:
                 if k in action:
                     out[k] = action[k]
         return out
+
+
+def _variables(plan: dict[str, Any], action: dict[str, Any]) -> list[tuple[str, str]]:
+    """(name, FHIRPath) of the ``variable`` extensions in scope for an action's condition: the PlanDefinition's,
+    then the action's, in order."""
+    out = []
+    for holder in (plan, action):
+        for ext in holder.get("extension", []):
+            value = ext.get("valueExpression") if ext.get("url") == VARIABLE_EXTENSION else None
+            if isinstance(value, dict) and value.get("language") == FHIRPATH and isinstance(value.get("name"), str):
+                out.append((value["name"], str(value.get("expression", ""))))
+    return out
 
 
 def _walk(actions: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -28,7 +28,7 @@ from typing import Any
 
 from guideline_kg.cases.fhir_in import project_rules
 from guideline_kg.cases.fhir_out import ReverseRules, reverse_rules
-from guideline_kg.compile.owl2fhirpath import compile_statements
+from guideline_kg.compile.owl2fhirpath import Factored, compile_factored
 from guideline_kg.compile.owl2sparql import UnsupportedExpression
 from guideline_kg.core.errors import InputError
 from guideline_kg.core.project import Project
@@ -173,6 +173,9 @@ class Pathway:
     #: statement or population IRI -> its compiled applicability: a FHIRPath string, or a FHIR Expression
     #: ({"language", "expression", ...}, e.g. CQL naming a Library expression); empty until a compiler fills it
     expressions: dict[str, str | dict[str, Any]] = field(default_factory=dict)
+    #: the compiled FHIRPath with its shared parts as variables (compile.owl2fhirpath.compile_factored): each
+    #: recommendation's action declares the variables its condition reads (FHIR ``variable`` extensions)
+    fhirpath: Factored | None = None
 
     def fid(self, iri: str, suffix: str = "") -> str:
         return fhir_id(iri + suffix, self.prefix)
@@ -396,6 +399,8 @@ def _recommendation_plan(p: Pathway, rec: Recommendation) -> dict[str, Any]:
     if rec.direction:
         extensions.append({"url": DIRECTION_EXTENSION,
                            "valueCodeableConcept": _cc(rec.direction_code, rec.direction)})
+    if p.fhirpath is not None and isinstance(p.expressions.get(rec.iri), str):  # in scope for action.condition
+        extensions += [v.extension() for v in p.fhirpath.variables_of(rec.iri)]
     lines = _lines(rec.lines)
     action: dict[str, Any] = {}
     if extensions:
@@ -486,16 +491,18 @@ def _entry(p: Pathway, res: dict[str, Any]) -> dict[str, Any]:
 
 def compile_applicability(pathway: Pathway, knowledge: Any, project: Project) -> str | None:
     """Fill ``pathway.expressions`` with each statement's applicability compiled to FHIRPath from its OWL
-    population and the package's FHIR case mapping (:func:`compile.owl2fhirpath.compile_statements`), so that the
-    exported files and ``$apply`` run the same expressions. Returns why the conditions stay the interim ``{}``
+    population and the package's FHIR case mapping (:func:`compile.owl2fhirpath.compile_factored`: a short
+    expression per statement over named variables, which its action declares), so that the exported files and
+    ``$apply`` run the same expressions. Returns why the conditions stay the interim ``{}``
     (no FHIR case mapping, or a construct the compiler refuses), else None."""
     if not project.part("fhir_case_mapping"):
         return "the guideline package has no FHIR case mapping (fhir_case_mapping)"
     try:
-        compiled = compile_statements(knowledge, project_rules(project, "the FHIR export"))
+        compiled = compile_factored(knowledge, project_rules(project, "the FHIR export"))
     except UnsupportedExpression as exc:
         return f"the FHIRPath compiler refuses this guideline's populations: {exc}"
-    pathway.expressions.update({str(k): v for k, v in compiled.items()})
+    pathway.fhirpath = compiled
+    pathway.expressions.update({str(k): v for k, v in compiled.statements.items()})
     return None
 
 

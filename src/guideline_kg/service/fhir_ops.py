@@ -16,6 +16,7 @@ call (compiling is seconds per condition) and kept for the life of the server.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import Any
 
@@ -42,6 +43,12 @@ def _refusal(status: int, message: str, code: str = "invalid", headers: dict[str
     return _answer(outcome([{"severity": "error", "code": code, "diagnostics": message}]), status, headers)
 
 
+def _prepare(applier: Applier) -> None:
+    """Parse the FHIRPath texts ahead of the first call; a failure here is left for that call to report."""
+    with contextlib.suppress(Exception):  # reported by the call that needs the text, as an OperationOutcome
+        applier.prepare()
+
+
 def register_fhir(app: FastAPI, config: Any, workers: int = 1, queue: int = 8) -> None:
     """Add the FHIR routes for ``config`` (a :class:`service.app.ServerConfig`) to ``app``."""
     pool = Pool("$apply requests", workers, queue, config.timeout)
@@ -49,10 +56,13 @@ def register_fhir(app: FastAPI, config: Any, workers: int = 1, queue: int = 8) -
     lock = threading.Lock()
 
     def applier() -> Applier:
-        """The pathway read and compiled, once (in a pool thread: it takes seconds)."""
+        """The pathway read and compiled, once (in a pool thread: it takes seconds); its FHIRPath texts are then
+        parsed in the background (``Applier.prepare``), so the first ``$apply`` finds most of them ready."""
         with lock:
             if "applier" not in made:
                 made["applier"] = Applier(config.knowledge, config.project)
+                threading.Thread(target=_prepare, args=(made["applier"],), name="fhirpath-prepare",
+                                 daemon=True).start()
             return made["applier"]
 
     def run(body: Any, instance: str | None) -> dict[str, Any]:
