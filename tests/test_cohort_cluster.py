@@ -8,9 +8,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +20,9 @@ import pyarrow.parquet as pq
 import pytest
 from distributed import Client
 
+from guideline_kg.cohort.cluster import plan_url_shards
 from guideline_kg.cohort.generate import generate, load_profile, write_cohort
+from guideline_kg.cohort.shards import plan_shards
 
 pytestmark = pytest.mark.slow
 
@@ -78,7 +82,7 @@ def cohort(tmp_path_factory, project) -> Path:
     return path
 
 
-def _evaluate(cohort: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+def _evaluate(cohort: Path | str, out: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run([*CLI, "cohort", "evaluate", str(cohort), "--out", str(out), "--shard-size", str(SHARD),
                            *extra], check=False, capture_output=True, text=True, timeout=600)
 
@@ -158,3 +162,89 @@ def test_a_local_cluster_of_two_workers_gives_the_in_process_rows(cohort, in_pro
 def test_cluster_options_need_a_folder(cohort, tmp_path: Path) -> None:
     done = _evaluate(cohort, tmp_path / "r.jsonl", "--workers", "2")
     assert done.returncode == 2 and "--out DIR" in done.stderr and not (tmp_path / "r.jsonl").exists()
+
+
+# ---- inputs named by fsspec URLs ------------------------------------------------------------------------------
+def test_a_file_url_on_the_cluster_gives_the_in_process_rows(cluster, cohort, in_process, tmp_path: Path) -> None:
+    out = tmp_path / "r"
+    done = _evaluate(f"file://{cohort}", out, "--scheduler", cluster["address"])
+    assert done.returncode in (0, 1), done.stderr
+    assert _tables(out) == in_process
+
+
+def test_a_zip_url_is_read_by_range_on_the_workers(cluster, cohort, in_process, tmp_path: Path) -> None:
+    """zip:// (an fsspec protocol installed with fsspec, readable by every process): the starting process plans the
+    shards by a streamed scan and each worker reads its byte range through fsspec; same rows; the manifest names
+    the URL."""
+    archive = tmp_path / "cohort.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(cohort, "c.ttl")
+    url = f"zip://c.ttl::file://{archive}"
+    out = tmp_path / "r"
+    done = _evaluate(url, out, "--scheduler", cluster["address"])
+    assert done.returncode in (0, 1), done.stderr
+    assert _tables(out) == in_process
+    assert json.loads((out / "manifest.json").read_text())["input"] == url
+
+
+@pytest.mark.parametrize(("size", "chunk"), [(1, 13), (8, 64), (8, 1 << 20), (1000, 7)])
+def test_the_url_planner_cuts_where_the_path_planner_cuts(cohort, tmp_path: Path, size: int, chunk: int) -> None:
+    """Shards planned through fsspec in small chunks (markers and lines straddling chunk ends) are the shards the
+    memory-mapped scan of the same file finds: same byte ranges, first lines and Turtle prefixes."""
+    archive = tmp_path / "cohort.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(cohort, "c.ttl")
+    by_url = plan_url_shards(f"zip://c.ttl::file://{archive}", size, chunk)
+    by_path = plan_shards(cohort, size)
+    assert len(by_path) == -(-N // size)
+    assert [(s.start, s.end, s.line, s.header) for s in by_url] == [(s.start, s.end, s.line, s.header) for s in by_path]
+
+
+@pytest.mark.parametrize(("url", "words"), [
+    ("https://data.example.test/cohort.ttl", "https:// URLs are refused"),
+    ("http://127.0.0.1:9/cohort.ttl", "http:// URLs are refused"),
+    ("simplecache::https://data.example.test/c.ttl", "https:// URLs are refused"),
+    ("memory://cohort.ttl", "memory:// lives in one process's memory"),
+    ("nosuchproto://x/cohort.ttl", "fsspec knows no protocol 'nosuchproto'"),
+])
+def test_urls_refused_by_name(url: str, words: str, tmp_path: Path) -> None:
+    done = _evaluate(url, tmp_path / "r", "--workers", "2")
+    assert done.returncode == 2 and words in done.stderr and url in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "r").exists()
+
+
+def test_a_store_that_never_answers_fails_within_the_timeout(tmp_path: Path) -> None:
+    """ftp:// (fsspec's FTP implementation uses the standard library: installed) to a loopback port that accepts
+    the connection and never speaks: exit 2 after --connect-timeout, naming the URL; no hang, no output."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        url = f"ftp://127.0.0.1:{silent.getsockname()[1]}/cohort.ttl"
+        started = time.monotonic()
+        done = _evaluate(url, tmp_path / "r", "--connect-timeout", "2")
+        took = time.monotonic() - started
+    assert done.returncode == 2, done.stderr
+    assert f"{url}: no answer within 2 s" in done.stderr and "Traceback" not in done.stderr
+    # the message is the proof that the limit fired (FTP's own timeout is 30 s); the time only guards a hang
+    assert took < 120 and not (tmp_path / "r").exists()
+
+
+# ---- a patient in two places ------------------------------------------------------------------------------------
+def test_a_case_in_two_shards_is_an_input_error_naming_both_places(cluster, cohort, tmp_path: Path) -> None:
+    """The record of the third case is copied to the end of the file (another shard): on the cluster no worker
+    sees both, so the starting process finds the case in two partitions and fails the run (exit 2) naming the
+    file and line of each record; no manifest, no partition."""
+    text = cohort.read_text()
+    records = text.split("\n# case ")
+    third = "# case " + records[3] + "\n"
+    name = records[3].split("\n", 1)[0]
+    doubled = tmp_path / "doubled.ttl"
+    doubled.write_text(text + third)
+    first_line = text[: text.index(f"# case {name}\n")].count("\n") + 1
+    copy_line = text.count("\n") + 1
+    out = tmp_path / "r"
+    done = _evaluate(doubled, out, "--scheduler", cluster["address"])
+    assert done.returncode == 2, done.stderr
+    assert f"the case '{name}' is in {doubled}:{first_line} (shard 0) and in {doubled}:{copy_line} (shard" \
+        in done.stderr, done.stderr
+    assert not (out / "manifest.json").exists() and not list(out.rglob("*.parquet"))

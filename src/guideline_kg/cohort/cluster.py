@@ -95,7 +95,7 @@ def resolve_input(url: str, timeout: float = 30.0) -> Path | str:
     exit 2) by name: http(s) (nothing is fetched) and memory:// (one process's memory, which no worker sees)."""
     import fsspec  # type: ignore[import-untyped]  # noqa: PLC0415 - only URL inputs need it (it comes with dask)
 
-    protocols = [part.split("://", 1)[0].lower() for part in url.split("::") if "://" in part]
+    protocols = [part.split("://", 1)[0].lower() for part in url.split("::")]  # a chain: a::b://...
     for proto in protocols:
         if proto in REFUSED:
             raise InputError(f"{proto}:// URLs are refused: guideline-kg fetches nothing from the web "

@@ -340,7 +340,7 @@ def read_shard(spec: ShardSpec, context: bytes = b"", project: Project | None = 
                seen: dict[str, int] | None = None) -> Shard:
     """The shard ``spec`` names, read and loaded into its own store (``context`` added). ``seen`` (patient IRI
     to line) carries the duplicate-record check across the shards of one reader."""
-    if "://" in spec.path:  # an fsspec URL (checked by cohort.cluster.resolve_input): its byte range, read once
+    if is_url(spec.path):  # an fsspec URL (checked by cohort.cluster.resolve_input): its byte range, read once
         return _read_url_shard(spec, context, project, seen)
     path = Path(spec.path)
     if not path.is_file():
@@ -359,11 +359,11 @@ def read_shard(spec: ShardSpec, context: bytes = b"", project: Project | None = 
     return _load_records(path, spec.header, data, spec.line, rdf, context)
 
 
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*(://|::)")
 
 
 def is_url(text: str) -> bool:
-    """Whether a cohort input names a URL (``scheme://...``, fsspec's chained ``a://...::b://...`` too)."""
+    """Whether a cohort input names a URL (``scheme://...``, fsspec's chains ``a::b://...`` too)."""
     return bool(_URL.match(text))
 
 
