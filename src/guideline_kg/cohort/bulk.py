@@ -41,7 +41,8 @@ from guideline_kg.cohort.generate import Record, record_to_bundle
 from guideline_kg.core.errors import InputError
 from guideline_kg.core.project import Project
 
-__all__ = ["BUCKET_BYTES", "MAX_BUCKETS", "BulkReport", "export_files", "group_export", "is_export", "write_export"]
+__all__ = ["BUCKET_BYTES", "MAX_BUCKETS", "BulkReport", "bucket_count", "export_files", "export_time", "group_bucket",
+           "group_export", "is_export", "partition_file", "readable_types", "write_export"]
 
 EXPORT_MANIFEST = "manifest.json"
 BUCKET_BYTES = 64 << 20
@@ -60,6 +61,19 @@ class BulkReport:
     unmappable: Counter = field(default_factory=Counter)
     #: (resource type, why) -> the first file:line where it happened
     first: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def leave_out(self, rtype: str, why: str, place: str) -> None:
+        self.unmappable[(rtype, why)] += 1
+        self.first.setdefault((rtype, why), place)
+
+    def add(self, other: BulkReport) -> None:
+        """Another file's counts (the files in export order: the first place stays the first)."""
+        self.files += other.files
+        self.resources += other.resources
+        self.patients += other.patients
+        self.unmappable.update(other.unmappable)
+        for k, place in other.first.items():
+            self.first.setdefault(k, place)
 
     def lines(self) -> list[str]:
         return [f"{n} {rtype} resources left out ({why}; first at {self.first[(rtype, why)]})"
@@ -117,78 +131,101 @@ def _patient_of(resource: dict[str, Any]) -> str | None:
     return None
 
 
+def readable_types(project: Project) -> set[str]:
+    """The resource types some rule of the package's FHIR case mapping reads (the Patient's too)."""
+    rules = project_rules(project, "reading a FHIR Bulk Data export")
+    return {rules.patient.get("resourceType", "Patient")} | {t for r in rules.rules for t in r["resources"]}
+
+
+def bucket_count(total: int, bucket_bytes: int = BUCKET_BYTES, at_least: int = 1) -> int:
+    return max(1, min(MAX_BUCKETS, max(math.ceil(total / bucket_bytes), at_least)))
+
+
+def partition_file(declared: str, path: Path, sinks: list[Any], readable: set[str],
+                   report: BulkReport | None = None) -> BulkReport:
+    """Pass 1 for one NDJSON file of the export: each line to the bucket of its patient (``sinks``: one binary
+    handle per bucket, written ``<P|R> "<patient id>"\t<resource>``); what is left out counted in ``report``."""
+    report = BulkReport() if report is None else report
+    buckets = len(sinks)
+    with path.open("rb") as handle:
+        for lineno, raw in enumerate(handle, 1):
+            if not raw.strip():
+                continue
+            place = f"{path}:{lineno}"
+            try:
+                resource = json.loads(raw)
+            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+                report.leave_out(declared, "not JSON", place)
+                continue
+            if not isinstance(resource, dict):
+                report.leave_out(declared, "not a JSON object", place)
+                continue
+            rtype = str(resource.get("resourceType") or declared)
+            report.resources += 1
+            if rtype not in readable:
+                report.leave_out(rtype, "no rule of the FHIR case mapping reads this type", place)
+                continue
+            patient = _patient_of(resource)
+            if patient is None:
+                report.leave_out(rtype, "no patient: neither a Patient nor a subject/patient reference", place)
+                continue
+            # "<P|R> <patient id>\t<resource>": pass 2 groups without parsing the resource again
+            head = b"P " if rtype == "Patient" else b"R "
+            sinks[zlib.crc32(patient.encode()) % buckets].write(
+                head + json.dumps(patient).encode() + b"\t" + raw.strip() + b"\n")
+    return report
+
+
+def group_bucket(pieces: list[Path], sink: Any, stamp: str | None) -> int:
+    """Pass 2 for one bucket: its lines (from ``pieces``, in export order) grouped by patient and written to the
+    text handle ``sink`` as one Bundle per patient (the Patient first, then the resources in export order);
+    the number of patients."""
+    groups: dict[bytes, list[bytes]] = defaultdict(list)
+    for piece in pieces:
+        with piece.open("rb") as handle:
+            for line in handle:
+                head, _, resource = line.rstrip(b"\n").partition(b"\t")
+                if head[:1] == b"P":
+                    groups[head[2:]].insert(0, resource)
+                else:
+                    groups[head[2:]].append(resource)
+    extra = {"timestamp": stamp} if stamp else {}
+    for quoted, resources in groups.items():
+        start = json.dumps({"resourceType": "Bundle", "id": json.loads(quoted), "type": "collection", **extra},
+                           separators=(",", ":"), ensure_ascii=False)[:-1]
+        entries = b",".join(b'{"resource":' + r + b"}" for r in resources).decode("utf-8")
+        sink.write(f'{start},"entry":[{entries}]}}\n')
+    return len(groups)
+
+
 def group_export(folder: Path, out: Path, project: Project, bucket_bytes: int = BUCKET_BYTES,
                  progress: Callable[[int], None] | None = None) -> BulkReport:
     """Group the export in ``folder`` by patient into ``out``: an NDJSON cohort, one Bundle per patient (the
     algorithm and its memory bound: this module's docstring). The working buckets live beside ``out``."""
     files = export_files(folder)
-    rules = project_rules(project, "reading a FHIR Bulk Data export")
-    readable = {rules.patient.get("resourceType", "Patient")} | {t for r in rules.rules for t in r["resources"]}
-    total = sum(p.stat().st_size for _, p in files)
-    stamp = {"timestamp": t} if (t := export_time(folder)) else {}
-    buckets = max(1, min(MAX_BUCKETS, math.ceil(total / bucket_bytes)))
+    readable = readable_types(project)
+    buckets = bucket_count(sum(p.stat().st_size for _, p in files), bucket_bytes)
     report = BulkReport(files=len(files), buckets=buckets)
     work = out.parent / f".{out.name}.buckets"
     work.mkdir(parents=True, exist_ok=True)
-
-    def leave_out(rtype: str, why: str, place: str) -> None:
-        report.unmappable[(rtype, why)] += 1
-        report.first.setdefault((rtype, why), place)
-
     try:
         handles = [(work / f"{i:03d}.ndjson").open("wb") for i in range(buckets)]
         try:
             for declared, path in files:
-                with path.open("rb") as handle:
-                    for lineno, raw in enumerate(handle, 1):
-                        if not raw.strip():
-                            continue
-                        place = f"{path}:{lineno}"
-                        try:
-                            resource = json.loads(raw)
-                        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-                            leave_out(declared, "not JSON", place)
-                            continue
-                        if not isinstance(resource, dict):
-                            leave_out(declared, "not a JSON object", place)
-                            continue
-                        rtype = str(resource.get("resourceType") or declared)
-                        report.resources += 1
-                        if rtype not in readable:
-                            leave_out(rtype, "no rule of the FHIR case mapping reads this type", place)
-                            continue
-                        patient = _patient_of(resource)
-                        if patient is None:
-                            leave_out(rtype, "no patient: neither a Patient nor a subject/patient reference", place)
-                            continue
-                        # "<P|R> <patient id>\t<resource>": pass 2 groups without parsing the resource again
-                        head = b"P " if rtype == "Patient" else b"R "
-                        handles[zlib.crc32(patient.encode()) % buckets].write(
-                            head + json.dumps(patient).encode() + b"\t" + raw.strip() + b"\n")
+                partition_file(declared, path, handles, readable, report)
         finally:
             for h in handles:
                 h.close()
         tmp = out.parent / f".{out.name}.tmp"
+        stamp = export_time(folder)
         with tmp.open("w", encoding="utf-8") as sink:
             for i in range(buckets):
                 bucket = work / f"{i:03d}.ndjson"
-                groups: dict[bytes, list[bytes]] = defaultdict(list)
-                with bucket.open("rb") as handle:
-                    for line in handle:
-                        head, _, resource = line.rstrip(b"\n").partition(b"\t")
-                        if head[:1] == b"P":
-                            groups[head[2:]].insert(0, resource)
-                        else:
-                            groups[head[2:]].append(resource)
+                n = group_bucket([bucket], sink, stamp)
                 bucket.unlink()
-                for quoted, resources in groups.items():
-                    start = json.dumps({"resourceType": "Bundle", "id": json.loads(quoted), "type": "collection",
-                                        **stamp}, separators=(",", ":"), ensure_ascii=False)[:-1]
-                    entries = b",".join(b'{"resource":' + r + b"}" for r in resources).decode("utf-8")
-                    sink.write(f'{start},"entry":[{entries}]}}\n')
-                    report.patients += 1
-                    if progress is not None:
-                        progress(1)
+                report.patients += n
+                if progress is not None:
+                    progress(n)
         os.replace(tmp, out)
     finally:
         for leftover in work.glob("*.ndjson"):

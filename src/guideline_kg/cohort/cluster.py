@@ -21,18 +21,29 @@ an input error naming both places (:func:`check_duplicates`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import resource
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pyarrow.compute as pc  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
+from guideline_kg.cohort.bulk import (
+    BUCKET_BYTES,
+    BulkReport,
+    bucket_count,
+    export_files,
+    export_time,
+    group_bucket,
+    partition_file,
+    readable_types,
+)
 from guideline_kg.cohort.columnar import (
     ColumnarWriter,
     Partition,
@@ -50,7 +61,7 @@ from guideline_kg.core.errors import InputError
 from guideline_kg.core.project import Project
 from guideline_kg.knowledge.graph import load_knowledge
 
-__all__ = ["check_duplicates", "plan_url_shards", "project_key", "resolve_input", "run_columnar"]
+__all__ = ["check_duplicates", "plan_url_shards", "project_key", "resolve_input", "run_bulk", "run_columnar"]
 
 #: protocols refused by name: a URL on the web is never fetched (docs/security.md)
 REFUSED = ("http", "https")
@@ -297,11 +308,11 @@ def _take(part: Partition, spec: ShardSpec, done: list[Partition], progress: Cal
         on_partition(part)
 
 
-def _on_cluster(specs: list[ShardSpec], out_dir: Path, key: tuple[str, ...], scheduler: str | None,
-                workers: int | None, done: list[Partition], progress: Callable[[int], None] | None,
-                on_partition: Callable[[Partition], None] | None) -> dict[str, Any]:
-    """The tasks run on the cluster; the peak memory (MB) of the scheduler and of each worker still alive."""
-    from distributed import Client, LocalCluster, as_completed  # noqa: PLC0415 - only cluster runs pay the import
+@contextlib.contextmanager
+def _client(scheduler: str | None, workers: int | None) -> Iterator[Any]:
+    """A Dask client of the running cluster at ``scheduler``, or of a new local cluster of ``workers``
+    single-threaded processes (closed on leaving)."""
+    from distributed import Client, LocalCluster  # noqa: PLC0415 - only cluster runs pay the import
 
     cluster = None
     try:
@@ -316,24 +327,151 @@ def _on_cluster(specs: list[ShardSpec], out_dir: Path, key: tuple[str, ...], sch
     except OSError as exc:
         raise InputError(f"cannot reach the Dask scheduler {scheduler}: {exc}") from None
     try:
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _peaks(client: Any) -> dict[str, Any]:
+    """The peak memory (MB) of the scheduler and of each worker still alive."""
+    try:
+        return {"scheduler": client.run_on_scheduler(peak_mb), "workers": client.run(peak_mb)}
+    except (OSError, TimeoutError):  # the figures are a report, not a result: a run never fails for them
+        return {}
+
+
+def _gather(client: Any, futures: list[Any]) -> Iterator[Any]:
+    """The futures' results as they finish; on any failure the rest are cancelled."""
+    from distributed import as_completed  # noqa: PLC0415
+
+    try:
+        for future in as_completed(futures):
+            yield future.result()
+    except BaseException:
+        for f in futures:
+            f.cancel()
+        raise
+
+
+def _on_cluster(specs: list[ShardSpec], out_dir: Path, key: tuple[str, ...], scheduler: str | None,
+                workers: int | None, done: list[Partition], progress: Callable[[int], None] | None,
+                on_partition: Callable[[Partition], None] | None) -> dict[str, Any]:
+    """The tasks run on the cluster; the peak memory (MB) of the scheduler and of each worker still alive."""
+    with _client(scheduler, workers) as client:
         by_index = {s.index: s for s in specs}
         # pure=False: a task is never taken from a cache of an earlier run; retries: a task that raised is run
         # again (a worker lost mid-task is rescheduled by the scheduler itself)
         futures = [client.submit(shard_task, spec, str(out_dir.resolve()), key, pure=False, retries=2,
                                  key=f"guideline-kg-shard-{spec.index:05d}-{time.time_ns()}") for spec in specs]
-        try:
-            for future in as_completed(futures):
-                part = future.result()
-                _take(part, by_index[part.index], done, progress, on_partition)
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            raise
-        try:
-            return {"scheduler": client.run_on_scheduler(peak_mb), "workers": client.run(peak_mb)}
-        except (OSError, TimeoutError):  # the figures are a report, not a result: a run never fails for them
-            return {}
+        for part in _gather(client, futures):
+            _take(part, by_index[part.index], done, progress, on_partition)
+        return _peaks(client)
+
+
+# ---- FHIR Bulk Data on the cluster ----------------------------------------------------------------------------
+#: partition index of a bucket's shard j: bucket * BUCKET_PARTS + j (deterministic: a retried task rewrites them)
+BUCKET_PARTS = 10_000
+
+
+def bulk_map_task(number: int, declared: str, path: str, work: str, buckets: int, key: tuple[str, ...]) -> BulkReport:
+    """Pass 1 for one file of the export, on a worker: its lines to ``work/bNNN/fMMMM.ndjson`` (its own piece of
+    each bucket, rewritten whole by a retry)."""
+    readable = readable_types(_prepared(key)[0].project)
+    folders = [Path(work) / f"b{b:03d}" for b in range(buckets)]
+    sinks = []
+    try:
+        for folder in folders:
+            folder.mkdir(parents=True, exist_ok=True)
+            sinks.append((folder / f"f{number:04d}.ndjson").open("wb"))
+        report = partition_file(declared, Path(path), sinks, readable)
     finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        for h in sinks:
+            h.close()
+    report.files = 1
+    return report
+
+
+def bulk_reduce_task(bucket: int, work: str, stamp: str | None, shard_size: int, out_dir: str,
+                     key: tuple[str, ...]) -> tuple[int, list[Partition], list[ShardSpec]]:
+    """Pass 2 and the evaluation of one bucket, on a worker: its pieces grouped by patient into one NDJSON file
+    of Bundles, read in shards of ``shard_size`` and written as partitions ``bucket * BUCKET_PARTS + j``; the
+    number of patients, the partitions and their shards."""
+    ce, writer = _prepared(key)
+    folder = Path(work) / f"b{bucket:03d}"
+    grouped = Path(work) / f"bucket-{bucket:03d}.ndjson"
+    with grouped.open("w", encoding="utf-8") as sink:
+        patients = group_bucket(sorted(folder.glob("f*.ndjson")), sink, stamp)
+    specs = [dataclasses.replace(s, index=bucket * BUCKET_PARTS + s.index) for s in plan_shards(grouped, shard_size)]
+    parts = []
+    for spec in specs:
+        try:
+            part = evaluate_partition(ce, writer, spec, Path(out_dir))
+        except InputError as exc:
+            part = Partition(spec.index, error=str(exc))
+        parts.append(part)
+        if part.error is not None:
+            break
+    return patients, parts, specs
+
+
+def run_bulk(project: Project, folder: Path, out_dir: Path, work: Path, shard_size: int = 10_000,
+             progress: Callable[[int], None] | None = None, *, scheduler: str | None = None,
+             workers: int | None = None, ce: CohortEvaluator | None = None,
+             bucket_bytes: int = BUCKET_BYTES) -> tuple[CohortSummary, dict[str, Any], BulkReport]:
+    """A FHIR Bulk Data export evaluated on a Dask cluster into the columnar dataset ``out_dir``: one task per
+    NDJSON file partitions its lines by patient into hash buckets (``work``, a folder every worker sees), then one
+    task per bucket groups its patients into Bundles and evaluates them (docs/cohort.md, Bulk Data on a
+    cluster). At least two buckets per worker, so that every worker has work."""
+    files = export_files(folder)
+    out_dir = Path(out_dir)
+    created = not out_dir.exists()
+    prepare_output(out_dir)
+    key = project_key(project)
+    started, wall = time.perf_counter(), time.time() - 1
+    done: list[Partition] = []
+    all_specs: list[ShardSpec] = []
+    report = BulkReport()
+    try:
+        with _client(scheduler, workers) as client:
+            slots = sum(client.nthreads().values()) or 1
+            buckets = bucket_count(sum(p.stat().st_size for _, p in files), bucket_bytes, 2 * slots)
+            report.buckets = buckets
+            stamp = export_time(folder)
+            run = time.time_ns()
+            maps = [client.submit(bulk_map_task, i, declared, str(path.resolve()), str(work.resolve()), buckets, key,
+                                  pure=False, retries=2, key=f"guideline-kg-bulk-file-{i:04d}-{run}")
+                    for i, (declared, path) in enumerate(files)]
+            for r in client.gather(maps):  # in export order: each first place is the export's first
+                report.add(r)
+            reduces = [client.submit(bulk_reduce_task, b, str(work.resolve()), stamp, shard_size,
+                                     str(out_dir.resolve()), key, pure=False, retries=2,
+                                     key=f"guideline-kg-bulk-bucket-{b:03d}-{run}") for b in range(buckets)]
+            for patients, parts, specs in _gather(client, reduces):
+                report.patients += patients
+                all_specs += specs
+                by_index = {s.index: s for s in specs}
+                for part in parts:
+                    _take(part, by_index[part.index], done, progress, None)
+            peaks = _peaks(client)
+        check_duplicates(out_dir, done, all_specs)
+    except BaseException:
+        for f in out_dir.glob("*/part-*.parquet"):  # this run's partitions (the bucket tasks name them)
+            if f.stat().st_mtime >= wall:
+                f.unlink()
+        if created:
+            for sub in (out_dir / "results", out_dir / "invalid", out_dir):
+                with contextlib.suppress(OSError):
+                    sub.rmdir()
+        raise
+    engine = f"dask {scheduler}" if scheduler else f"dask local cluster, {workers} workers"
+    shorts = (ColumnarWriter(ce) if ce is not None else _prepared(key)[1]).short
+    manifest = commit(out_dir, done, {
+        "input": str(folder.resolve()), "engine": engine, "shard_size": shard_size, "buckets": buckets,
+        "statements": {short: sid for sid, short in shorts.items()},
+        "seconds": round(time.perf_counter() - started, 3),
+        "peak_mb": {"client": peak_mb(), **peaks},
+        "left_out": [{"type": t, "why": why, "count": n, "first": report.first[(t, why)]}
+                     for (t, why), n in sorted(report.unmappable.items())]})
+    return summary_from_dataset(out_dir), manifest, report

@@ -173,6 +173,28 @@ def _input_arg(text: str) -> Path | str:
     return text if is_url(text) else Path(text)
 
 
+def _run_bulk_cluster(args: argparse.Namespace, project: Any, staging: Path) -> int:
+    """A Bulk Data export on a Dask cluster: partitioned by patient and evaluated by the workers."""
+    from guideline_kg.cohort.cluster import run_bulk  # noqa: PLC0415
+    from guideline_kg.cohort.columnar import MANIFEST  # noqa: PLC0415
+
+    if args.scheduler and args.workers is not None:
+        raise InputError("give either --scheduler (a running cluster) or --workers (a local one), not both")
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers must be at least 1 (got {args.workers})")
+    refuse_overwriting_inputs(args.out, project_inputs(project))
+    ce = CohortEvaluator(load_knowledge(project), project)
+    summary, manifest, report = run_bulk(project, args.input, args.out, staging, args.shard_size,
+                                         scheduler=args.scheduler, workers=args.workers, ce=ce)
+    note(f"{args.input}: {report.resources} resources in {report.files} files, {report.patients} patients "
+         f"(grouped in {report.buckets} buckets on the cluster)")
+    for line in report.lines():
+        note(line)
+    note(f"{manifest['rows']} rows in {len(manifest['partitions'])} partitions, {manifest['bytes']:,} bytes "
+         f"({manifest['bytes'] / max(manifest['cases'], 1):.0f} per case); {args.out / MANIFEST} lists them")
+    return _report(args, summary, ce.lines, ce.texts, f"see {args.out / 'invalid'}")
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     if isinstance(args.input, str):  # a URL: file:// is a path; another protocol is read by the workers
         from guideline_kg.cohort.cluster import resolve_input  # noqa: PLC0415
@@ -192,6 +214,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
                    if columnar and args.out.resolve().parent.is_dir() else Path(tempfile.mkdtemp(prefix="gk-bulk-")))
         try:
             refuse_overwriting_inputs(args.out, [args.input])
+            if columnar and (args.scheduler or args.workers is not None):
+                return _run_bulk_cluster(args, project_of(args), staging)
             grouped = _group_bulk(args, project_of(args), staging)
             return _run_evaluate(argparse.Namespace(**{**vars(args), "input": grouped}))
         finally:
