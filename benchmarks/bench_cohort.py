@@ -6,9 +6,12 @@ slice (scaled to N) against the fast path. Each size runs in a fresh process (pe
 Prints a table of medians. Run: `.venv/bin/python benchmarks/bench_cohort.py [--sizes 1000 10000 100000]
 [--runs 3] [--million]`.
 
-`--columnar` (issue 16) measures the columnar (Parquet) path instead, one run per size: pyoxigraph's plain load,
-the stages and end to end in this process, bytes on disk per case, peak RSS; then the same file on a local Dask
-cluster of `--workers` processes (end to end, speed-up over in-process, peak RSS of each worker).
+`--columnar` (issue 16) measures the columnar (Parquet) path instead, `--runs` runs per size (each in a fresh
+process): pyoxigraph's plain load (in its own process), the stages and end to end in this process, bytes on disk
+per case, peak RSS, the CPU seconds of both (a shared machine's load stretches wall time, not CPU time) and the
+load average around the run; then the same file on a local Dask cluster of `--workers` processes (end to end,
+speed-up over in-process, peak RSS of each worker). Each row is one run; the last row of a size is the median
+of each column (the ratios are the medians of each run's own ratio).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -104,13 +108,16 @@ def columnar_run(n: int, shard: int, workers: int) -> dict[str, float]:
     if not path.is_file():
         with path.open("w") as f:
             write_cohort(generate(load_profile(project.kg_dir / "cohort-profile.json"), n, seed=1), f, "turtle")
+    r: dict[str, float] = {"load average": os.getloadavg()[0]}
     proc = subprocess.run([sys.executable, __file__, "--load-only", str(path)], capture_output=True, text=True,
                           check=True)
-    r: dict[str, float] = {"pyoxigraph load": json.loads(proc.stdout.strip().splitlines()[-1])["seconds"]}
+    plain = json.loads(proc.stdout.strip().splitlines()[-1])
+    r["pyoxigraph load"], r["plain load cpu"] = plain["seconds"], plain["cpu"]
     ce = CohortEvaluator(load_knowledge(project), project)
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     summary, manifest = run_columnar(project, path, out_dir / f"columnar-{n}", shard, ce=ce)
-    r["end to end"] = time.perf_counter() - t
+    r["end to end"], r["cpu"] = time.perf_counter() - t, time.process_time() - cpu
+    r["load average after"] = os.getloadavg()[0]
     r.update(summary.seconds)
     r["bytes per case"] = manifest["bytes"] / manifest["cases"]
     r["peak MB"] = _rss_mb()
@@ -125,6 +132,14 @@ def columnar_run(n: int, shard: int, workers: int) -> dict[str, float]:
             peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
             r["worker peak MB"] = max(peaks.values())
     return r
+
+
+def _columnar_row(label: str, cols: list[str], m: dict[str, float]) -> None:
+    cluster = m.get("cluster end to end")
+    print(f"{label:>9} " + " ".join(f"{m[c]:>15.2f}" for c in cols)
+          + f" {m['e2e/load']:>8.2f}x {m['cpu/cpu']:>7.2f}x {m['write %']:>7.1f}% {m['bytes per case']:>7.0f}"
+          f" {m['peak MB']:>8.0f} {m['load average']:>5.1f}/{m['load average after']:<5.1f}"
+          + (f" {cluster:>12.2f} {m['speed-up']:>8.2f}x {m['worker peak MB']:>10.0f}" if cluster else ""))
 
 
 def main() -> None:
@@ -146,28 +161,34 @@ def main() -> None:
         return
     if args.columnar:
         print("columnar cohort benchmark (issue 16): seconds; ratios against pyoxigraph's plain load of the same "
-              f"file in the same run; shards of {args.shard_size}; peak = peak RSS of the process")
+              f"file in the same run; shards of {args.shard_size}; peak = peak RSS of the process; cpu = CPU seconds "
+              "of the process (all its threads); load = the machine's 1-minute load average before / after the run")
         cols = ["pyoxigraph load", "load", "validate", "derive", "write", "end to end"]
-        print(f"{'N':>9} " + " ".join(f"{c:>15}" for c in cols) + f" {'e2e/load':>9} {'write %':>8} "
-              f"{'B/case':>7} {'peak MB':>8} {'cluster e2e':>12} {'speed-up':>9} {'worker MB':>10}")
+        print(f"{'N':>9} " + " ".join(f"{c:>15}" for c in cols) + f" {'e2e/load':>9} {'cpu/cpu':>8} {'write %':>8} "
+              f"{'B/case':>7} {'peak MB':>8} {'load':>11} {'cluster e2e':>12} {'speed-up':>9} {'worker MB':>10}")
         for n in args.sizes:
-            proc = subprocess.run([sys.executable, __file__, "--columnar-child", str(n), "--shard-size",
-                                   str(args.shard_size), "--workers", str(args.workers)], capture_output=True,
-                                  text=True, check=True)
-            m = json.loads(proc.stdout.strip().splitlines()[-1])
-            cluster = m.get("cluster end to end")
-            print(f"{n:>9} " + " ".join(f"{m[c]:>15.2f}" for c in cols)
-                  + f" {m['end to end'] / m['pyoxigraph load']:>8.2f}x {100 * m['write'] / m['end to end']:>7.1f}%"
-                  f" {m['bytes per case']:>7.0f} {m['peak MB']:>8.0f}"
-                  + (f" {cluster:>12.2f} {m['end to end'] / cluster:>8.2f}x {m['worker peak MB']:>10.0f}"
-                     if cluster else ""))
+            runs = []
+            for _ in range(args.runs):
+                proc = subprocess.run([sys.executable, __file__, "--columnar-child", str(n), "--shard-size",
+                                       str(args.shard_size), "--workers", str(args.workers)], capture_output=True,
+                                      text=True, check=True)
+                m = json.loads(proc.stdout.strip().splitlines()[-1])
+                m["e2e/load"] = m["end to end"] / m["pyoxigraph load"]
+                m["cpu/cpu"] = m["cpu"] / m["plain load cpu"]
+                m["write %"] = 100 * m["write"] / m["end to end"]
+                if m.get("cluster end to end"):
+                    m["speed-up"] = m["end to end"] / m["cluster end to end"]
+                runs.append(m)
+                _columnar_row(f"{n}", cols, m)
+            if len(runs) > 1:
+                _columnar_row("median", cols, {k: statistics.median(r[k] for r in runs) for k in runs[0]})
         return
     if args.load_only:
         import pyoxigraph as ox
 
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         ox.Store().bulk_load(path=args.load_only, format=ox.RdfFormat.TURTLE)
-        print(json.dumps({"seconds": time.perf_counter() - t, "peak MB": _rss_mb()}))
+        print(json.dumps({"seconds": time.perf_counter() - t, "cpu": time.process_time() - cpu, "peak MB": _rss_mb()}))
         return
     if args.child:
         print(json.dumps(one_run(args.child, args.slice)))
