@@ -3,8 +3,9 @@
 The statuses $apply gives (from the exported FHIRPath conditions run by fhirpathpy) are compared with the expected
 files of the FHIR example cases, written by reading the source guideline (``recommend``'s statuses): applicable =
 a RequestGroup instantiating the recommendation's PlanDefinition, undetermined = an OperationOutcome issue naming
-it, not applicable = neither. Compiling the long FHIRPath texts takes fhirpathpy about a minute, once per server,
-so the tests that apply are ``slow`` and share one client.
+it, not applicable = neither. The exported conditions read shared FHIRPath variables (the FHIR ``variable``
+extension); parsing them all takes fhirpathpy a few seconds, once per server, so the tests that apply are ``slow``
+and share one client.
 """
 
 from __future__ import annotations
@@ -136,6 +137,41 @@ def test_careplan_of_c06_advice_against_is_do_not_perform(client: TestClient) ->
     assert set(missing.split("; ")) == {"long-term opioid therapy planned or considered",
                                         "no opioid monitoring strategy in place"}
     assert plan["supportingInfo"][0]["reference"] == f"#{contained(plan, 'OperationOutcome')[0]['id']}"
+
+
+VARIABLE = "http://hl7.org/fhir/StructureDefinition/variable"
+
+
+@pytest.mark.slow
+def test_a_recommendation_declares_the_variables_its_condition_reads(client: TestClient) -> None:
+    """L19's action carries its FHIRPath variables (FHIR ``variable`` extensions, in order, each reading only
+    earlier ones) and its condition reads only those; applying L19 alone to c06 (6 weeks of opioids, 10 % relief:
+    line 19 applies, expected file written by hand) evaluates them on the data."""
+    plan = client.get("/fhir/PlanDefinition/plbp-L19").json()
+    [action] = plan["action"]
+    declared = [e["valueExpression"] for e in action["extension"] if e["url"] == VARIABLE]
+    assert declared and all(v["language"] == "text/fhirpath" for v in declared)
+    names: list[str] = []
+    for v in declared:
+        assert set(re.findall(r"%(\w+)", v["expression"])) - {"context"} <= set(names), v["name"]
+        names.append(v["name"])
+    [condition] = [c for c in action["condition"] if c["expression"]["language"] == "text/fhirpath"]
+    assert set(re.findall(r"%(\w+)", condition["expression"]["expression"])) <= set(names)
+    assert len(condition["expression"]["expression"]) < 1000
+
+    def applied(case: str) -> tuple[bool, set[str]]:
+        """(L19's action applied, the recommendations with an "incomplete" issue)."""
+        answer = client.post("/fhir/PlanDefinition/plbp-L19/$apply", json=parameters(bundle(case)),
+                             headers=FHIR_JSON)
+        assert answer.status_code == 200, answer.text
+        careplan = answer.json()
+        [top] = [g for g in contained(careplan, "RequestGroup") if g["instantiatesCanonical"] == [plan["url"]]]
+        incomplete = {local_id(i["details"]["coding"][0]["code"]) for oo in contained(careplan, "OperationOutcome")
+                      for i in oo["issue"] if i["code"] == "incomplete"}
+        return "action" in top, incomplete
+
+    assert applied("fhir-c06-opioid-no-relief") == (True, set())  # expected: applicable
+    assert applied("fhir-c01-first-visit") == (False, {"L19"})  # expected: undetermined (no opioid trial)
 
 
 @pytest.mark.slow
