@@ -18,6 +18,7 @@ list of ``PlanDefinition.action.condition``); a compiler fills :attr:`Pathway.ex
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
@@ -26,8 +27,9 @@ import tarfile
 from dataclasses import dataclass, field
 from typing import Any
 
-from guideline_kg.cases.fhir_in import project_rules
+from guideline_kg.cases.fhir_in import R4_ELEMENTS, project_rules
 from guideline_kg.cases.fhir_out import ReverseRules, reverse_rules
+from guideline_kg.compile.owl2cql import CqlLibrary, compile_library
 from guideline_kg.compile.owl2fhirpath import Factored, compile_factored
 from guideline_kg.compile.owl2sparql import UnsupportedExpression
 from guideline_kg.core.errors import InputError
@@ -46,10 +48,13 @@ __all__ = [
     "applicability_conditions",
     "careplan",
     "careplan_bundle",
+    "compile_cql",
+    "cql_conditions",
     "data_requirements",
     "fhir_id",
     "fhir_package",
     "input_patient",
+    "library_resource",
     "pathway_bundle",
     "pathway_resources",
     "read_pathway",
@@ -176,6 +181,9 @@ class Pathway:
     #: the compiled FHIRPath with its shared parts as variables (compile.owl2fhirpath.compile_factored): each
     #: recommendation's action declares the variables its condition reads (FHIR ``variable`` extensions)
     fhirpath: Factored | None = None
+    #: the compiled CQL library (compile.owl2cql, retrieve-based, with its ELM): exported as a Library resource
+    #: (cpg-computablelibrary) that the recommendations name, each with a text/cql condition naming its define
+    cql: CqlLibrary | None = None
 
     def fid(self, iri: str, suffix: str = "") -> str:
         return fhir_id(iri + suffix, self.prefix)
@@ -408,7 +416,7 @@ def _recommendation_plan(p: Pathway, rec: Recommendation) -> dict[str, Any]:
     action.update({"title": f"Line {lines}", "description": rec.text, "textEquivalent": rec.text})
     if rec.urgent:
         action["priority"] = "urgent"
-    action["condition"] = applicability_conditions(p, rec.population, rec.iri)
+    action["condition"] = applicability_conditions(p, rec.population, rec.iri) + cql_conditions(p, rec.iri)
     inputs = data_requirements(p, rec.population)
     if inputs:
         action["input"] = inputs
@@ -422,7 +430,8 @@ def _recommendation_plan(p: Pathway, rec: Recommendation) -> dict[str, Any]:
                             for a, c in zip(rec.actions, canonicals, strict=True)]
     extra: dict[str, Any] = {"relatedArtifact": [_citation(p, n) for n in rec.citations]} if rec.citations else {}
     title = rec.label or f"Line {lines}: {rec.text}"
-    return _plan(p, rec.iri, "cpg-recommendationdefinition", "eca-rule", title, rec.text, [action], extra)
+    return _executable(p, rec.iri, _plan(p, rec.iri, "cpg-recommendationdefinition", "eca-rule", title, rec.text,
+                                         [action], extra))
 
 
 def _activity(p: Pathway, iri: str, against: bool) -> dict[str, Any]:
@@ -481,7 +490,8 @@ def pathway_resources(p: Pathway) -> list[dict[str, Any]]:
     recommendations = [_recommendation_plan(p, r) for r in p.recommendations]
     wanted = sorted({(a, r.against) for r in p.recommendations for a in r.actions})
     activities = [_activity(p, a, against) for a, against in wanted]
-    return [pathway, *(s for s, _ in strategies), *recommendations, *activities]
+    library = [library_resource(p)] if p.cql is not None else []
+    return [pathway, *(s for s, _ in strategies), *recommendations, *activities, *library]
 
 
 def _entry(p: Pathway, res: dict[str, Any]) -> dict[str, Any]:
@@ -504,6 +514,101 @@ def compile_applicability(pathway: Pathway, knowledge: Any, project: Project) ->
     pathway.fhirpath = compiled
     pathway.expressions.update({str(k): v for k, v in compiled.statements.items()})
     return None
+
+
+#: CPG's knowledge representation levels (cpg-knowledge-representation-level): the recommendations whose
+#: applicability is compiled (FHIRPath, CQL/ELM) and the library are ``executable``; the rest ``structured``.
+EXECUTABLE = "executable"
+LIBRARY_TYPE = "http://terminology.hl7.org/CodeSystem/library-type"
+#: The suffix of the Library's id (``plbp-guideline-applicability``): one library per guideline package.
+LIBRARY_SUFFIX = "-applicability"
+
+
+def _library_iri(p: Pathway) -> str:
+    return p.guideline["guideline"] or ""
+
+
+def compile_cql(pathway: Pathway, knowledge: Any, project: Project) -> str | None:
+    """Fill ``pathway.cql`` with the guideline's applicability as a retrieve-based CQL library and its ELM
+    (:func:`compile.owl2cql.compile_library`, FHIR R4 element names from ``cases.fhir_in.R4_ELEMENTS``), named as
+    its Library resource. Returns why there is none (no FHIR case mapping, or a construct the compiler refuses),
+    else None."""
+    if not project.part("fhir_case_mapping"):
+        return "the guideline package has no FHIR case mapping (fhir_case_mapping)"
+    name = _name(pathway.fid(_library_iri(pathway), LIBRARY_SUFFIX))
+    try:
+        pathway.cql = compile_library(knowledge, project_rules(project, "the FHIR export"), name, pathway.version,
+                                      elements=R4_ELEMENTS)
+    except UnsupportedExpression as exc:
+        return f"the CQL compiler refuses this guideline's populations: {exc}"
+    return None
+
+
+def _library_canonical(p: Pathway) -> str:
+    return p.canonical("Library", _library_iri(p), LIBRARY_SUFFIX)
+
+
+def cql_conditions(p: Pathway, statement: str) -> list[dict[str, Any]]:
+    """The CQL applicability condition of a recommendation: ``text/cql`` whose expression is the name of the
+    library's define for the statement (a CQL identifier; ``text/cql-identifier`` is not in the R4 expression
+    languages), ``reference`` the Library; none when there is no compiled library."""
+    define = p.cql.define_of(statement) if p.cql is not None else None
+    if define is None:
+        return []
+    quoted = '"' + define.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return [{"kind": "applicability", "expression": {
+        "description": f"The define {quoted} of the library {p.cql.name if p.cql else ''}: true applicable, false "
+                       "not applicable, null undetermined (the same population as the FHIRPath condition).",
+        "language": "text/cql", "expression": quoted, "reference": _library_canonical(p)}}]
+
+
+def _make_executable(res: dict[str, Any]) -> None:
+    """Representation level ``executable`` and the capability ``executable`` (CPG: "run-time capability, e.g.
+    compiled ELM logic") on a knowledge resource."""
+    for ext in res.get("extension", []):
+        if ext["url"] == KNOWLEDGE_LEVEL:
+            ext["valueCode"] = EXECUTABLE
+    level = next((i for i, e in enumerate(res["extension"]) if e["url"] == KNOWLEDGE_LEVEL), len(res["extension"]))
+    res["extension"].insert(level, {"url": KNOWLEDGE_CAPABILITY, "valueCode": EXECUTABLE})
+
+
+def _executable(p: Pathway, statement: str, plan: dict[str, Any]) -> dict[str, Any]:
+    """A recommendation whose applicability is compiled (FHIRPath or CQL) is executable; it names the library of
+    its CQL condition."""
+    if p.expressions.get(statement) or (p.cql is not None and p.cql.define_of(statement) is not None):
+        _make_executable(plan)
+    if p.cql is not None and p.cql.define_of(statement) is not None:
+        plan["library"] = [_library_canonical(p)]
+    return plan
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
+def library_resource(p: Pathway) -> dict[str, Any]:
+    """The Library (``cpg-computablelibrary`` and ``cpg-executablelibrary``, logic-library) carrying the CQL
+    (``text/cql``) and its ELM (``application/elm+json``) as base64 data, with a data requirement per resource type
+    it retrieves. It uses no other library (no FHIRHelpers), so it has no ``depends-on``."""
+    if p.cql is None:
+        raise ValueError("no compiled CQL library")
+    gl = p.guideline
+    title = f"Applicability of the recommendations: {gl.get('title') or short_name(_library_iri(p))}"
+    res = _metadata(p, "Library", _library_iri(p), "cpg-computablelibrary", title,
+                    "Each recommendation's applicability, compiled from its OWL population and the FHIR case mapping: "
+                    "one define per statement, true applicable, false not applicable, null undetermined.",
+                    LIBRARY_SUFFIX)
+    _make_executable(res)
+    # CQL and its ELM: both the computable (text/cql) and the executable (ELM) library profiles
+    res["meta"]["profile"].append(CPG + "cpg-executablelibrary")
+    res["name"] = p.cql.name
+    res["type"] = {"coding": [{"system": LIBRARY_TYPE, "code": "logic-library"}]}
+    elm = json.dumps(p.cql.elm, separators=(",", ":"))
+    res["content"] = [{"contentType": "text/cql", "data": _b64(p.cql.cql)},
+                      {"contentType": "application/elm+json", "data": _b64(elm)}]
+    res["dataRequirement"] = [{"type": t, "profile": [f"http://hl7.org/fhir/StructureDefinition/{t}"]}
+                              for t in p.cql.data_types]
+    return res
 
 
 def pathway_bundle(store: EmbeddedStore, project: Project, pathway: Pathway | None = None) -> dict[str, Any]:

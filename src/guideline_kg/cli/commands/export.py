@@ -22,6 +22,7 @@ from guideline_kg.outputs.fhir_cpg import (
     careplan,
     careplan_bundle,
     compile_applicability,
+    compile_cql,
     fhir_package,
     input_patient,
     pathway_bundle,
@@ -156,6 +157,9 @@ def _compiled_pathway(store: EmbeddedStore, knowledge: Any, project: Project) ->
     why = compile_applicability(pathway, knowledge, project)
     if why is not None:
         note(f"applicability conditions left as the interim {{}} (undetermined): {why}")
+    why = compile_cql(pathway, knowledge, project)
+    if why is not None:
+        note(f"no CQL Library exported: {why}")
     return pathway
 
 
