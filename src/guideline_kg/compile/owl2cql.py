@@ -105,7 +105,7 @@ def _branches(source: Expr) -> list[tuple[str | None, Expr]]:
         return [b for part in source.args for b in _branches(part)]
     if source.kind == "retrieve":
         return [(source.value, source)]
-    if source.kind == "where":
+    if source.kind in ("where", "first"):
         inner = _branches(source.args[0])
         if len(inner) == 1 and inner[0][0] is not None:
             return [(inner[0][0], source)]
@@ -326,6 +326,8 @@ _VALUE_USERS = frozenset({"op", "in", "substring", "toInteger", "isDate", "str"}
 def _scalar_only(e: Expr) -> bool:
     """``$this`` is used in ``e`` only as a value (an operand of ``_VALUE_USERS``), not navigated."""
     for x in (e.args[:1] if e.kind in _BINDERS else e.args):
+        if x.kind in ("rthis", "entry"):  # a resource: navigated, never a value
+            return False
         if x.kind == "this":
             if e.kind not in _VALUE_USERS:
                 return False
@@ -483,19 +485,18 @@ class _Writer:
         return _Out(elm, f"({text})", True, fhir, wrapped)
 
     def nav(self, base: _Out, step: str) -> _Out:
-        """FHIRPath ``base.step``: the step of every item, lists flattened (CQL's list navigation)."""
-        src = _many(base)
+        """FHIRPath ``base.step``: the step of every item, lists flattened (CQL's list navigation). Each property is
+        read once: ``Flatten(ToList(x.step))`` is the collection of ``x.step`` (null: empty; one value: itself, as
+        cql-execution's Flatten returns a list that holds no list as it is; a list: its items)."""
+        def step_of(source: dict[str, Any]) -> dict[str, Any]:
+            return {"type": "Flatten", "operand": {"type": "ToList", "operand": {
+                "type": "Property", "source": source, "path": step}}}
+        if not base.many:
+            return _Out(step_of(base.elm), f"{_paren(base.cql)}.{step}", True, True)
         alias = self.alias("N")
-        value = {"type": "Property", "source": {"type": "AliasRef", "name": alias}, "path": step}
-        as_list = {"type": "If",
-                   "condition": {"type": "Is", "operand": value,
-                                 "isTypeSpecifier": {"type": "ListTypeSpecifier",
-                                                     "elementType": {"type": "NamedTypeSpecifier",
-                                                                     "name": _T + "Any"}}},
-                   "then": value, "else": {"type": "ToList", "operand": value}}
         elm = {"type": "Flatten", "operand": {
-            "type": "Query", "source": [{"alias": alias, "expression": src.elm}], "relationship": [],
-            "return": {"distinct": False, "expression": as_list}}}
+            "type": "Query", "source": [{"alias": alias, "expression": base.elm}], "relationship": [],
+            "return": {"distinct": False, "expression": step_of({"type": "AliasRef", "name": alias})}}}
         return _Out(elm, f"{_paren(base.cql)}.{step}", True, True)
 
     def chain(self, e: Expr) -> _Out:
