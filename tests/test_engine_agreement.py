@@ -38,6 +38,8 @@ from guideline_kg.cases.fhir_in import project_rules
 from guideline_kg.compile.owl2fhirpath import Factored, compile_factored
 from guideline_kg.core.project import Project
 from guideline_kg.knowledge.graph import guideline_iri, load_knowledge
+from guideline_kg.outputs.fhir_cpg import compile_cql, library_resource, read_pathway
+from guideline_kg.store.stores import EmbeddedStore
 
 pytestmark = pytest.mark.slow
 
@@ -189,6 +191,31 @@ def test_fhirpathpy_agrees_with_recommend_on_the_generated_cases(
     print(f"fhirpathpy: {compared - len(diffs)}/{compared} statuses equal ({len(got)} valid cases, {seconds:.1f} s)")
     assert not diffs, "\n".join(diffs[:100])
     assert len(got) >= min(PY_CASES, CASES) * 0.9
+
+
+@pytest.mark.skipif(shutil.which("node") is None or not (REPO / "node_modules" / "cql-execution").is_dir()
+                    or not (REPO / "node_modules" / "cql-exec-fhir").is_dir(),
+                    reason="cql-execution / cql-exec-fhir are not installed (run `npm ci`)")
+def test_cql_execution_agrees_with_recommend_on_every_generated_case(
+        cohort: Path, reference: dict[str, dict[str, str]], knowledge: Graph, project: Project,
+        tmp_path: Path) -> None:
+    """cql-execution + cql-exec-fhir run the ELM decoded from the exported Library resource (what ships: the
+    export's `compile_cql` and `library_resource`), each case loaded into cql-exec-fhir's patient source;
+    tests/js/run_engines.js (runCql). Its defines are named by statement; the Library maps them to IRIs."""
+    pathway = read_pathway(EmbeddedStore.from_graph(knowledge), project)
+    assert compile_cql(pathway, knowledge, project) is None and pathway.cql is not None
+    library = tmp_path / "Library.json"
+    library.write_text(json.dumps(library_resource(pathway)), encoding="utf-8")
+    iri = dict(zip(pathway.cql.names, pathway.cql.statements, strict=True))
+    start = time.perf_counter()
+    out = run_node({"engine": "cql", "library": str(library), "files": [str(cohort)]})
+    seconds = time.perf_counter() - start
+    got = {c["id"]: {iri[k]: status_of(v) for k, v in c["results"].items() if k in iri} for c in out["cases"]}
+    compared, diffs = differences(got, reference)
+    print(f"cql-execution: {compared - len(diffs)}/{compared} statuses equal ({len(reference)} valid cases, "
+          f"{seconds:.1f} s, {out['evaluate_ms'] / max(1, len(out['cases'])):.1f} ms a case)")
+    assert not diffs, "\n".join(diffs[:100])
+    assert compared >= len(reference) * len(pathway.cql.names)
 
 
 # --- the mini guideline: the age population (Patient.birthDate, whole years at the assessment date) -------------
