@@ -516,9 +516,17 @@ class _Writer:
 
     def prefix(self, rtype: str, items: list[Expr], keys: tuple[int, ...], n: int) -> _Out:
         def body() -> _Out:
-            cut = max((m for m in range(1, n) if self.prefix_uses[(rtype, keys[:m])] >= 2), default=0)
+            # split where more queries share the filters so far than share all of them (a run of filters the
+            # same queries share is one where: one pass over the items, not one per filter)
+            uses = self.prefix_uses[(rtype, keys[:n])]
+            cut = max((m for m in range(1, n) if self.prefix_uses[(rtype, keys[:m])] > max(uses, 1)), default=0)
             source = self.prefix(rtype, items, keys, cut) if cut else self.retrieve(rtype)
-            return self.query(source, and_(items[cut:n]), None)
+            run = items[cut:n]
+            codes = [i for i in run if i.kind == "codeIn"]
+            if codes and len(codes) < len(run):  # the code test first: the other filters see only its items
+                source = self.query(source, and_(codes), None)
+                run = [i for i in run if i.kind != "codeIn"]
+            return self.query(source, and_(run), None)
         return self.define(("chain", rtype, keys[:n]), rtype, body, numbered=True)
 
     def retrieve(self, rtype: str) -> _Out:
@@ -580,15 +588,14 @@ class _Writer:
             path, codes = e.value
             if not item.wrapped:
                 raise UnsupportedExpression(f"coding keys at {path} of something other than a retrieved resource")
-            values = [_literal(v) for v in codes]
+            lst = self.values(codes)
             keys = {"type": "Property", "source": item.elm, "path": path}
             test = {"type": "Query", "source": [{"alias": "K", "expression": keys}], "relationship": [],
-                    "where": {"type": "In", "operand": [{"type": "AliasRef", "name": "K"},
-                                                        {"type": "List", "element": [v.elm for v in values]}]},
+                    "where": {"type": "In", "operand": [{"type": "AliasRef", "name": "K"}, lst.elm]},
                     "return": {"distinct": False, "expression": {"type": "AliasRef", "name": "K"}}}
             name = _cql_name(path) if "." in path else path
-            return _Out({"type": "Exists", "operand": test},
-                        f"exists ({item.cql}.{name} K where K in {{{', '.join(v.cql for v in values)}}})", False)
+            return _Out({"type": "Exists", "operand": test}, f"exists ({item.cql}.{name} K where K in {lst.cql})",
+                        False)
         if k == "today":
             return _Out({"type": "Today"}, "Today()", False)
         if k == "retrieve":
@@ -622,11 +629,10 @@ class _Writer:
             return _Out({"type": "Not", "operand": x.elm}, f"not {_paren(x.cql)}", False)
         if k == "in":
             x = self.scalar(a[0])
-            values = [_literal(v) for v in e.value]
-            lst: dict[str, Any] = {"type": "List", "element": [v.elm for v in values]}
+            lst = self.values(e.value)
             elm: dict[str, Any] = {"type": "If", "condition": {"type": "IsNull", "operand": x.elm},
-                                   "then": {"type": "Null"}, "else": {"type": "In", "operand": [x.elm, lst]}}
-            return _Out(elm, f"({x.cql} in {{{', '.join(v.cql for v in values)}}})", False)
+                                   "then": {"type": "Null"}, "else": {"type": "In", "operand": [x.elm, lst.elm]}}
+            return _Out(elm, f"({x.cql} in {lst.cql})", False)
         if k == "where":
             return self.query(self.w(a[0]), a[1], None)
         if k == "select":
@@ -704,6 +710,16 @@ class _Writer:
                                               {"type": "In", "operand": [ref.elm, refs.elm]}]}
             return _Out(elm, f"({ref.cql} is not null and {ref.cql} in {refs.cql})", False)
         raise UnsupportedExpression(f"no CQL/ELM for tree node {k!r}")
+
+    def values(self, values: tuple[Any, ...]) -> _Out:
+        """A list of constants; of three or more, a define (its items are evaluated once per patient, not at every
+        test): ``"Codes N"`` for coding keys, ``"Values N"`` otherwise."""
+        items = [_literal(v) for v in values]
+        lst = _Out({"type": "List", "element": [v.elm for v in items]}, f"{{{', '.join(v.cql for v in items)}}}", True)
+        if len(items) < 3:
+            return lst
+        codes = all(isinstance(v, str) and "|" in v for v in values)
+        return self.define(("values", values), "Codes" if codes else "Values", lambda: lst, numbered=True)
 
     @staticmethod
     def prop(base: _Out, step: str) -> _Out:
