@@ -5,6 +5,8 @@ the rows the same cases give as one Bundle per line; resources that cannot be ma
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -126,3 +128,40 @@ def test_a_url_outside_the_folder_is_refused(export, tmp_path: Path) -> None:
     (tmp_path / "c.ndjson").write_text("")
     assert main(["cohort", "evaluate", str(bulk), "--out", str(tmp_path / "r")]) == 2
     assert not (tmp_path / "r").exists()
+
+
+def test_the_export_on_a_local_cluster_equals_in_process(export, tmp_path: Path) -> None:
+    """`--workers 2`: one task per export file partitions by patient, one task per bucket groups and evaluates
+    (at least two buckets per worker). A patient's resources spread over several files (40 resources a file) meet
+    in one Bundle; the rows equal the in-process rows of the same export; the resources left out are counted per
+    type on this path too (stderr and manifest)."""
+    spread = Counter()
+    manifest = json.loads((export["bulk"] / "manifest.json").read_text())
+    for o in manifest["output"]:
+        for line in (export["bulk"] / o["url"]).read_text().splitlines():
+            ref = json.loads(line).get("subject", {}).get("reference")
+            if ref:
+                spread[(ref, o["url"])] += 1
+    files_per_patient = Counter(ref for ref, _ in spread)
+    assert max(files_per_patient.values()) >= 3, "some patient's resources must lie in several files"
+    bulk = tmp_path / "export"
+    bulk.mkdir()
+    for f in export["bulk"].iterdir():
+        (bulk / f.name).write_bytes(f.read_bytes())
+    (bulk / "Practitioner.000.ndjson").write_text('{"resourceType":"Practitioner","id":"d1"}\n')
+    manifest["output"].append({"type": "Practitioner", "url": "Practitioner.000.ndjson"})
+    (bulk / "manifest.json").write_text(json.dumps(manifest))
+    base, out = tmp_path / "base", tmp_path / "r"
+    assert main(["cohort", "evaluate", str(export["bulk"]), "--out", str(base), "--shard-size", "8"]) in (0, 1)
+    done = subprocess.run([str(Path(sys.executable).parent / "guideline-kg"), "cohort", "evaluate", str(bulk),
+                           "--out", str(out), "--shard-size", "8", "--workers", "2"],
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode in (0, 1), done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"{N} patients (grouped in 4 buckets on the cluster)" in done.stderr
+    assert "1 Practitioner resources left out (no rule of the FHIR case mapping reads this type" in done.stderr
+    assert _rows(out) == _rows(base)
+    written = json.loads((out / "manifest.json").read_text())
+    assert written["buckets"] == 4 and written["left_out"][0]["type"] == "Practitioner"
+    assert sorted({p["index"] // 10_000 for p in written["partitions"]}) == [0, 1, 2, 3]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [], "the buckets are removed"
