@@ -20,10 +20,10 @@ rules read). The tree is written over a Bundle's entries; this module lowers it 
 
 Shared parts are written once as defines: every query over a retrieve is a chain of ``where`` filters whose
 common first filters (the subject check, a rule's codes and statuses) are defines of their own, and any other
-closed part used twice (a condition of the guideline's scope, the patient's references) is a define too; a CQL
-engine evaluates a define once per patient. Every node is a list (a FHIRPath collection) or a single value (null =
-empty). A tree node this writer does not know is refused by name. docs/compilers.md has the table and the measured
-agreement.
+closed part used twice (a condition of the guideline's scope, the patient's references, a list of three or more
+codes or statuses) is a define too; a CQL engine evaluates a define once per patient. Every node is a list (a
+FHIRPath collection) or a single value (null = empty). A tree node this writer does not know is refused by name.
+docs/compilers.md has the table and the measured agreement.
 """
 
 from __future__ import annotations
