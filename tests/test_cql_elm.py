@@ -257,6 +257,26 @@ def test_recommendations_name_the_library_and_its_defines(
     assert '"L19"' in [c["expression"]["expression"] for c in l19["action"][0]["condition"]]
 
 
+@pytest.mark.skipif(shutil.which("node") is None or not (REPO / "node_modules" / "fhir").is_dir(),
+                    reason="FHIR.js (npm fhir) is not installed (run `npm ci`)")
+def test_fhirjs_finds_no_error_in_the_library_and_the_recommendations(
+        exported: tuple[Pathway, list[dict[str, Any]]], tmp_path: Path) -> None:
+    """FHIR.js (npm ``fhir`` 4.12.0), an independent R4 validator: no error or warning on the Library and on the
+    recommendations with their text/cql conditions."""
+    docs = [r for r in exported[1] if r["resourceType"] == "Library"
+            or r["meta"]["profile"] == [CPG + "cpg-recommendationdefinition"]]
+    path = tmp_path / "resources.json"
+    path.write_text(json.dumps(docs), encoding="utf-8")
+    script = ("const {Fhir} = require('fhir'); const fs = require('fs'); const fhir = new Fhir();"
+              "const out = JSON.parse(fs.readFileSync(process.argv[1], 'utf8')).map(r => fhir.validate(r, "
+              "{errorOnUnexpected: true}).messages.filter(m => m.severity !== 'info')"
+              ".map(m => `${r.id} ${m.severity} ${m.location}: ${m.message}`)); console.log(JSON.stringify(out.flat()));")
+    run = subprocess.run(["node", "-e", script, str(path)], cwd=REPO, capture_output=True, text=True, timeout=120,
+                         check=True)
+    assert json.loads(run.stdout) == []
+    assert len(docs) >= 16
+
+
 def test_the_mini_guideline_gets_its_library_with_no_code(tmp_path: Path) -> None:
     """The second guideline package: its own Library (its own namespace), the Patient's age read through
     [Patient]; the CQL names no plbp code."""
