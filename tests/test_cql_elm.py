@@ -7,10 +7,12 @@ tests/test_engine_agreement.py."""
 from __future__ import annotations
 
 import base64
+import io
 import json
 import re
 import shutil
 import subprocess
+import tarfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,14 @@ from guideline_kg.compile.owl2cql import CqlLibrary, library_of
 from guideline_kg.compile.owl2sparql import UnsupportedExpression
 from guideline_kg.core.project import Project
 from guideline_kg.knowledge.graph import load_knowledge
-from guideline_kg.outputs.fhir_cpg import Pathway, compile_cql, pathway_resources, read_pathway
+from guideline_kg.outputs.fhir_cpg import (
+    Pathway,
+    compile_cql,
+    fhir_package,
+    pathway_bundle,
+    pathway_resources,
+    read_pathway,
+)
 from guideline_kg.store.stores import EmbeddedStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -275,6 +284,23 @@ def test_fhirjs_finds_no_error_in_the_library_and_the_recommendations(
                          check=True)
     assert json.loads(run.stdout) == []
     assert len(docs) >= 16
+
+
+def test_the_fhir_package_holds_the_library(exported: tuple[Pathway, list[dict[str, Any]]], knowledge: Graph,
+                                            project: Project, library_resource: dict[str, Any]) -> None:
+    """`export --format fhir-package` writes what `pathway_bundle` holds: the Library is a file of the package and
+    is listed in its .index.json."""
+    pathway = exported[0]
+    bundle = pathway_bundle(EmbeddedStore.from_graph(knowledge), project, pathway)
+    with tarfile.open(fileobj=io.BytesIO(fhir_package(bundle, pathway))) as tar:
+        name = f"package/Library-{library_resource['id']}.json"
+        member = tar.extractfile(name)
+        assert member is not None and json.loads(member.read()) == library_resource
+        index = tar.extractfile("package/.index.json")
+        assert index is not None
+        listed = json.loads(index.read())["files"]
+    assert {"filename": name.removeprefix("package/"), "resourceType": "Library", "id": library_resource["id"],
+            "url": library_resource["url"], "version": library_resource["version"]} in listed
 
 
 def test_the_mini_guideline_gets_its_library_with_no_code(tmp_path: Path) -> None:
