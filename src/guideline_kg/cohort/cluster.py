@@ -326,8 +326,11 @@ def _client(scheduler: str | None, workers: int | None) -> Iterator[Any]:
             # CPU a case, measured; a local cluster has no dashboard to show it (a running cluster keeps its own
             # configuration: DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False on its workers, docs/cohort.md)
             with dask.config.set({"distributed.worker.profile.enabled": False}):
+                # no dashboard; the scheduler's HTTP routes (health, metrics) on a free loopback port, not on
+                # 8787, which another cluster may hold (Dask then warns on stderr)
                 cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                       dashboard_address=None, host="127.0.0.1", silence_logs=logging.ERROR)
+                                       dashboard_address=None, host="127.0.0.1", silence_logs=logging.ERROR,
+                                       scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"})
             client = Client(cluster)
     except OSError as exc:
         raise InputError(f"cannot reach the Dask scheduler {scheduler}: {exc}") from None
