@@ -319,6 +319,22 @@ def test_the_mini_guideline_gets_its_library_with_no_code(tmp_path: Path) -> Non
 
 
 # --- cql-execution on the FHIR example cases ------------------------------------------------------------------------
+@pytest.mark.slow  # ~4 s
+@needs_cql
+def test_cql_execution_on_the_mini_guideline_example() -> None:
+    """The mini guideline's FHIR example m02 (born 1980-06-15, assessed 2026-03-02: an adult with an ankle sprain
+    and positive rules): its hand-written expected statuses, from its own library (the age read from [Patient])."""
+    project = Project.at(REPO, kg=MINI_HOME)
+    knowledge = load_knowledge(project)
+    pathway = read_pathway(EmbeddedStore.from_graph(knowledge), project)
+    assert compile_cql(pathway, knowledge, project) is None and pathway.cql is not None
+    example = MINI_HOME / "cases" / "fhir-m02-sprain-rules-positive.fhir.json"
+    got = run_cql({"elm": pathway.cql.elm, "files": [str(example)]})["fhir-m02-sprain-rules-positive"]
+    want = expected(example)
+    assert want and {k: got.get(k, "no result") for k in want} == want
+
+
+
 @pytest.mark.slow  # ~5 s: cql-execution evaluates one statement on two bundles
 @needs_cql
 def test_cql_execution_l19_on_c06_and_c01(statements: list[Statement]) -> None:
