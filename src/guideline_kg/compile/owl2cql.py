@@ -64,7 +64,7 @@ RESOURCE_ELEMENTS = frozenset({"id", "meta", "implicitRules", "language", "text"
 _BINARY = {"=": "Equal", "<": "Less", "<=": "LessOrEqual", ">": "Greater", ">=": "GreaterOrEqual", "+": "Add",
            "-": "Subtract", "*": "Multiply", "div": "TruncatedDivide", "mod": "Modulo"}
 #: A closed part used in two places is a define when its tree has at least this many nodes.
-_MIN_SHARED = 6
+_MIN_SHARED = 3
 
 
 @dataclass(frozen=True)
@@ -291,7 +291,7 @@ class _Shape:
         if k is None:
             k = len(self.nodes)
             self.table[sig] = k
-            if e.kind in ("this", "rthis", "entry"):
+            if e.kind in ("this", "rthis", "entry", "refIn"):  # refIn reads $this (the Reference) implicitly
                 closed = False
             elif e.kind in _BINDERS:
                 closed = self.closed[kids[0]]
