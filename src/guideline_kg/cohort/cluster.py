@@ -327,9 +327,11 @@ def _client(scheduler: str | None, workers: int | None) -> Iterator[Any]:
             # configuration: DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False on its workers, docs/cohort.md)
             with dask.config.set({"distributed.worker.profile.enabled": False}):
                 # no dashboard; the scheduler's HTTP routes (health, metrics) on a free loopback port, not on
-                # 8787, which another cluster may hold (Dask then warns on stderr)
+                # 8787, which another cluster may hold (Dask then warns on stderr). Dask's own logs stay off
+                # stderr up to ERROR: it logs what it recovers from (a heartbeat late on a loaded machine) with a
+                # traceback; what it cannot recover from reaches this process as a task's error
                 cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                       dashboard_address=None, host="127.0.0.1", silence_logs=logging.ERROR,
+                                       dashboard_address=None, host="127.0.0.1", silence_logs=logging.CRITICAL,
                                        scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"})
             client = Client(cluster)
     except OSError as exc:
