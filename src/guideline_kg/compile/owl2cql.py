@@ -468,6 +468,7 @@ class _Writer:
                 text += f" where {cond.cql}"
             if ret is None:  # "return all": a query without return is distinct, which compares FHIR resources
                 elm["return"] = {"distinct": False, "expression": {"type": "AliasRef", "name": alias}}
+                text += f" return all {alias}"
             else:
                 value = self.w(ret)
                 fhir, wrapped = value.fhir, value.wrapped
@@ -594,8 +595,8 @@ class _Writer:
                     "where": {"type": "In", "operand": [{"type": "AliasRef", "name": "K"}, lst.elm]},
                     "return": {"distinct": False, "expression": {"type": "AliasRef", "name": "K"}}}
             name = _cql_name(path) if "." in path else path
-            return _Out({"type": "Exists", "operand": test}, f"exists ({item.cql}.{name} K where K in {lst.cql})",
-                        False)
+            return _Out({"type": "Exists", "operand": test},
+                        f"exists ({item.cql}.{name} K where K in {lst.cql} return all K)", False)
         if k == "today":
             return _Out({"type": "Today"}, "Today()", False)
         if k == "retrieve":
@@ -651,7 +652,8 @@ class _Writer:
                        "where": {"type": "Not", "operand": {"type": "IsTrue", "operand": cond.elm}},
                        "return": {"distinct": False, "expression": {"type": "AliasRef", "name": alias}}}
             return _Out({"type": "Not", "operand": {"type": "Exists", "operand": failing}},
-                        f"not exists ({_paren(src.cql)} {alias} where not ({cond.cql} is true))", False)
+                        f"not exists ({_paren(src.cql)} {alias} where not ({cond.cql} is true) return all {alias})",
+                        False)
         if k in ("exists", "empty?"):
             x = self.w(a[0])
             elm = {"type": "Exists", "operand": x.elm} if x.many else {
