@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import fhirpathpy
+import pyarrow.parquet as pq
 import pytest
 from rdflib import Graph, URIRef
 
@@ -67,18 +68,20 @@ def generate(out: Path, n: int, seed: int, kg: Path | None = None) -> Path:
 
 
 def evaluate_reference(cohort: Path, out: Path, guideline: str, kg: Path | None = None) -> dict[str, dict[str, str]]:
-    """{case id: {statement IRI: status}} of the valid cases, from `cohort evaluate` (the guideline's scope as the
-    status of the guideline's own statement)."""
+    """{case id: {statement IRI: status}} of the valid cases, from `cohort evaluate --out DIR` (the columnar
+    results: the same derivation as `recommend`, without building the explanation texts the JSON Lines carry; the
+    guideline's scope as the status of the guideline's own statement)."""
     prefix = ["--kg", str(kg)] if kg else []
     done = subprocess.run([*CLI, *prefix, "cohort", "evaluate", str(cohort), "--out", str(out)], cwd=REPO,
                           capture_output=True, text=True, check=False)
     assert done.returncode in (0, 1), done.stderr  # 1: some planted defects make cases invalid
-    want = {}
-    for line in out.read_text(encoding="utf-8").splitlines():
-        case = json.loads(line)
-        if case.get("valid"):
-            want[case["case"]] = {**{r["id"]: r["status"] for r in case["recommendations"]},
-                                  guideline: SCOPE[case["scope"]["status"]]}
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    iris: dict[str, str] = manifest["statements"]
+    want: dict[str, dict[str, str]] = {}
+    for part in manifest["partitions"]:
+        for row in pq.read_table(out / part["results"], columns=["case", "statement", "status", "scope"]).to_pylist():
+            statuses = want.setdefault(row["case"], {guideline: SCOPE[row["scope"]]})
+            statuses[iris[row["statement"]]] = row["status"]
     return want
 
 
@@ -91,7 +94,7 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def reference(cohort: Path, knowledge: Graph) -> dict[str, dict[str, str]]:
     """{case id: {statement IRI: status}} of every valid case, by `cohort evaluate` (run once)."""
-    want = evaluate_reference(cohort, cohort.with_name("reference.jsonl"), str(guideline_iri(knowledge)))
+    want = evaluate_reference(cohort, cohort.with_name("reference"), str(guideline_iri(knowledge)))
     assert len(want) >= CASES * 0.9, f"only {len(want)} of {CASES} generated cases are valid"
     return want
 
@@ -237,7 +240,7 @@ def test_hl7_fhirpath_agrees_with_recommend_on_the_mini_guideline(
     assert any(v.name == "Adult" for v in factored.variables)  # the age population is compiled, not refused
     cohort = generate(tmp_path / "mini.ndjson", 150, 3, MINI_HOME)
     guideline = str(guideline_iri(knowledge))
-    want = evaluate_reference(cohort, tmp_path / "mini-ref.jsonl", guideline, MINI_HOME)
+    want = evaluate_reference(cohort, tmp_path / "mini-ref", guideline, MINI_HOME)
     example = MINI_HOME / "cases" / "fhir-m02-sprain-rules-positive.fhir.json"
     got = fhirpath_js(factored, [cohort, example])
     compared, diffs = differences(got, want)
