@@ -249,3 +249,14 @@ def test_a_case_in_two_shards_is_an_input_error_naming_both_places(cluster, coho
     assert f"the case '{name}' is in {doubled}:{first_line} (shard 0) and in {doubled}:{copy_line} (shard" \
         in done.stderr, done.stderr
     assert not (out / "manifest.json").exists() and not list(out.rglob("*.parquet"))
+
+
+def test_a_spawned_process_reports_its_own_peak_memory_not_its_parents() -> None:
+    """Linux keeps ru_maxrss across exec, so a worker spawned by a client holding a big mapped input used to report
+    the client's peak as its own (2.6 GB for every worker of the 1,000,000-case run); peak_mb reads VmHWM."""
+    big = bytearray(400 * 1024 * 1024)
+    big[::4096] = b"\1" * len(big[::4096])  # touch every page: the parent's resident set is now > 400 MB
+    code = "from guideline_kg.cohort.cluster import peak_mb; print(peak_mb())"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert float(done.stdout) < 300, done.stdout
+    del big
